@@ -1,0 +1,130 @@
+"""Where the code runs: device choice, seeding, threads, Colab, and showing source.
+
+Threads
+-------
+Course-sized arrays are small (a 64 x 128 MLP layer), and on a small CPU the
+cost of waking and synchronising BLAS / OpenMP threads is larger than the work
+they share.  Measured on the 2-core course machine (see
+``benchmarks/RESULTS.md``): one training step of the chapter-03 MLP is several
+times slower with 2 threads than with 1, and NumPy's BLAS pool and torch's
+OpenMP pool in one process compete for the same two cores.  So the course uses
+one compute thread per library on the CPU by default.  Set the environment
+variable ``DLCOURSE_THREADS`` to another number to override, or call
+:func:`set_threads` yourself.  On a GPU the CPU threads barely matter.
+
+``import dlcourse`` never imports torch: :func:`device` and :func:`seed` only
+touch torch when it is already imported, and the PyTorch twins call
+:func:`configure_torch` when they load.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import random
+import sys
+
+import numpy as np
+
+__all__ = ["device", "seed", "in_colab", "show_source", "set_threads",
+           "configure_torch", "default_threads"]
+
+
+def in_colab() -> bool:
+    """True inside a Google Colab runtime."""
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def default_threads() -> int:
+    """The number of compute threads the course uses on the CPU (see module doc)."""
+    value = os.environ.get("DLCOURSE_THREADS", "1")
+    try:
+        return max(1, int(value))
+    except ValueError:
+        raise ValueError(f"DLCOURSE_THREADS must be a whole number, got {value!r}") from None
+
+
+def set_threads(n: int | None = None) -> int:
+    """Limit NumPy's BLAS pool and (if loaded) torch to ``n`` threads; returns ``n``."""
+    n = default_threads() if n is None else int(n)
+    try:  # threadpoolctl reaches the BLAS that NumPy already loaded
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=n)
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        pass
+    if "torch" in sys.modules:
+        _torch_threads(sys.modules["torch"], n)
+    return n
+
+
+def _torch_threads(torch, n: int) -> None:
+    torch.set_num_threads(n)
+    try:  # may only be set once, before any inter-op work started
+        torch.set_num_interop_threads(n)
+    except RuntimeError:
+        pass
+
+
+def configure_torch() -> None:
+    """Called by every PyTorch twin on import: same thread policy as NumPy."""
+    import torch
+    _torch_threads(torch, default_threads())
+
+
+def device(prefer: str | None = None) -> str:
+    """The best device for PyTorch: ``"cuda"`` > ``"mps"`` > ``"cpu"``.
+
+    ``prefer`` forces a choice (``device("cpu")``); an unavailable preference
+    raises ``ValueError`` with the reason instead of failing later on a tensor.
+    """
+    import torch  # the caller is about to use torch anyway
+    available = ["cpu"]
+    if torch.backends.mps.is_available():
+        available.insert(0, "mps")
+    if torch.cuda.is_available():
+        available.insert(0, "cuda")
+    if prefer is None:
+        return available[0]
+    if prefer not in available:
+        raise ValueError(f"device {prefer!r} is not available here; available: {available}. "
+                         "On Colab choose Runtime > Change runtime type > GPU.")
+    return prefer
+
+
+def seed(n: int = 0) -> np.random.Generator:
+    """Seed Python's, NumPy's and (if loaded) torch's generators; return a NumPy Generator.
+
+    Lessons take randomness from the returned generator (``rng = seed(0)``),
+    so each notebook is reproducible cell by cell.
+    """
+    random.seed(n)
+    np.random.seed(n)
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        torch.manual_seed(n)  # also seeds every CUDA device
+    return np.random.default_rng(n)
+
+
+def show_source(obj) -> None:
+    """Display the source of a package function or class, highlighted in a notebook.
+
+    Lessons show the real code the package runs instead of a copy that could
+    drift from it.
+    """
+    try:
+        source = inspect.getsource(obj)
+    except (TypeError, OSError) as err:
+        raise TypeError(f"cannot show the source of {obj!r}: {err}") from None
+    where = f"{inspect.getmodule(obj).__name__}.{getattr(obj, '__qualname__', '')}"
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:  # plain Python: print it
+        print(f"# {where}\n{source}")
+        return
+    if get_ipython() is None:
+        print(f"# {where}\n{source}")
+    else:
+        display(Markdown(f"`{where}`\n```python\n{source}```"))
+
+
+set_threads()
