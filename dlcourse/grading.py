@@ -64,7 +64,7 @@ class Result:
     points: float
     max_points: float
     message: str
-    hint_available: bool = False
+    hint: str = ""  # how to ask for a hint, e.g. "check.hint('relu')"
 
     @property
     def status(self) -> str:
@@ -74,16 +74,16 @@ class Result:
     def __repr__(self) -> str:
         mark = "✓" if self.passed else "✗"
         text = f"{mark} {self.name}  [{_fmt(self.points)}/{_fmt(self.max_points)} points]  {self.message}"
-        if not self.passed and self.hint_available:
-            text += f"\n  need a hint? run check.hint({self.name!r})"
+        if not self.passed and self.hint:
+            text += f"\n  need a hint? run {self.hint}"
         return text
 
     def _repr_html_(self) -> str:
         colour = "#1a7f37" if self.passed else "#cf222e"
         mark = "✓" if self.passed else "✗"
         hint = ""
-        if not self.passed and self.hint_available:
-            hint = f"<br><small>need a hint? run <code>check.hint({self.name!r})</code></small>"
+        if not self.passed and self.hint:
+            hint = f"<br><small>need a hint? run <code>{html.escape(self.hint)}</code></small>"
         return (f'<div style="border-left:4px solid {colour};padding:4px 8px">'
                 f'<b style="color:{colour}">{mark} {html.escape(self.name)}</b> '
                 f"[{_fmt(self.points)}/{_fmt(self.max_points)} points] "
@@ -97,12 +97,13 @@ def _fmt(points: float) -> str:
 @dataclass
 class Hint:
     name: str
+    call: str
     number: int
     total: int
     text: str
 
     def __repr__(self) -> str:
-        more = "" if self.number == self.total else f"  (run check.hint({self.name!r}) again for the next)"
+        more = "" if self.number == self.total else f"  (run {self.call} again for the next)"
         return f"hint {self.number}/{self.total} for {self.name}: {self.text}{more}"
 
     def _repr_html_(self) -> str:
@@ -262,7 +263,7 @@ def expect_close(got, expected, what: str = "the output", rtol: float = 1e-6,
     expected = np.asarray(expected)
     if got is None:
         raise CheckFailed(f"{what} is None: did you forget a `return`?")
-    if isinstance(got, tuple) and expected.ndim > 0 and len(got) != expected.shape[0]:
+    if isinstance(got, tuple) and not all(np.isscalar(item) for item in got):
         raise CheckFailed(f"{what} is a tuple of {len(got)} items, expected one array of shape {expected.shape}")
     if hasattr(got, "detach"):  # a torch tensor: compare its values
         got = got.detach().cpu().numpy()
@@ -304,8 +305,9 @@ class _Exercise:
 class Checker:
     """The graded checks of one chapter; ``check.<exercise>(obj)`` runs one."""
 
-    def __init__(self, chapter: str):
+    def __init__(self, chapter: str, name: str = "check"):
         self.chapter = chapter
+        self.var = name  # the notebook's name for this object, used in "run check.hint(...)"
         self._exercises: dict[str, _Exercise] = {}
         self._results: dict[str, Result] = {}
         self._hints_shown: dict[str, int] = {}
@@ -348,7 +350,7 @@ class Checker:
         ex = self._exercises[name]
         message, passed = self._outcome(ex, obj)
         result = Result(name, passed, ex.points if passed else 0.0, ex.points, message,
-                        hint_available=bool(ex.hints))
+                        hint=f"{self.var}.hint({name!r})")
         self._results[name] = result
         return result
 
@@ -385,7 +387,7 @@ class Checker:
         if not 1 <= number <= len(hints):
             raise ValueError(f"{name} has hints 1 to {len(hints)}")
         self._hints_shown[name] = max(self._hints_shown.get(name, 0), number)
-        return Hint(name, number, len(hints), hints[number - 1])
+        return Hint(name, f"{self.var}.hint({name!r})", number, len(hints), hints[number - 1])
 
     def results(self) -> list[Result]:
         """One result per exercise, in order; exercises never checked count as not run."""

@@ -1,0 +1,191 @@
+"""Grade submitted exercise notebooks: ``python -m dlcourse.grade NOTEBOOK... --csv grades.csv``.
+
+For each notebook the grader
+
+1. reads it (a file that is missing, not JSON, or not a notebook gets one clear
+   line in the table, never a traceback),
+2. finds its chapter from the metadata the build stamps (or from the file name,
+   ``NN_topic``, or ``--chapter``),
+3. throws away every stored output and executes the notebook in a fresh kernel
+   with a time limit per cell, errors allowed (a learner's broken cell costs that
+   exercise, not the notebook),
+4. then, in that kernel, reloads the chapter's checks and runs every one of them
+   itself against the names the notebook defined.
+
+What the notebook printed never counts: only the results of step 4, passed back
+with a per-run random marker, are scored.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import secrets
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["GradeReport", "grade_notebook", "main"]
+
+
+@dataclass
+class GradeReport:
+    path: str
+    chapter: str = ""
+    points: float = 0.0
+    max_points: float = 0.0
+    exercises: dict[str, float] = field(default_factory=dict)   # name -> points earned
+    messages: dict[str, str] = field(default_factory=dict)      # name -> check message
+    error: str = ""          # why the notebook could not be graded at all
+    cell_errors: int = 0     # cells that raised while the notebook ran
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return f"not graded: {self.error}"
+        return "graded" + (f" ({self.cell_errors} cell(s) raised)" if self.cell_errors else "")
+
+
+def _concepts() -> dict[str, str]:
+    from dlcourse.build import CHAPTERS
+    return {stem: concept for stem, (_, concept) in CHAPTERS.items() if concept}
+
+
+def _chapter_of(nb, path: Path, forced: str | None) -> str:
+    concepts = _concepts()
+    if forced:
+        matches = [s for s in concepts if forced in (s, s[:2], s[3:])]
+        if len(matches) != 1:
+            raise ValueError(f"--chapter {forced!r} matches no graded chapter; choose from {', '.join(concepts)}")
+        return matches[0]
+    stamped = nb.metadata.get("dlcourse", {}).get("chapter")
+    if stamped in concepts:
+        return stamped
+    for stem in concepts:
+        if path.stem.startswith(stem) or path.stem.startswith(stem[:3]):
+            return stem
+    raise ValueError("cannot tell which chapter this is (no dlcourse metadata, no NN_ in the file name); "
+                     "pass --chapter")
+
+
+_GRADER_CELL = """\
+import importlib as _il, json as _json
+import dlcourse.grading as _grading
+_il.reload(_grading)
+_checks = _il.reload(_il.import_module({module!r}))
+_results = _checks.check.grade(dict(globals()))
+print({marker!r} + _json.dumps([[r.name, r.points, r.max_points, r.message] for r in _results]))
+"""
+
+
+def grade_notebook(path: str | Path, chapter: str | None = None, cell_timeout: int = 120,
+                   startup_timeout: int = 60) -> GradeReport:
+    """Execute one notebook in a fresh kernel and score it; never raises."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    report = GradeReport(str(path))
+    if not path.is_file():
+        report.error = "file not found"
+        return report
+    try:
+        nb = nbformat.read(path, as_version=4)
+        if not isinstance(nb.get("cells"), list):
+            raise ValueError("no cells")
+    except Exception as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        report.error = f"not a readable Jupyter notebook ({reason})"
+        return report
+    try:
+        report.chapter = chapter_stem = _chapter_of(nb, path, chapter)
+    except ValueError as err:
+        report.error = str(err)
+        return report
+
+    for cell in nb.cells:  # stored outputs never count
+        if cell.get("cell_type") == "code":
+            cell.outputs, cell.execution_count = [], None
+    marker = f"DLCOURSE-GRADE-{secrets.token_hex(8)}:"
+    module = f"dlcourse.{_concepts()[chapter_stem]}.checks"
+    nb.cells.append(nbformat.v4.new_code_cell(_GRADER_CELL.format(module=module, marker=marker)))
+    client = NotebookClient(nb, timeout=cell_timeout, startup_timeout=startup_timeout, allow_errors=True,
+                            interrupt_on_timeout=True, kernel_name="python3", record_timing=False,
+                            resources={"metadata": {"path": str(path.parent.resolve())}})
+    try:
+        client.execute()
+    except Exception as err:  # kernel died, could not start, ...
+        report.error = f"the notebook could not be run ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+        return report
+
+    report.cell_errors = sum(1 for c in nb.cells[:-1] if c.cell_type == "code"
+                             and any(o.get("output_type") == "error" for o in c.get("outputs", [])))
+    lines = [line for o in nb.cells[-1].get("outputs", []) if o.get("name") == "stdout"
+             for line in o.get("text", "").splitlines() if line.startswith(marker)]
+    if not lines:
+        errors = [o for o in nb.cells[-1].get("outputs", []) if o.get("output_type") == "error"]
+        why = f"{errors[0].get('ename')}: {errors[0].get('evalue')}" if errors else "no result"
+        report.error = f"the checks could not run in this notebook's kernel ({why})"
+        return report
+    for name, points, max_points, message in json.loads(lines[-1][len(marker):]):
+        report.exercises[name] = points
+        report.messages[name] = message
+        report.points += points
+        report.max_points += max_points
+    return report
+
+
+def _table(reports: list[GradeReport]) -> str:
+    width = max([8] + [len(r.path) for r in reports])
+    lines = [f"{'notebook':<{width}}  {'chapter':<20}  {'score':>9}  status"]
+    for r in reports:
+        score = f"{r.points:g}/{r.max_points:g}" if not r.error else "-"
+        lines.append(f"{r.path:<{width}}  {r.chapter:<20}  {score:>9}  {r.status}")
+        for name, message in r.messages.items():
+            mark = "✓" if r.exercises[name] > 0 else "✗"
+            lines.append(f"{'':<{width}}    {mark} {name}: {message}")
+    return "\n".join(lines)
+
+
+def write_csv(reports: list[GradeReport], target: str | Path) -> None:
+    """One row per notebook: total, max, then the points of every exercise seen."""
+    names: list[str] = []
+    for r in reports:
+        names += [n for n in r.exercises if n not in names]
+    with open(target, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["notebook", "chapter", "points", "max_points", "status", *names])
+        for r in reports:
+            writer.writerow([r.path, r.chapter, f"{r.points:g}", f"{r.max_points:g}", r.status,
+                             *[f"{r.exercises[n]:g}" if n in r.exercises else "" for n in names]])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dlcourse.grade",
+                                     description="Execute exercise notebooks in fresh kernels and score them.")
+    parser.add_argument("notebooks", nargs="+", help="submitted .ipynb files")
+    parser.add_argument("--csv", help="also write the scores to this CSV file")
+    parser.add_argument("--chapter", help="grade as this chapter (e.g. 01_neurons) instead of the notebook's own")
+    parser.add_argument("--timeout", type=int, default=120, help="seconds allowed per cell (default 120)")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="notebooks graded in parallel")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only the totals, not each check's message")
+    args = parser.parse_args(argv)
+
+    def one(p):
+        return grade_notebook(p, chapter=args.chapter, cell_timeout=args.timeout)
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        reports = list(pool.map(one, args.notebooks))
+    if args.quiet:
+        for r in reports:
+            r.messages = {}
+    print(_table(reports))
+    if args.csv:
+        write_csv(reports, args.csv)
+        print(f"wrote {args.csv}")
+    return 2 if any(r.error for r in reports) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

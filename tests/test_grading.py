@@ -1,0 +1,173 @@
+"""The check framework: every way a learner's function can go wrong gets one precise message."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from dlcourse.grading import (CheckFailed, CheckTimeout, Checker, call, expect, expect_close,
+                              time_limit)
+
+
+def make_checker(seconds=1.0):
+    check = Checker("99_demo")
+
+    @check.exercise(points=2, hints=["Use np.maximum.", "np.maximum(x, 0)"], seconds=seconds)
+    def relu(fn):
+        for x in (np.array([[-1.0, 2.0], [3.0, -4.0]]), np.array([1e300, -1e300])):
+            expect_close(call(fn, x), np.maximum(x, 0), f"relu(x) for x of shape {x.shape}")
+        return "matches the reference on 2 inputs"
+
+    @check.exercise(points=1, hints=["Return a positive integer."])
+    def answer(value):
+        expect(value == 42, f"expected 42, got {value!r}")
+        return "right"
+
+    return check
+
+
+def relu_ok(x):
+    return np.maximum(x, 0)
+
+
+def test_correct_function_passes_with_full_points():
+    result = make_checker().relu(relu_ok)
+    assert result.passed and result.points == 2 and result.max_points == 2
+    assert repr(result).startswith("✓ relu  [2/2 points]  matches the reference")
+    assert "✓" in result._repr_html_()
+
+
+@pytest.mark.parametrize("fn, words", [
+    (lambda x: (_ for _ in ()).throw(NotImplementedError()), "not implemented yet"),
+    (lambda x: x.no_such_thing, "raised AttributeError"),
+    (lambda x: np.maximum(x, 0).ravel(), "wrong shape: got (4,), expected (2, 2)"),
+    (lambda x: np.abs(x), "max error 4 at index (1, 1)"),
+    (lambda x: np.full(x.shape, np.nan), "NaN or inf at index (0, 0)"),
+    (lambda x: None, "forget a `return`"),
+    (lambda x: (np.maximum(x, 0), None), "tuple of 2 items"),
+    (lambda x: "relu", "is a str"),
+])
+def test_wrong_functions_fail_with_a_precise_message(fn, words):
+    result = make_checker().relu(fn)
+    assert not result.passed and result.points == 0
+    assert words in result.message
+    assert "check.hint('relu')" in repr(result)
+
+
+def test_mutating_the_input_is_reported():
+    def relu_in_place(x):
+        x[x < 0] = 0
+        return x
+    result = make_checker().relu(relu_in_place)
+    assert not result.passed and "mutated its input" in result.message
+
+
+def test_overflowing_function_reports_nan_not_a_warning():
+    def exp_based(x):
+        return np.log1p(np.exp(x)) * 0 + np.where(x > 0, x, 0) * (np.exp(x) / np.exp(x))
+    result = make_checker().relu(exp_based)
+    assert not result.passed and "NaN or inf" in result.message
+
+
+def test_undefined_and_not_callable():
+    check = make_checker()
+    assert "not defined" in check.relu(None).message
+    assert "not callable" in check.relu(3).message
+
+
+@pytest.mark.parametrize("body", ["loop", "sleep"])
+def test_endless_code_is_stopped_by_the_time_limit(body):
+    def endless(x):
+        if body == "sleep":
+            time.sleep(30)
+        while True:
+            pass
+    start = time.perf_counter()
+    result = make_checker(seconds=0.5).relu(endless)
+    assert time.perf_counter() - start < 5
+    assert not result.passed and "too slow: stopped after 0.5 s" in result.message
+
+
+def test_learner_cannot_swallow_the_timeout():
+    def stubborn(x):
+        try:
+            while True:
+                pass
+        except Exception:
+            return np.maximum(x, 0)
+    result = make_checker(seconds=0.3).relu(stubborn)
+    assert "too slow" in result.message
+
+
+def test_time_limit_works_outside_the_main_thread():
+    outcome = []
+
+    def worker():
+        try:
+            with time_limit(0.3):
+                while True:
+                    pass
+        except CheckTimeout:
+            outcome.append("stopped")
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(5)
+    assert outcome == ["stopped"]
+
+
+def test_recursion_error_is_named():
+    def forever(x):
+        return forever(x)
+    result = make_checker().relu(forever)
+    assert not result.passed and "RecursionError" in result.message
+
+
+def test_non_function_exercise_and_expect():
+    check = make_checker()
+    assert check.answer(42).passed
+    result = check.answer(41)
+    assert not result.passed and result.message == "expected 42, got 41"
+
+
+def test_hints_come_one_at_a_time_and_stop_at_the_last():
+    check = make_checker()
+    first, second, third = (check.hint("relu") for _ in range(3))
+    assert (first.number, second.number, third.number) == (1, 2, 2)
+    assert "Use np.maximum" in repr(first) and "again for the next" in repr(first)
+    assert "again" not in repr(second)
+    assert check.hint("relu", 1).text == "Use np.maximum."
+    with pytest.raises(KeyError, match="exercises: relu, answer"):
+        check.hint("nope")
+
+
+def test_scoreboard_counts_latest_results_and_unrun_exercises():
+    check = make_checker()
+    check.relu(np.abs)
+    check.relu(relu_ok)
+    table = check.scoreboard()
+    assert (table.points, table.max_points) == (2, 3)
+    text = repr(table)
+    assert "relu" in text and "passed" in text and "not run" in text and "2/3" in text
+    assert "<table>" in table._repr_html_()
+
+
+def test_grade_runs_every_check_against_a_namespace():
+    results = make_checker().grade({"relu": relu_ok, "answer": 7})
+    assert [r.passed for r in results] == [True, False]
+
+
+def test_registration_rules():
+    check = Checker("99_demo")
+    with pytest.raises(ValueError, match="needs at least one hint"):
+        check.exercise(points=1)(lambda fn: "ok")
+    with pytest.raises(ValueError, match="taken"):
+        check.exercise(points=1, hints=["h"])(make_checker)  # fine once
+        check.exercise(points=1, hints=["h"])(make_checker)
+
+
+def test_expect_close_accepts_torch_tensors_and_lists():
+    torch = pytest.importorskip("torch")
+    expect_close(torch.tensor([1.0, 2.0]), np.array([1.0, 2.0]))
+    expect_close([1.0, 2.0], np.array([1.0, 2.0]))
+    with pytest.raises(CheckFailed, match="max error 1"):
+        expect_close([1.0, 3.0], np.array([1.0, 2.0]), rtol=0)
