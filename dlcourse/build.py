@@ -275,9 +275,8 @@ def check(root: Path = ROOT) -> list[str]:
             if a != b:
                 problems.append(f"{rel}: cell {b[1]} differs from its source {target.source.relative_to(root)}")
                 break
-        if target.kind != "exercises" and not any(c.get("outputs") for c in committed.cells
-                                                  if c.cell_type == "code"):
-            problems.append(f"{rel}: has no stored outputs; run python -m dlcourse.build")
+        if any(c.get("execution_count") is None for c in committed.cells if c.cell_type == "code"):
+            problems.append(f"{rel}: has cells that were never executed; run python -m dlcourse.build")
     known = {t.output for t in wanted}
     for folder in ("chapters", "solutions", "exercises"):
         for nb_path in sorted((root / folder).glob("*.ipynb")):
