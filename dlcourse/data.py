@@ -19,7 +19,17 @@ toy sets), H x W image height x width.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import gzip
+import hashlib
+import http.client
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -28,6 +38,8 @@ __all__ = [
     "make_xor", "make_spirals", "make_moons", "make_circles",
     "Surface", "surface", "SURFACES",
     "load_sample_images", "load_sample_image",
+    "DownloadError", "IdxFormatError", "default_cache_dir", "download", "sha256_of",
+    "read_idx", "load_mnist", "load_fashion_mnist",
 ]
 
 
@@ -310,3 +322,314 @@ def load_sample_image(name: str) -> np.ndarray:
 def _stem(path: str) -> str:
     from pathlib import PurePath
     return PurePath(str(path)).name.rsplit(".", 1)[0].lower()
+
+
+# --------------------------------------------------------------------- downloads
+#
+# A download that a course depends on must not corrupt its cache when it is
+# interrupted, must notice a wrong or damaged file, and must say what to do
+# when there is no network.  So: the bytes go to ``<name>.part`` next to the
+# final file, are checked against a known sha256, and only then renamed into
+# place with ``os.replace`` (atomic on one file system: the final name holds
+# either nothing or the complete, verified file).  A ``.part`` left behind by an
+# interrupted download is continued with an HTTP Range request.
+
+OFFLINE_HINT = "use dlcourse.data.load_digits(), which ships with scikit-learn"
+_CHUNK = 1 << 16               # 64 KiB per read
+_PROGRESS_MIN_BYTES = 1 << 20  # no progress bar below 1 MiB
+_USER_AGENT = "dlcourse/0.1 (+python urllib)"
+
+
+class DownloadError(OSError):
+    """A file could not be downloaded, or what arrived is not the expected file."""
+
+
+def default_cache_dir() -> Path:
+    """Where downloads are kept: ``$DLCOURSE_DATA`` if set, else ``~/.cache/dlcourse``."""
+    env = os.environ.get("DLCOURSE_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dlcourse"
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks (constant memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Incomplete(Exception):
+    """The connection ended before all promised bytes arrived (the .part is kept to resume)."""
+
+
+def _show_progress(total: int | None) -> bool:
+    if total is not None and total < _PROGRESS_MIN_BYTES:
+        return False
+    if "ipykernel" in sys.modules:  # a notebook: tqdm.auto draws a widget
+        return True
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+def _fetch(url: str, part: Path, timeout: float, progress: bool | None) -> bool:
+    """Stream ``url`` into ``part``, continuing an existing ``part`` if the server allows it.
+
+    Returns True when the file was resumed (its first bytes came from an earlier try).
+    """
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and have:  # "range not satisfiable": the .part is useless
+            part.unlink()
+            return _fetch(url, part, timeout, progress)
+        raise
+    with response:
+        if have and response.status == 206:
+            start = _content_range_start(response.headers.get("Content-Range"))
+            if start != have:  # the server resumed somewhere else: start over
+                part.unlink()
+                response.close()
+                return _fetch(url, part, timeout, progress)
+            mode, resumed = "ab", True
+        else:  # 200: the server ignored the Range header and sends everything
+            mode, have, resumed = "wb", 0, False
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        from tqdm.auto import tqdm
+        show = _show_progress(total) if progress is None else progress
+        with open(part, mode) as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                                           unit_divisor=1024, desc=part.name[:-len(".part")],
+                                           disable=not show, leave=False) as bar:
+            while True:
+                block = response.read(_CHUNK)
+                if not block:
+                    break
+                out.write(block)
+                bar.update(len(block))
+            written = out.tell()
+    if total is not None and written < total:
+        raise _Incomplete(f"connection closed after {written} of {total} bytes")
+    return resumed
+
+
+def _content_range_start(header: str | None) -> int | None:
+    """The first byte of ``Content-Range: bytes START-END/TOTAL``, or None."""
+    try:
+        return int(header.split()[1].split("-")[0])
+    except (AttributeError, IndexError, ValueError):
+        return None
+
+
+# Failures worth another try: the network, not the request.
+_TRANSIENT = (urllib.error.URLError, ConnectionError, TimeoutError, socket.timeout,
+              http.client.HTTPException, _Incomplete)
+
+
+def download(url: str | Sequence[str], sha256: str, filename: str | None = None,
+             cache_dir: str | os.PathLike | None = None, timeout: float = 30, retries: int = 2,
+             *, progress: bool | None = None, offline_hint: str = OFFLINE_HINT) -> Path:
+    """Download a file once, verify it, and return its path in the cache.
+
+    Parameters
+    ----------
+    url : the address, or a list of mirrors tried in order
+    sha256 : expected hex digest; a cached file is only used if it matches
+    filename : name in the cache (default: the last part of the first URL)
+    cache_dir : folder (default :func:`default_cache_dir`); created if missing
+    timeout : seconds to wait for the server on connect and on each read
+    retries : extra attempts per mirror after a network failure (short back-off)
+    progress : force the progress bar on / off (default: on in a terminal or
+        notebook for files of 1 MiB or more)
+    offline_hint : what to suggest in the error when nothing can be downloaded
+
+    Returns
+    -------
+    Path of the verified file.
+
+    Raises
+    ------
+    DownloadError (an ``OSError``) when every mirror failed, naming the URLs, the
+    reason and the offline alternative; or when the bytes do not match ``sha256``
+    (the bad file is deleted).
+    """
+    urls = [url] if isinstance(url, str) else list(url)
+    if not urls:
+        raise ValueError("download() needs at least one URL")
+    sha256 = sha256.lower()
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    name = filename or urllib.request.url2pathname(urls[0].rstrip("/").rsplit("/", 1)[-1])
+    target = folder / name
+    part = folder / (name + ".part")
+
+    if target.exists():
+        if sha256_of(target) == sha256:
+            return target          # cache hit: no network at all
+        target.unlink()            # stale or damaged: fetch again
+
+    folder.mkdir(parents=True, exist_ok=True)
+    failures = []
+    for address in urls:
+        attempts_left, pause = retries + 1, 0.25
+        while attempts_left > 0:
+            attempts_left -= 1
+            try:
+                resumed = _fetch(address, part, timeout, progress)
+            except urllib.error.HTTPError as err:
+                failures.append(f"{address}: HTTP {err.code} {err.reason}")
+                if err.code >= 500 and attempts_left:  # a server hiccup may pass
+                    time.sleep(pause)
+                    continue
+                break              # the server answered "no": another try will not help
+            except _TRANSIENT as err:
+                reason = getattr(err, "reason", None) or err
+                failures.append(f"{address}: {type(err).__name__}: {reason}")
+                if attempts_left:  # short, growing pause before the next try
+                    time.sleep(pause)
+                    pause = min(2 * pause, 2.0)
+                continue
+            got = sha256_of(part)
+            if got == sha256:
+                os.replace(part, target)  # atomic: the final name never holds a partial file
+                return target
+            part.unlink()
+            if resumed:  # the leftover .part may have been another file: one fresh try, free
+                attempts_left += 1
+                continue
+            raise DownloadError(
+                f"checksum mismatch for {name} downloaded from {address}: expected sha256 "
+                f"{sha256}, got {got}. The damaged file was removed; call again to retry, "
+                f"or, offline, {offline_hint}.")
+    tried = "\n  ".join(failures)
+    raise DownloadError(
+        f"could not download {name} (tried {len(failures)} time(s)):\n  {tried}\n"
+        f"Check the internet connection and try again. Offline? {offline_hint}, "
+        f"or copy the file {name} (sha256 {sha256}) to {target}.")
+
+
+# ------------------------------------------------------------- IDX / MNIST family
+
+class IdxFormatError(ValueError):
+    """A file is not a valid (gzipped) IDX file: wrong magic number, truncated, ..."""
+
+
+# The IDX format (used by MNIST): 2 zero bytes, one byte for the element type,
+# one byte for the number of dimensions, then each dimension as a big-endian
+# uint32, then the data in C order, big-endian.
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike, expect_ndim: int | None = None) -> np.ndarray:
+    """Parse an IDX file (gzipped if the name ends in ``.gz``) into an array.
+
+    The header's magic number is checked (and, with ``expect_ndim``, the number
+    of dimensions: 3 for MNIST images, 1 for labels), and so is the data length,
+    so a damaged file fails with :class:`IdxFormatError` naming it instead of
+    producing garbage.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise IdxFormatError(f"{path} is damaged, cannot decompress it ({err}); "
+                             f"delete it and load again to re-download.") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        magic = int.from_bytes(raw[:4].ljust(4, b"\0"), "big")
+        raise IdxFormatError(f"{path} is not an IDX file: magic number 0x{magic:08x} "
+                             f"(expected 0x000008NN for unsigned bytes); delete it and load again.")
+    dtype, ndim = np.dtype(_IDX_TYPES[raw[2]]), raw[3]
+    if expect_ndim is not None and ndim != expect_ndim:
+        raise IdxFormatError(f"{path} holds a {ndim}-D array, expected {expect_ndim}-D "
+                             f"(magic number 0x{int.from_bytes(raw[:4], 'big'):08x}).")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise IdxFormatError(f"{path} is truncated inside its header; delete it and load again.")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise IdxFormatError(f"{path} has {len(raw) - header} data bytes, but its header "
+                             f"announces shape {shape} = {expected} bytes: the file is damaged; "
+                             f"delete it and load again.")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+# Checksums: sha256 of the original gz files, as listed by TensorFlow Datasets in
+# tensorflow/datasets, tensorflow_datasets/url_checksums/mnist.txt (commit 31f1255e)
+# and .../fashion_mnist.txt (commit 333639b3) - with the sizes 9912422, 28881,
+# 1648877, 4542 (MNIST) and 26421880, 29515, 4422102, 5148 bytes (Fashion-MNIST).
+MNIST_MIRRORS = (
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+)
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+FASHION_MNIST_MIRRORS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+)
+FASHION_MNIST_SHA256 = {
+    "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+    "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+    "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+    "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+}
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+_SPLIT_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+                "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+def _load_idx_pair(subdir: str, mirrors: Sequence[str], checksums: dict, split: str,
+                   cache_dir, timeout: float):
+    if split not in _SPLIT_FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    folder = folder / subdir
+    arrays = []
+    for name, ndim in zip(_SPLIT_FILES[split], (3, 1)):
+        path = download([m + name for m in mirrors], checksums[name], filename=name,
+                        cache_dir=folder, timeout=timeout)
+        arrays.append(read_idx(path, expect_ndim=ndim))
+    images, labels = arrays
+    if len(images) != len(labels):
+        raise IdxFormatError(f"{len(images)} images but {len(labels)} labels in {folder}")
+    x = (images / np.float32(255.0)).astype(np.float32)  # (N, 28, 28) in [0, 1]
+    return x, labels.astype(np.int64)
+
+
+def load_mnist(split: str = "train", cache_dir: str | os.PathLike | None = None,
+               timeout: float = 30):
+    """MNIST handwritten digits (60,000 train / 10,000 test), downloaded once and cached.
+
+    Returns
+    -------
+    x : (N, 28, 28) float32 in [0, 1];  y : (N,) int64 labels 0..9
+
+    Needs the network the first time (about 11 MB); offline, use
+    :func:`load_digits`, the 8 x 8 digits that ship with scikit-learn.
+    """
+    return _load_idx_pair("mnist", MNIST_MIRRORS, MNIST_SHA256, split, cache_dir, timeout)
+
+
+def load_fashion_mnist(split: str = "train", cache_dir: str | os.PathLike | None = None,
+                       timeout: float = 30):
+    """Fashion-MNIST (Zalando's clothing images, same format and size as MNIST).
+
+    Returns
+    -------
+    x : (N, 28, 28) float32 in [0, 1];  y : (N,) int64 labels 0..9, named in
+    ``FASHION_MNIST_CLASSES``
+    """
+    return _load_idx_pair("fashion_mnist", FASHION_MNIST_MIRRORS, FASHION_MNIST_SHA256,
+                          split, cache_dir, timeout)
