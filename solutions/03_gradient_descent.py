@@ -1,0 +1,251 @@
+# %% [markdown]
+# # 03 · Gradient descent and optimizers — exercises
+#
+# In this notebook you write the optimizers of chapter 03 yourself, each the way `torch.optim`
+# computes it, so that your functions could replace PyTorch's step for step:
+#
+# | # | function | what it is | points |
+# |---|---|---|---|
+# | 1 | `gd_minimize` | plain gradient descent, returning the path | 2 |
+# | 2 | `sgd_momentum_step` | one SGD step with momentum and Nesterov momentum | 3 |
+# | 3 | `rmsprop_step` | one RMSprop step | 2 |
+# | 4 | `adam_step` | one Adam step, with bias correction | 3 |
+# | 5 | `warmup_cosine_lr` | a learning-rate schedule: linear warm-up, then cosine decay | 2 |
+# | 6 | `minibatches` | shuffled mini-batch indices that cover every example once per epoch | 2 |
+# | 7 | `train_epoch` | one epoch of mini-batch Adam on an MLP | 2 |
+#
+# **How the checks work.** Under each exercise is a check cell, `check.<name>(<name>)`. Run it
+# after the cell with your function: it runs your code on several cases, compares with the
+# course's reference, and shows ✓ or ✗ with the points and one message that says what is wrong
+# (and, for the classic mistakes, *which* mistake it is). It never crashes the notebook. Stuck?
+# `check.hint("adam_step")` gives a hint; run it again for the next one. The last cell adds up
+# your score.
+#
+# **The style of the optimizers: state in, state out.** An optimizer step is a pure function
+# `w_new, state_new = step(w, dw, state, ...)`. It never changes `w`, `dw` or `state` in place;
+# it returns new arrays and a new state, a small `NamedTuple` with PyTorch's names for what the
+# optimizer remembers between steps. The checks run 20 steps in a row and feed your returned
+# state back in, so carrying the state correctly is part of each exercise.
+
+# %%
+import math
+
+import numpy as np
+
+from dlcourse.backprop.numpy_impl import mlp_loss_and_grads
+from dlcourse.optim import numpy_impl as optim
+from dlcourse.optim.checks import check
+from dlcourse.optim.numpy_impl import AdamState, RMSpropState, SGDState
+
+# %% [markdown]
+# ## Exercise 1 · Gradient descent (2 points)
+#
+# Write `gd_minimize(grad, start, lr, steps)`: starting at `start`, repeat `steps` times the
+# update $\mathbf w \leftarrow \mathbf w - \eta\,\nabla L(\mathbf w)$ and return the **whole path**.
+#
+# * `grad`: a function; `grad(w)` returns the gradient at the point `w` (an array of shape `(D,)`)
+# * `start`: array of shape `(D,)`; do not modify it
+# * `lr`: the learning rate $\eta$; `steps`: the number of updates (may be 0)
+# * return: an array of shape `(steps + 1, D)` whose row `k` is the point after `k` updates
+#   (row 0 is `start` itself)
+
+# %%
+def gd_minimize(grad, start, lr, steps):
+    """Plain gradient descent; returns the path, shape (steps + 1, D)."""
+    ### BEGIN SOLUTION
+    w = np.array(start, dtype=float)
+    path = [w]
+    for _ in range(steps):
+        w = w - lr * grad(w)
+        path.append(w)
+    return np.stack(path)
+    ### END SOLUTION
+
+
+# %%
+check.gd_minimize(gd_minimize)
+
+# %% [markdown]
+# ## Exercise 2 · SGD with momentum and Nesterov momentum (3 points)
+#
+# Write `sgd_momentum_step(w, dw, state, lr, momentum=0.9, nesterov=False)`, PyTorch's form of
+# momentum. With $\mathbf g$ = `dw`, $\mu$ = `momentum`, $\eta$ = `lr`, and $\mathbf v$ =
+# `state.momentum_buffer` (zeros before the first step):
+#
+# $$\mathbf v \leftarrow \mu\,\mathbf v + \mathbf g, \qquad
+# \mathbf w \leftarrow \mathbf w - \eta\,\mathbf v \quad\text{or, with Nesterov,}\quad
+# \mathbf w \leftarrow \mathbf w - \eta\,(\mathbf g + \mu\,\mathbf v)$$
+#
+# (the Nesterov step uses the *updated* buffer). Return the pair `(new_w, SGDState(new_buffer))`.
+# Note that the learning rate is *not* inside the buffer: PyTorch keeps it out, so that changing
+# `lr` during training (a schedule) does not rescale the memory of past gradients.
+
+# %%
+def sgd_momentum_step(w, dw, state, lr, momentum=0.9, nesterov=False):
+    """One SGD step with (Nesterov) momentum; returns (w, SGDState)."""
+    ### BEGIN SOLUTION
+    buf = momentum * state.momentum_buffer + dw
+    step = dw + momentum * buf if nesterov else buf
+    return w - lr * step, SGDState(buf)
+    ### END SOLUTION
+
+
+# %%
+check.sgd_momentum_step(sgd_momentum_step)
+
+# %% [markdown]
+# ## Exercise 3 · RMSprop (2 points)
+#
+# Write `rmsprop_step(w, dw, state, lr=1e-2, alpha=0.99, eps=1e-8)`. With $\mathbf s$ =
+# `state.square_avg` (zeros at first), and every operation element by element:
+#
+# $$\mathbf s \leftarrow \alpha\,\mathbf s + (1-\alpha)\,\mathbf g^2, \qquad
+# \mathbf w \leftarrow \mathbf w - \eta\,\frac{\mathbf g}{\sqrt{\mathbf s} + \epsilon}$$
+#
+# `eps` is added *after* the square root, as in PyTorch. Return `(new_w,
+# RMSpropState(new_square_avg, state.momentum_buffer))` (we do not use RMSprop's optional momentum
+# here: pass its buffer on unchanged).
+
+# %%
+def rmsprop_step(w, dw, state, lr=1e-2, alpha=0.99, eps=1e-8):
+    """One RMSprop step; returns (w, RMSpropState)."""
+    ### BEGIN SOLUTION
+    square_avg = alpha * state.square_avg + (1 - alpha) * dw * dw
+    new_w = w - lr * dw / (np.sqrt(square_avg) + eps)
+    return new_w, RMSpropState(square_avg, state.momentum_buffer)
+    ### END SOLUTION
+
+
+# %%
+check.rmsprop_step(rmsprop_step)
+
+# %% [markdown]
+# ## Exercise 4 · Adam, with bias correction (3 points)
+#
+# Write `adam_step(w, dw, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8)`. The state is
+# `AdamState(step, exp_avg, exp_avg_sq)`: the number of steps taken so far (0 at first) and the two
+# running averages $\mathbf m$ and $\mathbf v$ (zeros at first). With $t$ = `state.step + 1`:
+#
+# $$\mathbf m \leftarrow \beta_1\mathbf m + (1-\beta_1)\mathbf g, \qquad
+# \mathbf v \leftarrow \beta_2\mathbf v + (1-\beta_2)\mathbf g^2,$$
+#
+# $$\hat{\mathbf m} = \frac{\mathbf m}{1-\beta_1^t}, \qquad \hat{\mathbf v} = \frac{\mathbf v}{1-\beta_2^t},
+# \qquad \mathbf w \leftarrow \mathbf w - \eta\,\frac{\hat{\mathbf m}}{\sqrt{\hat{\mathbf v}} + \epsilon}$$
+#
+# Return `(new_w, AdamState(t, m, v))`: the state keeps the *uncorrected* averages, and the
+# counter moves on by one.
+
+# %%
+def adam_step(w, dw, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    """One Adam step with bias correction; returns (w, AdamState)."""
+    ### BEGIN SOLUTION
+    beta1, beta2 = betas
+    t = state.step + 1
+    m = beta1 * state.exp_avg + (1 - beta1) * dw
+    v = beta2 * state.exp_avg_sq + (1 - beta2) * dw * dw
+    m_hat = m / (1 - beta1 ** t)
+    v_hat = v / (1 - beta2 ** t)
+    return w - lr * m_hat / (np.sqrt(v_hat) + eps), AdamState(t, m, v)
+    ### END SOLUTION
+
+
+# %%
+check.adam_step(adam_step)
+
+# %% [markdown]
+# ## Exercise 5 · Warm-up, then cosine decay (2 points)
+#
+# Write `warmup_cosine_lr(epoch, base_lr, warmup, total, eta_min=0.0)`, the learning rate to use
+# during epoch `epoch` (counting from 0):
+#
+# * **warm-up**, for `epoch < warmup`: $\;\eta = \eta_{base}\cdot\dfrac{\text{epoch} + 1}{\text{warmup}}$
+#   (epoch 0 already gets a small non-zero rate, epoch `warmup - 1` the full one);
+# * **cosine**, afterwards: with $t$ = `epoch - warmup` and $T$ = `total - warmup`,
+#   $\;\eta = \eta_{min} + \tfrac12(\eta_{base} - \eta_{min})\,(1 + \cos(\pi t / T))$,
+#   which starts at `base_lr` and reaches `eta_min` at epoch `total`.
+#
+# `warmup = 0` means no warm-up at all. Return one float. (This equals PyTorch's
+# `SequentialLR` of a `LinearLR` warm-up and a `CosineAnnealingLR`.)
+
+# %%
+def warmup_cosine_lr(epoch, base_lr, warmup, total, eta_min=0.0):
+    """Linear warm-up for `warmup` epochs, then cosine annealing to eta_min at epoch `total`."""
+    ### BEGIN SOLUTION
+    if epoch < warmup:
+        return base_lr * (epoch + 1) / warmup
+    t, period = epoch - warmup, total - warmup
+    return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * t / period)) / 2
+    ### END SOLUTION
+
+
+# %%
+check.warmup_cosine_lr(warmup_cosine_lr)
+
+# %% [markdown]
+# ## Exercise 6 · Mini-batches (2 points)
+#
+# Write a **generator** `minibatches(n, batch_size, rng)` that yields, for one epoch over `n`
+# examples, arrays of example indices:
+#
+# * shuffled: draw one random permutation of `0 .. n-1` from `rng` (a `np.random.Generator`), so
+#   that the same seed gives the same batches;
+# * every index exactly once per epoch; batches of `batch_size`, except the last, which holds the
+#   `n % batch_size` left over (do not drop it).
+#
+# For example `list(minibatches(10, 4, rng))` could be `[array([3, 7, 0, 9]), array([5, 1, 8,
+# 2]), array([6, 4])]`.
+
+# %%
+def minibatches(n, batch_size, rng):
+    """Yield shuffled index arrays that cover range(n) once."""
+    ### BEGIN SOLUTION
+    order = rng.permutation(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+    ### END SOLUTION
+
+
+# %%
+check.minibatches(minibatches)
+
+# %% [markdown]
+# ## Exercise 7 · One epoch of training (2 points)
+#
+# Put the pieces together: write `train_epoch(params, states, x, y, batch_size, rng, lr=1e-3)`,
+# one epoch of mini-batch Adam on an MLP.
+#
+# * `params`: the MLP's parameters `[w1, b1, w2, b2, ...]`; `states`: one `AdamState` per parameter;
+#   `x` `(N, D)`, `y` `(N,)`: the training data; `rng`: the generator for the shuffle.
+# * For each batch from **`optim.minibatches(len(x), batch_size, rng)`**: compute the loss and the
+#   gradients with `mlp_loss_and_grads(params, x[idx], y[idx])` (chapter 02), then update every
+#   parameter with **`optim.adam_step(p, g, s, lr=lr)`**, keeping the new parameters *and* the new
+#   states for the next batch.
+# * Return `(params, states, mean_loss)`, where `mean_loss` is the average loss per *example* over
+#   the epoch: weight each batch's loss by its size (the last batch may be smaller).
+#
+# Use the course's `optim.minibatches` and `optim.adam_step` (not your own versions above), so
+# that the check can replay your epoch batch for batch. Do not modify the input arrays.
+
+# %%
+def train_epoch(params, states, x, y, batch_size, rng, lr=1e-3):
+    """One epoch of mini-batch Adam; returns (params, states, mean loss over the examples)."""
+    ### BEGIN SOLUTION
+    total = 0.0
+    for idx in optim.minibatches(len(x), batch_size, rng):
+        loss, grads = mlp_loss_and_grads(params, x[idx], y[idx])
+        updated = [optim.adam_step(p, g, s, lr=lr) for p, g, s in zip(params, grads, states)]
+        params = [p for p, _ in updated]
+        states = [s for _, s in updated]
+        total += float(loss) * len(idx)
+    return params, states, total / len(x)
+    ### END SOLUTION
+
+
+# %%
+check.train_epoch(train_epoch)
+
+# %% [markdown]
+# ## Your score
+
+# %%
+check.scoreboard()
