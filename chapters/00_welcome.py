@@ -27,6 +27,9 @@
 #
 # Lessons never paste code into a cell and hope it matches the package: they *show*
 # the package's real source with `show_source`, so what you read is exactly what runs.
+# For example, here is `rel_error`, the small function the course uses everywhere to
+# say how far two arrays are apart, relative to their size (you will meet it when we
+# check gradients in chapter 02):
 
 # %%
 import numpy as np

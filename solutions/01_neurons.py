@@ -18,7 +18,8 @@
 # your function's cell: it tests your function on several inputs (including nasty ones) and
 # shows ✓ or ✗, the points, and one message that says what is wrong. It never crashes the
 # notebook. Stuck? `check.hint("sigmoid")` shows a hint; run it again for the next one.
-# The table at the very end adds up your score.
+# The table at the very end checks every function again, by name, exactly as your
+# instructor's grader will, and adds up your score.
 #
 # Use NumPy only (no PyTorch), work with whole arrays (no Python loops over elements), and
 # never modify the arrays you are given.
@@ -88,8 +89,9 @@ check.activation_grads(activation_grads)
 #
 # The exact GELU is $\mathrm{GELU}(x) = x\,\Phi(x)$, where
 # $\Phi(x) = \tfrac12\bigl(1 + \operatorname{erf}(x/\sqrt2)\bigr)$ is the standard normal
-# distribution function. Its derivative is the standard normal density
-# $\varphi(x) = e^{-x^2/2}/\sqrt{2\pi}$.
+# distribution function. The derivative of $\Phi$ (not of GELU) is the standard normal
+# density $\varphi(x) = e^{-x^2/2}/\sqrt{2\pi}$; GELU itself is a product, so its
+# derivative needs the product rule.
 #
 # Write `gelu_grad(x)`: $\frac{d}{dx}\mathrm{GELU}(x)$ elementwise, for an array of any
 # shape. Use the vectorised `erf` imported at the top (NumPy has none of its own). This is the

@@ -432,3 +432,12 @@ def test_plots_draw():
     ax2 = plot_decision_boundary(lambda p: np.stack([-p[:, 0], p[:, 0]], 1), x, y, resolution=20)
     assert ax2.get_xlim()[0] < 0
     plt.close("all")
+
+
+def test_sigmoid_check_sees_overflow_hidden_by_the_learners_errstate():
+    def naive_but_silenced(x):
+        with np.errstate(over="ignore"):
+            return 1 / (1 + np.exp(-x))
+    result = check.sigmoid(naive_but_silenced)
+    assert not result.passed and "overflow" in result.message
+    assert isinstance(np.exp, np.ufunc)  # the watch on np.exp is removed afterwards

@@ -55,10 +55,25 @@ def _diagnose(got, expected, mistakes) -> None:
 
 
 def _call_without_overflow(fn, *args):
-    """Call ``fn`` with NumPy set to raise on overflow, so that inf/NaN-making code is caught."""
+    """Call ``fn`` with NumPy set to raise on overflow, so that inf/NaN-making code is caught.
+
+    A learner's own ``np.errstate(over="ignore")`` would silence that, so ``np.exp``
+    is also watched during the call: an inf from a finite input counts as overflow.
+    """
+    real_exp, overflowed = np.exp, []
+
+    def watched_exp(*a, **k):
+        result = real_exp(*a, **k)
+        if np.any(np.isinf(result) & np.isfinite(a[0])):
+            overflowed.append(True)
+        return result
     try:
+        np.exp = watched_exp
         with np.errstate(over="raise", invalid="raise", divide="raise"):
-            return call(fn, *args)
+            out = call(fn, *args)
+        if overflowed:
+            raise CheckFailed("FloatingPointError: np.exp overflowed to inf")
+        return out
     except CheckFailed as fail:
         text = str(fail)
         if "FloatingPointError" in text or "OverflowError" in text:
@@ -67,6 +82,8 @@ def _call_without_overflow(fn, *args):
                               "-|x|, which is <= 0 (and np.where evaluates both of its branches "
                               "for every element, so compute e = np.exp(-np.abs(x)) first)") from None
         raise
+    finally:
+        np.exp = real_exp
 
 
 def _show(x: np.ndarray) -> str:
