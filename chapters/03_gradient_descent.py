@@ -24,8 +24,6 @@
 #    loss curves.
 
 # %%
-import time
-
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -447,8 +445,8 @@ for label, (make, ours) in pairs.items():
 # Time to put it together. `train_numpy` trains the 64 → 128 → 10 MLP with mini-batches of 64
 # and Adam; every epoch it measures the loss on the whole training set and the accuracy on the
 # validation set, and at the very end, once, the accuracy on the held-out **test** set (data the
-# model and we never looked at while choosing settings). It runs in well under a second on a
-# laptop CPU. Read it: every piece is one we built.
+# model and we never looked at while choosing settings). The training itself takes about a
+# second on a laptop CPU. Read it: every piece is one we built.
 
 # %%
 show_source(optim.train_numpy)
