@@ -248,7 +248,7 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray
     exp = np.exp(shifted)
     sum_exp = exp.sum(axis=1)                              # (N,), each >= 1
     # -log p_y = log sum_k exp(z_k - m) - (z_y - m)
-    loss = (np.log(sum_exp) - shifted[rows, y]).mean()
+    loss = (np.log(sum_exp) - shifted[rows, y]).sum() / n
     dlogits = exp                                          # reuse the buffer: becomes softmax, then the gradient
     dlogits /= sum_exp[:, None]                            # softmax(logits)
     dlogits[rows, y] -= 1                                  # minus the one-hot target
