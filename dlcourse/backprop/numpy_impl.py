@@ -28,6 +28,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from dlcourse.neurons.numpy_impl import sigmoid  # the stable form, built in chapter 01
+
 __all__ = [
     "LinearCache", "linear_forward", "linear_backward",
     "ReluCache", "relu_forward", "relu_backward",
@@ -122,16 +124,6 @@ def relu_backward(dout: np.ndarray, cache: ReluCache) -> np.ndarray:
     dx : ndarray shaped like ``dout``
     """
     return dout * cache.mask  # d relu(x) / dx = 1[x > 0]
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function ``1 / (1 + exp(-x))``, elementwise.
-
-    ``exp(-x)`` overflows for very negative ``x``, so for ``x < 0`` we use the
-    equal form ``exp(x) / (1 + exp(x))``: then ``exp`` only ever sees ``-|x|``.
-    """
-    e = np.exp(-np.abs(x))  # always in (0, 1]: cannot overflow
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 class SigmoidCache(NamedTuple):

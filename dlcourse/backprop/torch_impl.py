@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dlcourse.neurons.torch_impl import get_params, load_params  # chapter 01's, shared
 from dlcourse.runtime import configure_torch
 
 configure_torch()
@@ -34,30 +35,6 @@ def make_mlp(sizes: Sequence[int]) -> nn.Sequential:
             layers.append(nn.ReLU())
         layers.append(nn.Linear(fan_in, fan_out))
     return nn.Sequential(*layers)
-
-
-@torch.no_grad()
-def load_params(model: nn.Module, params: Sequence[np.ndarray]) -> nn.Module:
-    """Copy a NumPy parameter list ``[w1, b1, ...]`` into ``model``'s parameters, in order.
-
-    Values are converted to each parameter's dtype and device (``model.double()``
-    first to compare in float64).  Returns ``model``.
-    """
-    targets = list(model.parameters())
-    if len(targets) != len(params):
-        raise ValueError(f"the model has {len(targets)} parameter tensors, got {len(params)} arrays")
-    for i, (p, a) in enumerate(zip(targets, params)):
-        if tuple(p.shape) != tuple(np.shape(a)):
-            raise ValueError(f"parameter {i}: the model's shape is {tuple(p.shape)}, "
-                             f"the array's is {tuple(np.shape(a))}")
-        # convert the dtype on the CPU first (Apple GPUs have no float64), then move
-        p.copy_(torch.as_tensor(np.asarray(a)).to(p.dtype))
-    return model
-
-
-def get_params(model: nn.Module) -> list[np.ndarray]:
-    """The model's parameters as a list of NumPy arrays (copies, on the CPU)."""
-    return [p.detach().cpu().numpy().copy() for p in model.parameters()]
 
 
 def loss_and_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -123,7 +123,8 @@ def load_params(model: nn.Module, params: Sequence[np.ndarray]) -> nn.Module:
         if tuple(p.shape) != tuple(np.shape(a)):
             raise ValueError(f"parameter {i}: the model's shape is {tuple(p.shape)}, "
                              f"the array's is {tuple(np.shape(a))}")
-        p.copy_(torch.as_tensor(np.asarray(a)))
+        # convert the dtype on the CPU first (Apple GPUs have no float64), then move
+        p.copy_(torch.as_tensor(np.asarray(a)).to(p.dtype))
     return model
 
 
