@@ -87,6 +87,19 @@ def main() -> None:
             t_torch = median_time(lambda: torch_step(xt, yt), args.steps, args.repeats)
         print(f"| {threads} | {t_np * 1e6:.0f} | {t_torch * 1e6:.0f} | {t_np / t_torch:.2f} |")
 
+    # A notebook alternates NumPy and PyTorch work in one process: with several
+    # threads each, torch's OpenMP workers still spin while NumPy's BLAS wants the cores.
+    print("\n| threads | NumPy step + PyTorch step, alternating (µs per pair) |")
+    print("|---|---|")
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        with threadpool_limits(limits=threads):
+            def pair():
+                run_numpy()
+                torch_step(xt, yt)
+            median_time(pair, 20, 1)
+            print(f"| {threads} | {median_time(pair, args.steps, args.repeats) * 1e6:.0f} |")
+
 
 if __name__ == "__main__":
     main()

@@ -271,7 +271,8 @@ show_source(nn.sigmoid_backward)
 # %% [markdown]
 # The ReLU cache is a boolean mask: the forward pass already decided which units are on,
 # and the backward pass simply lets gradient through those. Sigmoid and tanh cache their
-# **output**, because their derivatives are written in terms of it. Note the stable sigmoid:
+# **output**, because their derivatives are written in terms of it. The forward pass uses
+# chapter 01's stable sigmoid (this module imports it rather than keeping a second copy):
 # `exp(-x)` would overflow for $x = -1000$, so the code never exponentiates a positive number.
 
 # %%

@@ -225,8 +225,7 @@ def course_map(root: Path = ROOT) -> str:
         exercises, twins = "—", "—"
         if concept:
             check = importlib.import_module(f"dlcourse.{concept}.checks").check
-            points = sum(check._exercises[n].points for n in check.names)
-            exercises = f"[{len(check.names)} graded, {points:g} pts](exercises/{stem}.ipynb)"
+            exercises = f"[{len(check.names)} graded, {check.max_points:g} pts](exercises/{stem}.ipynb)"
             twins = "✓ / ✓"
         link = f"[{title}](chapters/{stem}.ipynb)"
         colab = f"lesson {badge(f'chapters/{stem}.ipynb')}"

@@ -357,6 +357,11 @@ class Checker:
     def names(self) -> list[str]:
         return list(self._exercises)
 
+    @property
+    def max_points(self) -> float:
+        """The chapter's total: the sum of every exercise's points."""
+        return sum(ex.points for ex in self._exercises.values())
+
     def target(self, name: str) -> str:
         return self._exercises[name].target
 
