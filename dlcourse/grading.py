@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 __all__ = ["Checker", "Result", "CheckFailed", "CheckTimeout", "call", "expect",
-           "expect_close", "time_limit"]
+           "expect_close", "matches", "time_limit"]
 
 
 class CheckFailed(Exception):
@@ -251,6 +251,23 @@ def call(fn: Callable, *args, allow_mutation: bool = False, **kwargs):
             if not _same(old, kwargs[k]):
                 raise CheckFailed(f"{_name_of(fn)} mutated its input {k!r} in place; compute a new array instead")
     return out
+
+
+def matches(got, expected, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
+    """True when ``got`` has ``expected``'s shape and values; quietly False for anything else.
+
+    The checks use it to recognise a classic mistake: they rebuild the wrong
+    answer from the same inputs and ask whether the learner's output matches it.
+    """
+    try:
+        got = np.asarray(got, dtype=np.float64)
+        expected = np.asarray(expected, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    if got.shape != expected.shape:
+        return False
+    with np.errstate(all="ignore"):
+        return bool(np.allclose(got, expected, rtol=rtol, atol=atol, equal_nan=True))
 
 
 def expect(condition: bool, message: str) -> None:

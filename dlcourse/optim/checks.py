@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from dlcourse.grading import CheckFailed, Checker, call, expect, expect_close
+from dlcourse.grading import CheckFailed, Checker, call, expect, expect_close, matches as _close
 from dlcourse.optim import numpy_impl as ref
 
 check = Checker("03_gradient_descent")
@@ -24,15 +24,6 @@ __all__ = ["check"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _close(a, b, rtol=1e-6, atol=1e-9) -> bool:
-    try:
-        a = np.asarray(a, dtype=np.float64)
-        b = np.asarray(b, dtype=np.float64)
-    except (TypeError, ValueError):
-        return False
-    return a.shape == b.shape and bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
-
 
 def _quadratic(dim: int, seed: int):
     """A gradient ``g(w, k) = A w + noise_k`` of a noisy convex quadratic (like a mini-batch gradient)."""
