@@ -315,6 +315,19 @@ def expect_close(got, expected, what: str = "the output", rtol: float = 1e-6,
 
 # --------------------------------------------------------------------------- the checker
 
+def _show(obj) -> None:
+    """Display ``obj`` in a notebook (HTML and text), or print it in plain Python."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(obj)
+    else:
+        print(repr(obj))
+
+
 def _caller_namespace() -> dict:
     try:
         from IPython import get_ipython
@@ -414,8 +427,19 @@ class Checker:
         return message or "correct", True
 
     # hints and scores ---------------------------------------------------
-    def hint(self, name: str, number: int | None = None) -> Hint:
-        """Show the next hint for exercise ``name`` (or hint ``number``, from 1)."""
+    def hint(self, name: str, number: int | None = None) -> None:
+        """Show the next hint for exercise ``name`` (or hint ``number``, from 1).
+
+        The hint shows itself, wherever the call stands in a cell, so a hint is
+        never used up without being seen.
+        """
+        _show(self._hint(name, number))
+
+    def hints(self, name: str) -> list[str]:
+        """All hints of exercise ``name``, in order (for tests and instructors)."""
+        return list(self._exercises[name].hints)
+
+    def _hint(self, name: str, number: int | None = None) -> Hint:
         if name not in self._exercises:  # a typo should not raise in the middle of a notebook
             return Hint(name, "", 0, 0, f"no exercise {name!r} in {self.chapter}; "
                                         f"exercises: {', '.join(self.names)}")

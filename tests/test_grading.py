@@ -131,14 +131,23 @@ def test_non_function_exercise_and_expect():
 
 def test_hints_come_one_at_a_time_and_stop_at_the_last():
     check = make_checker()
-    first, second, third = (check.hint("relu") for _ in range(3))
+    first, second, third = (check._hint("relu") for _ in range(3))
     assert (first.number, second.number, third.number) == (1, 2, 2)
     assert "Use np.maximum" in repr(first) and "again for the next" in repr(first)
     assert "again for the next" not in repr(second)
     assert "last hint" in repr(second)
-    assert check.hint("relu", 1).text == "Use np.maximum."
-    assert "no exercise 'nope' in 99_demo; exercises: relu, answer" == repr(check.hint("nope"))
-    assert "has hints 1 to 2" in repr(check.hint("relu", 5))
+    assert check._hint("relu", 1).text == "Use np.maximum."
+    assert "no exercise 'nope' in 99_demo; exercises: relu, answer" == repr(check._hint("nope"))
+    assert "has hints 1 to 2" in repr(check._hint("relu", 5))
+    assert check.hints("relu") == ["Use np.maximum.", "np.maximum(x, 0)"]
+
+
+def test_hint_shows_itself_even_inside_a_loop(capsys):
+    check = make_checker()
+    for _ in range(2):
+        assert check.hint("relu") is None  # nothing left for the cell to display twice
+    out = capsys.readouterr().out
+    assert "hint 1/2 for relu: Use np.maximum." in out and "hint 2/2 for relu" in out
 
 
 def test_scoreboard_rechecks_the_names_defined_now_like_the_grader():

@@ -609,4 +609,4 @@ def test_train_epoch_catches_mistakes():
 
 def test_hints_exist():
     for name in check.names:
-        assert "hint 1/" in repr(check.hint(name, 1))
+        assert "hint 1/" in repr(check._hint(name, 1))
