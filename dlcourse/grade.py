@@ -9,8 +9,10 @@ For each notebook the grader
 3. throws away every stored output and executes the notebook in a fresh kernel
    with a time limit per cell, errors allowed (a learner's broken cell costs that
    exercise, not the notebook),
-4. then, in that kernel, reloads the chapter's checks and runs every one of them
-   itself against the names the notebook defined.
+4. then, in that kernel, imports the chapter's checks afresh (every ``dlcourse``
+   module is dropped and imported again, so patches a notebook made to the
+   checks or to the reference code do not count) and runs every check itself
+   against the names the notebook defined.
 
 What the notebook printed never counts: only the results of step 4, passed back
 with a per-run random marker, are scored.
@@ -70,10 +72,10 @@ def _chapter_of(nb, path: Path, forced: str | None) -> str:
 
 
 _GRADER_CELL = """\
-import importlib as _il, json as _json
-import dlcourse.grading as _grading
-_il.reload(_grading)
-_checks = _il.reload(_il.import_module({module!r}))
+import importlib as _il, json as _json, sys as _sys
+for _name in [m for m in _sys.modules if m == "dlcourse" or m.startswith("dlcourse.")]:
+    del _sys.modules[_name]  # fresh checks and references, whatever the notebook patched
+_checks = _il.import_module({module!r})
 _results = _checks.check.grade(dict(globals()))
 print({marker!r} + _json.dumps([[r.name, r.points, r.max_points, r.message] for r in _results]))
 """

@@ -34,7 +34,10 @@ def graded(tmp_path_factory):
         "cheat": with_cells(EXERCISES, tmp / "cheat_01_neurons.ipynb",
                             "print('DLCOURSE-GRADE-0000:[[\"sigmoid\", 2, 2, \"ok\"]]')\nprint('✓ all passed')",
                             "import dlcourse.grading as g\n"
-                            "g.Checker._outcome = staticmethod(lambda ex, obj: ('correct', True))"),
+                            "g.Checker._outcome = staticmethod(lambda ex, obj: ('correct', True))",
+                            "import dlcourse.neurons.numpy_impl as ref\n"
+                            "ref.sigmoid = lambda x: 0 * x\n"
+                            "def sigmoid(x):\n    return 0 * x"),
         # correct functions, but a cell that raises and a cell that never ends
         "messy": with_cells(SOLVED, tmp / "messy_01_neurons.ipynb",
                             "1 / 0", "while True:\n    pass"),
