@@ -39,15 +39,18 @@ from dlcourse.backprop.checks import check
 #   order** (a tuple of numbers), computed now from the numbers at hand,
 # * `op`: a short name such as `"*"` (only for printing).
 #
-# For example, `a + b` is `Value(a.data + b.data, (a, b), (1.0, 1.0), "+")`. Complete
+# `__add__` is written for you as the worked example: `a + b` is
+# `Value(a.data + b.data, (a, b), (1.0, 1.0), "+")`. Complete the other six in the same way:
 # `__mul__`, `__pow__` (the exponent `n` is a plain number), `exp`, `log`, `tanh` and `relu`
-# (slope 0 where the input is $\le 0$). The table of local derivatives is in the lesson.
+# (slope 0 where the input is $\le 0$, so also at exactly 0). The table of local derivatives
+# is in the lesson.
 # Subtraction, division, negation and the mirrored forms (`2 * a`) are given: they are built
 # from your operations. Use `math.exp`, `math.log`, `math.tanh`.
 #
 # The check runs 13 expressions such as `a * b`, `b ** -2`, `3 * a - b` and
-# `(a * b + a).tanh()` and follows your `children` and `local_grads` with a correct
-# backward pass of its own, so this exercise does not need exercise 2.
+# `(a * b + a).tanh()`, plus `Value(0.0).relu()`, and follows your `children` and
+# `local_grads` with a correct backward pass of its own, so this exercise does not need
+# exercise 2.
 
 # %%
 class Value:
@@ -65,9 +68,7 @@ class Value:
 
     def __add__(self, other):
         other = other if isinstance(other, Value) else Value(other)
-        ### BEGIN SOLUTION
-        return Value(self.data + other.data, (self, other), (1.0, 1.0), "+")
-        ### END SOLUTION
+        return Value(self.data + other.data, (self, other), (1.0, 1.0), "+")  # given: the worked example
 
     def __mul__(self, other):
         other = other if isinstance(other, Value) else Value(other)
@@ -313,8 +314,14 @@ check.two_layer_net(two_layer_net)
 # $$\frac{f(x + h\,e_i) - f(x - h\,e_i)}{2h},$$
 #
 # where $e_i$ changes only entry `i` (so loop over every index of `x`, whatever its number of
-# dimensions: `np.ndindex(x.shape)` gives them all). Do not leave `x` changed: work on a
-# float copy, or put each entry back after perturbing it.
+# dimensions: `np.ndindex(x.shape)` gives them all). Do not leave `x` changed, and remember
+# that `x` may hold integers, where `x[i] = old + h` would round the nudge away: work on a
+# float copy (`x.astype(float)`).
+#
+# The default `h = 1e-5` is a little larger than the `1e-6` of the lesson's `numerical_grad`;
+# both are fine in float64, where any $h$ from about $10^{-4}$ to $10^{-7}$ balances the
+# centred difference's error (which shrinks like $h^2$) against rounding error (which grows
+# like $10^{-16}/h$).
 
 # %%
 def numerical_gradient(f, x, h=1e-5):

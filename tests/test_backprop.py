@@ -317,7 +317,7 @@ def test_every_exercise_has_hints_and_points():
     assert check.names == ["value_ops", "value_backward", "linear_backward", "activation_backward",
                            "softmax_cross_entropy", "two_layer_net", "numerical_gradient"]
     for name in check.names:
-        assert check.hint(name).text
+        assert check.hints(name)
         result = getattr(check, name)(None)
         assert not result.passed and "not defined" in result.message
 
@@ -362,6 +362,11 @@ class ReluAlwaysOne(Value):
         return Value(max(self.data, 0.0), (self,), (1.0,), "relu")
 
 
+class ReluSlopeOneAtZero(Value):
+    def relu(self):  # out >= 0 instead of out > 0: slope 1 at exactly 0
+        return Value(max(self.data, 0.0), (self,), (1.0 if self.data >= 0 else 0.0,), "relu")
+
+
 def test_value_ops_check():
     _passes("value_ops", Value)
     _fails("value_ops", StubValue, "not implemented")
@@ -370,6 +375,7 @@ def test_value_ops_check():
     _fails("value_ops", PowOffByOne, "n a^(n-1)")
     _fails("value_ops", MulWithoutWrapping, "a * 2 + 1", "AttributeError")
     _fails("value_ops", ReluAlwaysOne, "b.relu()", "slope of relu is 0")
+    _fails("value_ops", ReluSlopeOneAtZero, "Value(0.0).relu()", "x == 0", "slope must be 0")
     _fails("value_ops", Value(1.0), "pass the class itself")
 
 
@@ -457,6 +463,11 @@ def test_linear_backward_check():
         x, w = cache
         return dout @ w, dout.T @ x, dout.sum(axis=1)
     _fails("linear_backward", db_wrong_axis, "axis 1")
+
+    def db_first_example(dout, cache):
+        x, w = cache
+        return dout @ w, dout.T @ x, dout[0]
+    _fails("linear_backward", db_first_example, "one example's dout", "sum over the batch axis")
 
     def dw_transposed(dout, cache):
         x, w = cache
@@ -623,6 +634,20 @@ def test_numerical_gradient_check():
             grad[i] = (f(xp) - f(xm)) / (2 * h)
         return grad
     _fails("numerical_gradient", rows_only, "shape", "one entry at a time")
+
+    def integer_copy(f, x, h=1e-5):
+        x = x.copy()  # keeps an integer x integer: every nudge is rounded away
+        grad = np.zeros(x.shape)
+        for i in np.ndindex(x.shape):
+            old = x[i]
+            x[i] = old + h
+            fp = f(x)
+            x[i] = old - h
+            fm = f(x)
+            x[i] = old
+            grad[i] = (fp - fm) / (2 * h)
+        return grad
+    _fails("numerical_gradient", integer_copy, "INTEGER", "work on a float copy: x.astype(float)")
 
 
 def test_check_messages_are_deterministic():

@@ -128,7 +128,15 @@ def value_ops(cls):
             value = got.get(id(node), 0.0)
             expect(_close(value, expected, rtol=1e-7, atol=1e-12),
                    f"d({expr})/d{name} comes out as {value:.6g}, expected {expected:.6g} ({rule})")
-    return f"all {len(_OPS)} expressions have the right values and local derivatives"
+    zero = _attempt("Value(0.0).relu()", lambda: cls(0.0).relu())
+    expect(zero is not None and hasattr(zero, "data") and hasattr(zero, "local_grads"),
+           "Value(0.0).relu() must return a Value")
+    expect(_close(zero.data, 0.0), f"Value(0.0).relu() has data {float(zero.data):.6g}, expected 0")
+    slope = tuple(float(g) for g in zero.local_grads)
+    expect(_close(slope, (0.0,)),
+           f"Value(0.0).relu() has local derivative {slope[0] if len(slope) == 1 else slope}: at x == 0 "
+           "the slope must be 0 (slope 0 where the input is <= 0): test self.data > 0, not >= 0")
+    return f"all {len(_OPS)} expressions and relu at exactly 0 have the right values and local derivatives"
 
 
 # graphs for value_backward, built with the learner's constructor: node i has (data, [(child, local), ...]);
@@ -256,6 +264,9 @@ def linear_backward(fn):
                               "so sum dout over the batch, axis 0")
         if n > 1 and _close(db, dout.sum(axis=1)):
             raise CheckFailed(f"db was summed over axis 1 {case}; sum over the batch, axis 0")
+        if n > 1 and any(_close(db, row) for row in dout):
+            raise CheckFailed(f"db looks like one example's dout {case}; sum over the batch axis: "
+                              "db = dout.sum(axis=0)")
         if n > 1 and _close(db, want_db / n):
             raise CheckFailed(f"db is the mean of dout over the batch {case}; it must be the sum "
                               "(the loss already divides by N)")
@@ -451,6 +462,8 @@ def _grad_cases():
          rng.uniform(-3, 3, 4), lambda v: np.cos(v) * v + np.sin(v)),
         ("f(x) = sum(exp(x) * c), x of shape (2, 2, 2)", lambda v: np.sum(np.exp(v) * weights),
          rng.uniform(-1, 1, (2, 2, 2)), lambda v: np.exp(v) * weights),
+        ("f(x) = sum(x**3 - 2x), x an INTEGER array of shape (2, 3)", lambda v: np.sum(v ** 3 - 2 * v),
+         np.array([[1, -2, 3], [0, 2, -1]]), lambda v: 3.0 * v ** 2 - 2),
     ]
 
 
@@ -466,17 +479,20 @@ def numerical_gradient(fn):
     for what, f, x, exact in _grad_cases():
         before = x.copy()
         got = call(fn, f, x, allow_mutation=True)
+        want = exact(before)
+        if x.dtype.kind in "iu" and not (np.array_equal(x, before) and _close(got, want, rtol=1e-6, atol=1e-7)):
+            raise CheckFailed(f"wrong for {what}: x + h rounds back to an integer when written into an "
+                              "integer array, so the nudges are lost; work on a float copy: x.astype(float)")
         expect(np.array_equal(x, before), f"x was changed ({what}): after perturbing an entry, put its "
                                           "old value back (or work on a copy of x)")
-        want = exact(x)
         if got is not None and np.shape(got) != x.shape:
             raise CheckFailed(f"the gradient has shape {np.shape(got)}, expected x's shape {x.shape} ({what}): "
                               "perturb one entry at a time, for every index of x")
         if not _close(got, want, rtol=1e-6, atol=1e-7):
             h = 1e-5
-            forward = np.zeros_like(x)
+            forward = np.zeros_like(x, dtype=np.float64)
             for i in np.ndindex(x.shape):
-                xp = x.copy()
+                xp = x.astype(np.float64)
                 xp[i] += h
                 forward[i] = (f(xp) - f(x)) / h
             if _close(got, forward, rtol=1e-6, atol=1e-8):
@@ -485,4 +501,4 @@ def numerical_gradient(fn):
             if _close(got, 2 * want, rtol=1e-5):
                 raise CheckFailed(f"the gradient is twice too large ({what}): divide f(x+h) - f(x-h) by 2h, not h")
         expect_close(got, want, f"the gradient of {what}", rtol=1e-6, atol=1e-7)
-    return "centred differences match the exact gradient on 3 functions of 1-, 2- and 3-D arrays"
+    return "centred differences match the exact gradient on 4 functions of 1-, 2- and 3-D arrays, one of integers"

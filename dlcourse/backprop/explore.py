@@ -29,6 +29,50 @@ def _levels(order: list[Value]) -> dict[int, int]:
     return level
 
 
+def _label_edge(ax, start, end, text: str, offset: float = 6.0) -> None:
+    """Write ``text`` at the middle of the edge start -> end, nudged ``offset`` points off the line.
+
+    The nudge is perpendicular to the edge as drawn on screen (to its left, looking from the
+    tail to the head), and the label sits on a white rounded background so it stays readable
+    where it crosses other lines.
+    """
+    (x0, y0), (x1, y1) = ax.transData.transform([start, end])
+    dx, dy = x1 - x0, y1 - y0
+    length = float(np.hypot(dx, dy)) or 1.0
+    normal = (-dy / length, dx / length)
+    if normal[1] < 0:  # keep labels above the line (or to its left when vertical)
+        normal = (-normal[0], -normal[1])
+    middle = ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)
+    ax.annotate(text, xy=middle, xytext=(offset * normal[0], offset * normal[1]),
+                textcoords="offset points", ha="center", va="center", fontsize=7.5,
+                color="#0969da", zorder=3,
+                bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="#d0d7de", lw=0.6))
+
+
+def _free_side(ax, centre, text: str, edges) -> str:
+    """``"below"`` or ``"above"``: where a grad label next to the box at ``centre`` crosses fewer edges.
+
+    Works in screen points with the box and label sizes estimated from the font sizes used
+    by :func:`draw_graph` (two lines of 9 pt in the box, one line of 8 pt in the label).
+    """
+    to_points = 72.0 / ax.figure.dpi
+    cx, cy = ax.transData.transform(centre) * to_points
+    half_box, half_w, half_h = 14.0, 0.3 * 8 * len(text) + 2, 6.0
+    segments = [ax.transData.transform([a, b]) * to_points for a, b in edges]
+    t = np.linspace(0.0, 1.0, 60)[:, None]
+
+    def hits(yc):
+        count = 0
+        for (x0, y0), (x1, y1) in segments:
+            px, py = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+            count += bool(np.any((np.abs(px - cx) < half_w) & (np.abs(py - yc) < half_h)))
+        return count
+
+    below = hits(cy - half_box - 2 - half_h)
+    above = hits(cy + half_box + 2 + half_h)
+    return "above" if above < below else "below"
+
+
 def draw_graph(root: Value, ax=None, show_grad: bool = True, show_local: bool = True):
     """Draw the computational graph that produced ``root``.
 
@@ -36,7 +80,7 @@ def draw_graph(root: Value, ax=None, show_grad: bool = True, show_local: bool = 
     ----------
     root : the output Value (call ``root.backward()`` first to see gradients)
     ax : matplotlib Axes to draw on (a new figure if None)
-    show_grad : write each node's ``.grad`` in its box
+    show_grad : write each node's ``.grad`` just below its box
     show_local : write each edge's local derivative on the arrow
 
     Returns
@@ -55,30 +99,41 @@ def draw_graph(root: Value, ax=None, show_grad: bool = True, show_local: bool = 
             pos[id(node)] = (col * 1.6, (len(nodes) - 1) / 2 - i)
     if ax is None:
         _, ax = plt.subplots(figsize=(2.1 * len(columns) + 1, 1.3 * height + 1))
-    for node in order:
-        x1, y1 = pos[id(node)]
-        for child, local in zip(node.children, node.local_grads):
-            x0, y0 = pos[id(child)]
-            ax.annotate("", xy=(x1 - 0.42, y1), xytext=(x0 + 0.42, y0),
-                        arrowprops=dict(arrowstyle="->", color="0.45", lw=1.2))
-            if show_local:
-                ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.08, f"{local:.3g}", fontsize=7.5,
-                        ha="center", va="bottom", color="#0969da")
+    columns_x = [p[0] for p in pos.values()]
+    ax.set_xlim(min(columns_x) - 0.7, max(columns_x) + 0.7)
+    ax.set_ylim(-height / 2 - 0.1, height / 2 + 0.1)  # room for a grad label above or below
+    ax.axis("off")
+    # Boxes first (lowest zorder, so they are drawn first and their outlines are known when the
+    # arrows are clipped to them), then the arrows, then the labels on white backgrounds on top.
+    boxes = {}
     for node in order:
         x, y = pos[id(node)]
         op = _OP_NAMES.get(node.op, node.op)
         title = " = ".join(t for t in (node.label, op) if t) or "const"
-        lines = [title, f"{node.data:.4g}"]
         face = "#ddf4ff" if not node.children else "#f6f8fa"
-        ax.text(x, y, "\n".join(lines), ha="center", va="center", fontsize=9,
-                bbox=dict(boxstyle="round,pad=0.35", fc=face, ec="0.3"))
-        if show_grad:
-            ax.text(x, y - 0.27, f"grad {node.grad:.4g}", ha="center", va="top", fontsize=8,
-                    color=_GRAD_COLOUR)
-    columns_x = [p[0] for p in pos.values()]
-    ax.set_xlim(min(columns_x) - 0.7, max(columns_x) + 0.7)
-    ax.set_ylim(-height / 2 - 0.2, height / 2 + 0.1)
-    ax.axis("off")
+        boxes[id(node)] = ax.text(x, y, f"{title}\n{node.data:.4g}", ha="center", va="center",
+                                  fontsize=9, zorder=1,
+                                  bbox=dict(boxstyle="round,pad=0.35", fc=face, ec="0.3"))
+    for node in order:
+        for child, local in zip(node.children, node.local_grads):
+            head, tail = boxes[id(node)], boxes[id(child)]
+            ax.annotate("", xy=pos[id(node)], xytext=pos[id(child)], zorder=2,
+                        arrowprops=dict(arrowstyle="-|>", color="0.45", lw=1.2, mutation_scale=12,
+                                        patchA=tail.get_bbox_patch(), patchB=head.get_bbox_patch(),
+                                        shrinkA=0, shrinkB=1))
+            if show_local:
+                _label_edge(ax, pos[id(child)], pos[id(node)], f"{local:.3g}")
+    if show_grad:
+        edges = [(pos[id(child)], pos[id(node)]) for node in order for child in node.children]
+        for node in order:
+            text = f"grad {node.grad:.4g}"
+            side = _free_side(ax, pos[id(node)], text, edges)
+            ax.annotate(text, xy=(0.5, 0 if side == "below" else 1),
+                        xycoords=boxes[id(node)].get_bbox_patch(),
+                        xytext=(0, -2 if side == "below" else 2), textcoords="offset points",
+                        ha="center", va="top" if side == "below" else "bottom",
+                        fontsize=8, color=_GRAD_COLOUR, zorder=4,
+                        bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none"))
     return ax
 
 
