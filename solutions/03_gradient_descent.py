@@ -18,7 +18,9 @@
 # after the cell with your function: it runs your code on several cases, compares with the
 # course's reference, and shows ✓ or ✗ with the points and one message that says what is wrong
 # (and, for the classic mistakes, *which* mistake it is). It never crashes the notebook. Stuck?
-# `check.hint("adam_step")` gives a hint; run it again for the next one. The last cell adds up
+# `check.hint("adam_step")` gives a hint; run it again for the next one. Each exercise has three
+# hints: first a nudge in the right direction, then a concrete intermediate step, and last
+# (nearly) the answer, so try the first ones before you read the last. The last cell adds up
 # your score.
 #
 # **The style of the optimizers: state in, state out.** An optimizer step is a pure function

@@ -281,6 +281,24 @@ def test_plots_build():
         plt.close(f)
 
 
+def test_race_draws_sgd_on_top_and_schedule_legend_outside():
+    import matplotlib.pyplot as plt
+    from dlcourse.optim import explore
+    ax = explore.plot_surface("rosenbrock")
+    explore.plot_paths(ax, explore.race_paths("rosenbrock", 1e-3, 0.1, steps=20), on_top=("SGD",))
+    paths = [line for line in ax.get_lines() if line.get_label() in explore.RACERS]
+    assert paths[-1].get_label() == "SGD" and paths[-1].get_zorder() > max(p.get_zorder() for p in paths[:-1])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(explore.RACERS)  # legend keeps the order
+    plt.close(ax.figure)
+    fig = explore.plot_schedules({"a": lambda e: 1.0, "b": lambda e: 2.0, "c": lambda e: 1.0}, 5)
+    ax = fig.axes[0]
+    assert ax.get_lines()[2].get_linestyle() != ax.get_lines()[0].get_linestyle()  # equal curves stay visible
+    fig.canvas.draw()
+    legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= axes_box.x1  # the legend hides no curve
+    plt.close(fig)
+
+
 # --------------------------------------------------------------------------- graded checks
 
 def _stub(*args, **kwargs):
@@ -375,7 +393,16 @@ def test_gd_minimize_catches_mistakes():
     _assert_fails("gd_minimize", uphill, "uphill")
     _assert_fails("gd_minimize", lr_twice, "applied twice")
     _assert_fails("gd_minimize", one_short, "one step early")
-    _assert_fails("gd_minimize", mutates, "mutated")
+    def alias(grad, start, lr, steps):  # w = start; w -= ...: w is start, not a copy
+        w = start
+        path = [w.copy()]
+        for _ in range(steps):
+            w -= lr * grad(w)
+            path.append(w.copy())
+        return np.stack(path)
+
+    _assert_fails("gd_minimize", mutates, "`start`", "in place")
+    _assert_fails("gd_minimize", alias, "`start`", "w = start", "np.array(start, dtype=float)")
 
 
 # 2. SGD with momentum
@@ -393,6 +420,9 @@ def _sgd_variant(kind):
         if kind == "average":
             v = momentum * v_old + (1 - momentum) * dw
             return w - lr * (dw + momentum * v if nesterov else v), ref.SGDState(v)
+        if kind == "buffer ignored":  # buf = momentum * np.zeros_like(w) + dw
+            buf = momentum * np.zeros_like(w) + dw
+            return w - lr * (dw + momentum * buf if nesterov else buf), ref.SGDState(buf)
         if kind == "nesterov ignored":
             return ref.sgd_step(w, dw, state, lr, momentum=momentum)
         if kind == "nesterov without mu":
@@ -411,6 +441,7 @@ def _sgd_variant(kind):
 
 @pytest.mark.parametrize("kind,words", [
     ("not carried", ["old momentum buffer"]),
+    ("buffer ignored", ["state.momentum_buffer is ignored", "restarts from zeros"]),
     ("textbook", ["textbook", "v = μv + g"]),
     ("lr twice", ["applied twice"]),
     ("average", ["average", "(1 − μ)"]),
@@ -610,3 +641,65 @@ def test_train_epoch_catches_mistakes():
 def test_hints_exist():
     for name in check.names:
         assert "hint 1/" in repr(check._hint(name, 1))
+
+
+def test_hints_go_from_nudge_to_answer():
+    """Three hints each, and the first is a nudge: no code from the answer in it yet."""
+    answers = {"gd_minimize": "np.stack(path)", "sgd_momentum_step": "SGDState(buf)",
+               "rmsprop_step": "RMSpropState(square_avg", "adam_step": "AdamState(t, m, v)",
+               "warmup_cosine_lr": "math.cos", "minibatches": "yield order[start:start + batch_size]",
+               "train_epoch": "total / len(x)"}
+    assert set(answers) == set(check.names)
+    for name, answer in answers.items():
+        hints = check.hints(name)
+        assert len(hints) == 3, name
+        assert answer not in hints[0] and answer not in hints[1], name
+        assert answer in hints[2], name
+
+
+# --------------------------------------------------------------------------- scaling up (GPU section)
+
+def _fake_mnist(split="train", **kwargs):
+    n = 120 if split == "train" else 30
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    return rng.random((n, 28, 28), dtype=np.float32), rng.integers(0, 10, n).astype(np.int64)
+
+
+def test_scale_up_data_splits_mnist(monkeypatch):
+    import dlcourse.data
+    monkeypatch.setattr(dlcourse.data, "load_mnist", _fake_mnist)
+    data, about = torch_impl.scale_up_data(limit=60)
+    assert about.startswith("MNIST: 50 training, 10 validation and 30 test images")
+    assert data.x_train.shape == (50, 784) and data.x_val.shape == (10, 784) and data.x_test.shape == (30, 784)
+    assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
+    full, about = torch_impl.scale_up_data(n_val=20)
+    assert full.x_train.shape == (100, 784) and full.x_val.shape == (20, 784)
+    # train and validation come from disjoint images
+    seen = {row.tobytes() for row in full.x_train}
+    assert not any(row.tobytes() in seen for row in full.x_val)
+
+
+def test_scale_up_data_falls_back_to_digits(monkeypatch):
+    import dlcourse.data
+
+    def offline(split="train", **kwargs):
+        raise dlcourse.data.DownloadError("could not download train-images-idx3-ubyte.gz\nmirror list")
+    monkeypatch.setattr(dlcourse.data, "load_mnist", offline)
+    data, about = torch_impl.scale_up_data()
+    assert data.x_train.shape[1] == 64
+    assert "could not be downloaded" in about and "digits" in about and "mirror list" not in about
+
+
+@pytest.mark.slow
+def test_train_scaled_up_runs_on_cpu(monkeypatch):
+    import dlcourse.data
+    monkeypatch.setattr(dlcourse.data, "load_mnist", _fake_mnist)
+    data, _ = torch_impl.scale_up_data(limit=60)
+    calls = []
+    model, history = torch_impl.train_scaled_up(data, device="cpu", hidden=(16, 8), epochs=2, batch_size=32,
+                                                progress=False, callback=calls.append)
+    assert [m.in_features for m in model if isinstance(m, torch.nn.Linear)] == [784, 16, 8]
+    assert model[-1].out_features == 10 and next(model.parameters()).device.type == "cpu"
+    assert len(calls) == 2 and history.lr == [ref.cosine_lr(0, 1e-3, 2), ref.cosine_lr(1, 1e-3, 2)]
+    assert len(history.step_loss) == 2 * 2 and 0.0 <= history.test_acc <= 1.0
+    assert torch_impl.SCALE_UP["hidden"] == (512, 256)

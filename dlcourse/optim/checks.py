@@ -111,10 +111,13 @@ def _schedule_lrs(base: float, steps: int = 20) -> list[float]:
 # --------------------------------------------------------------------------- 1. gradient descent
 
 @check.exercise(points=2, hints=[
-    "Start with w = start (as a float array), a list path = [w], then repeat `steps` times: "
-    "w = w - lr * grad(w); path.append(w).  Finish with np.stack(path).",
-    "Write w = w - lr * grad(w), not w -= lr * grad(w): the in-place form changes the array that "
-    "is already in the list, so every row of the path ends up the same.",
+    "Keep a list of the points visited. It starts with the start point itself, and every update "
+    "appends the new point, so `steps` updates give steps + 1 rows.",
+    "First make your own copy, w = np.array(start, dtype=float), so that start is never changed. "
+    "One update is w = w - lr * grad(w) (a new array, not w -= ..., which would also change the "
+    "rows already stored in the list).",
+    "w = np.array(start, dtype=float); path = [w]; then `steps` times: w = w - lr * grad(w); "
+    "path.append(w); finally return np.stack(path).",
 ])
 def gd_minimize(fn):
     """Plain gradient descent on a function given by its gradient, returning the path (steps + 1, D)."""
@@ -126,7 +129,13 @@ def gd_minimize(fn):
         ("the same quadratic with steps = 0", lambda w: scales3 * (w - 1.0), np.array([2.0, -1.0, 0.5]), 0.2, 0),
     ]
     for what, grad, start, lr, steps in cases:
-        got = call(fn, grad, start.copy(), lr, steps)
+        start_arg = start.copy()
+        got = call(fn, grad, start_arg, lr, steps, allow_mutation=True)
+        if not np.array_equal(start_arg, start):
+            raise CheckFailed(f"gd_minimize changed its argument `start` in place (on {what}): after "
+                              "`w = start`, w is not a copy but a second name for the same array, so "
+                              "`w -= ...` overwrites start too; begin with a copy, "
+                              "w = np.array(start, dtype=float)")
         expected = ref.gd_minimize(grad, start, lr, steps)
         if _close(got, expected):
             continue
@@ -196,6 +205,9 @@ def _sgd_wrongs():
         step = dw + momentum * v if nesterov else v
         return w - lr * step, ref.SGDState(v)
 
+    def buffer_ignored(w, dw, state, lr, momentum, nesterov=False):  # buf = mu * zeros + g
+        return _sgd_ref(w, dw, ref.SGDState(np.zeros_like(w)), lr, momentum, nesterov)
+
     def nesterov_ignored(w, dw, state, lr, momentum, nesterov=False):
         return _sgd_ref(w, dw, state, lr, momentum, False)
 
@@ -210,6 +222,9 @@ def _sgd_wrongs():
     return [
         (not_carried, "the returned state still holds the old momentum buffer: return SGDState(new_buffer) "
                       "so that the next step can use it"),
+        (buffer_ignored, "state.momentum_buffer is ignored: each step restarts from zeros, so the buffer "
+                         "is just the current gradient and there is no momentum; start from the buffer "
+                         "passed in, v = μ·state.momentum_buffer + g"),
         (nesterov_ignored, "with nesterov=True your step equals plain momentum: Nesterov steps along "
                            "g + μ·v (the gradient plus one more momentum move), not along v"),
         (nesterov_without_mu, "the Nesterov step is g + v: the look-ahead moves one more momentum step, "
@@ -228,10 +243,13 @@ def _sgd_wrongs():
 
 
 @check.exercise(points=3, hints=[
-    "Three lines: buf = momentum * state.momentum_buffer + dw; the step is buf (or dw + momentum * buf "
-    "with nesterov=True); return w - lr * step, SGDState(buf).",
-    "Keep lr out of the buffer, return the *new* buffer in a new SGDState, and do not change w, dw or "
-    "the state in place.",
+    "The buffer is a decayed running sum of the gradients: multiply the old buffer (passed in as "
+    "state.momentum_buffer) by the momentum and add the new gradient. The learning rate stays out "
+    "of the buffer and is applied only when w moves.",
+    "buf = momentum * state.momentum_buffer + dw. Plain momentum steps along buf; Nesterov steps "
+    "along dw + momentum * buf (one more momentum move ahead).",
+    "buf = momentum * state.momentum_buffer + dw; step = dw + momentum * buf if nesterov else "
+    "buf; return w - lr * step, SGDState(buf): a new state, nothing changed in place.",
 ])
 def sgd_momentum_step(fn):
     """One SGD step with momentum (and Nesterov), PyTorch's form; returns (w, SGDState)."""
@@ -290,9 +308,13 @@ def _rms_wrongs():
 
 
 @check.exercise(points=2, hints=[
-    "square_avg = alpha * state.square_avg + (1 - alpha) * dw**2, then "
-    "w - lr * dw / (np.sqrt(square_avg) + eps).",
-    "Return w_new, RMSpropState(square_avg, state.momentum_buffer): eps goes *outside* the square root.",
+    "RMSprop keeps a running average of the *squared* gradient and divides each step by its "
+    "square root: coordinates with large gradients get small steps. alpha is the weight of the "
+    "old average.",
+    "square_avg = alpha * state.square_avg + (1 - alpha) * dw**2. Divide by np.sqrt(square_avg) + "
+    "eps: eps goes outside the square root.",
+    "square_avg = alpha * state.square_avg + (1 - alpha) * dw**2; return w - lr * dw / "
+    "(np.sqrt(square_avg) + eps), RMSpropState(square_avg, state.momentum_buffer).",
 ])
 def rmsprop_step(fn):
     """One RMSprop step as torch.optim.RMSprop computes it; returns (w, RMSpropState)."""
@@ -369,10 +391,14 @@ def _adam_wrongs():
 
 
 @check.exercise(points=3, hints=[
-    "t = state.step + 1; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g; m_hat = m / (1 - b1**t); "
-    "v_hat = v / (1 - b2**t); w - lr * m_hat / (np.sqrt(v_hat) + eps).",
-    "Return the new w and AdamState(t, m, v): the *uncorrected* m and v go into the state, and the step "
-    "counter moves on by one.",
+    "Adam is two running averages, m of g (weight β₁ on the old value) and v of g² (weight β₂), "
+    "and a step along m / sqrt(v). Both start at zero, so divide each by 1 − βᵗ (t counts steps "
+    "from 1) before using them.",
+    "t = state.step + 1; m = b1 * state.exp_avg + (1 - b1) * dw; v = b2 * state.exp_avg_sq + (1 - "
+    "b2) * dw**2; m_hat = m / (1 - b1**t); v_hat = v / (1 - b2**t). The state keeps the raw m and "
+    "v, not the corrected ones.",
+    "After the lines of hint 2: return w - lr * m_hat / (np.sqrt(v_hat) + eps), AdamState(t, m, "
+    "v).",
 ])
 def adam_step(fn):
     """One Adam step with bias correction, as torch.optim.Adam computes it; returns (w, AdamState)."""
@@ -431,10 +457,15 @@ def _schedule_wrongs():
 
 
 @check.exercise(points=2, hints=[
-    "Two branches: if epoch < warmup return base_lr * (epoch + 1) / warmup; otherwise t = epoch - warmup, "
-    "T = total - warmup and return eta_min + (base_lr - eta_min) * (1 + cos(pi * t / T)) / 2.",
-    "Check the ends: epoch 0 -> base_lr / warmup; epoch warmup - 1 -> base_lr; epoch warmup -> base_lr; "
-    "epoch total -> eta_min.",
+    "Two phases: during the first `warmup` epochs the rate climbs in equal steps up to base_lr; "
+    "after that a half cosine glides from base_lr down to eta_min, reaching it exactly at epoch = "
+    "total.",
+    "Warm-up (epoch < warmup): base_lr * (epoch + 1) / warmup, so epoch warmup − 1 gets base_lr. "
+    "Cosine: count t = epoch - warmup from the end of the warm-up, over T = total - warmup "
+    "epochs.",
+    "if epoch < warmup: return base_lr * (epoch + 1) / warmup; otherwise t, T = epoch - warmup, "
+    "total - warmup and return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * t / T)) / "
+    "2.",
 ])
 def warmup_cosine_lr(fn):
     """The learning rate of an epoch: linear warm-up, then cosine annealing (equal to torch's schedulers)."""
@@ -524,10 +555,12 @@ def _check_cover(batches, n, batch_size):
 
 
 @check.exercise(points=2, hints=[
-    "order = rng.permutation(n), then for start in range(0, n, batch_size): "
-    "yield order[start:start + batch_size].",
-    "Draw the permutation from the rng argument (not np.random.shuffle or random.shuffle), once per call, "
-    "and keep the last, shorter batch.",
+    "One epoch = one random order of all n examples, cut into consecutive slices of batch_size; "
+    "the last slice may be shorter. Draw the random order from the `rng` argument.",
+    "order = rng.permutation(n) gives the shuffled indices 0..n-1 once; then walk over it with "
+    "range(0, n, batch_size).",
+    "order = rng.permutation(n); for start in range(0, n, batch_size): yield order[start:start + "
+    "batch_size].",
 ])
 def minibatches(fn):
     """A generator of shuffled index batches covering range(n) exactly once, drawn from ``rng``."""
@@ -585,11 +618,14 @@ def _epoch_problem(seed):
 
 
 @check.exercise(points=2, hints=[
-    "for idx in optim.minibatches(len(x), batch_size, rng): loss, grads = mlp_loss_and_grads(params, "
-    "x[idx], y[idx]); then update every parameter with optim.adam_step(p, g, s, lr=lr) and keep both the "
-    "new parameters and the new states for the next batch.",
-    "Add loss * len(idx) to a running total and return total / len(x): the mean over examples, so the "
-    "shorter last batch counts less.",
+    "Loop over the mini-batches of optim.minibatches(len(x), batch_size, rng). For each: the loss "
+    "and gradients on that batch, then one Adam step for every parameter array, each with its own "
+    "state. The new parameters and states are the ones the next batch uses.",
+    "Inside the loop: loss, grads = mlp_loss_and_grads(params, x[idx], y[idx]); steps = "
+    "[optim.adam_step(p, g, s, lr=lr) for p, g, s in zip(params, grads, states)]. For the mean "
+    "loss, add loss * len(idx) to a running total.",
+    "After the steps: params = [p for p, _ in steps]; states = [s for _, s in steps]; total += "
+    "float(loss) * len(idx). After the loop: return params, states, total / len(x).",
 ])
 def train_epoch(fn):
     """One epoch of mini-batch Adam on an MLP; returns (params, states, mean loss over examples)."""

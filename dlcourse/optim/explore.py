@@ -76,19 +76,33 @@ def plot_surfaces(names: Sequence[str] = SURFACES):
     return fig
 
 
-def plot_paths(ax, paths: dict, colors: Optional[dict] = None, markevery: int = 0):
+def plot_paths(ax, paths: dict, colors: Optional[dict] = None, markevery: int = 0,
+               on_top: Sequence[str] = ()):
     """Draw optimisation paths ``{label: (K, 2) array}`` on a contour map ``ax``.
 
-    Non-finite points (a diverged run) are simply not drawn; the axes keep their limits.
+    Paths named in ``on_top`` are drawn last, thicker, with a white outline and
+    a dot every 10 steps, so a short path (SGD crawling along a valley) stays
+    visible under longer ones.  Non-finite points (a diverged run) are simply
+    not drawn; the axes keep their limits.
     """
+    from matplotlib import patheffects
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
-    for i, (label, path) in enumerate(paths.items()):
-        color = (colors or {}).get(label, f"C{i}")
-        ax.plot(path[:, 0], path[:, 1], "-", color=color, lw=1.6, label=label,
-                marker="." if markevery else None, markevery=markevery or None, markersize=4)
+    labels = list(paths)
+    colors = {label: (colors or {}).get(label, f"C{i}") for i, label in enumerate(labels)}
+    order = [lab for lab in labels if lab not in on_top] + [lab for lab in labels if lab in on_top]
+    lines = {}
+    for label in order:
+        path = paths[label]
+        if label in on_top:
+            style = dict(lw=2.6, zorder=4, marker="o", markevery=10, markersize=4,
+                         path_effects=[patheffects.withStroke(linewidth=4.5, foreground="white")])
+        else:
+            style = dict(lw=1.6, zorder=2, marker="." if markevery else None,
+                         markevery=markevery or None, markersize=4)
+        lines[label] = ax.plot(path[:, 0], path[:, 1], "-", color=colors[label], label=label, **style)[0]
         ax.plot(*path[0], "o", color="white", markeredgecolor="black", zorder=5)
     ax.set(xlim=xlim, ylim=ylim)
-    ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+    ax.legend([lines[lab] for lab in labels], labels, loc="upper right", fontsize=8, framealpha=0.8)
     return ax
 
 
@@ -144,13 +158,20 @@ def plot_histories(histories: dict, x: str = "epoch", smooth: int = 1):
 
 
 def plot_schedules(schedules: dict[str, Callable[[int], float]], epochs: int):
-    """Learning rate against epoch for ``{label: epoch -> lr}``."""
-    fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
+    """Learning rate against epoch for ``{label: epoch -> lr}``.
+
+    Each curve has its own line style and marker (curves that coincide, like a
+    warm-up alone and a warm-up followed by a decay, stay distinguishable), and
+    the legend sits outside the axes, so it hides none of them.
+    """
+    fig, ax = plt.subplots(figsize=(9, 3.2), layout="constrained")
     e = np.arange(epochs)
-    for label, fn in schedules.items():
-        ax.plot(e, [fn(int(k)) for k in e], ".-", label=label)
+    styles = [dict(ls="-", marker="."), dict(ls="-", marker="."), dict(ls="--", marker="s", markersize=3.5, lw=2.2),
+              dict(ls=":", marker="^", markersize=3.5, lw=1.6)]
+    for i, (label, fn) in enumerate(schedules.items()):
+        ax.plot(e, [fn(int(k)) for k in e], label=label, **styles[i % len(styles)])
     ax.set(xlabel="epoch", ylabel="learning rate", title="learning-rate schedules")
-    ax.legend()
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=9)
     return fig
 
 
@@ -324,7 +345,7 @@ class OptimizerRace:
         self.fig.clear()
         ax_map, ax_loss = self.fig.subplots(1, 2, width_ratios=[1.2, 1])
         plot_surface(s, ax_map)
-        plot_paths(ax_map, self.paths)
+        plot_paths(ax_map, self.paths, on_top=("SGD",))
         for i, (label, path) in enumerate(self.paths.items()):
             with np.errstate(all="ignore"):
                 gap = s.f(path) - s.f(s.minimum)

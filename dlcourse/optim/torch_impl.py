@@ -23,7 +23,8 @@ from dlcourse.optim.numpy_impl import History, _progress, _record, _report, mini
 
 configure_torch()
 
-__all__ = ["TORCH_OPTIMIZERS", "make_optimizer", "evaluate_torch", "train_torch"]
+__all__ = ["TORCH_OPTIMIZERS", "make_optimizer", "evaluate_torch", "train_torch",
+           "SCALE_UP", "scale_up_data", "train_scaled_up"]
 
 TORCH_OPTIMIZERS = {
     "sgd": torch.optim.SGD,
@@ -108,3 +109,57 @@ def train_torch(data=None, sizes=(64, 128, 10), optimizer: str = "adam", lr: flo
     history.seconds = time.perf_counter() - start - paused
     history.test_acc = evaluate_torch(model, x_test, y_test)[1]
     return model, history
+
+
+# --------------------------------------------------------------------------- scaling up on a GPU
+
+# The bigger run of the chapter's last section (only on CUDA): a wider, deeper MLP, more epochs.
+SCALE_UP = dict(hidden=(512, 256), epochs=15, batch_size=128, lr=1e-3)
+
+
+def scale_up_data(limit: Optional[int] = None, n_val: int = 10_000, seed: int = 0):
+    """MNIST as a ``DigitsSplit`` for the scaled-up run, or the 8x8 digits if it cannot be downloaded.
+
+    MNIST's 60,000 training images are shuffled (with ``seed``) and split into
+    50,000 for training and ``n_val`` for validation; its 10,000 test images are
+    the test set.  Images are flattened to 784 features in [0, 1].  ``limit``
+    keeps only the first ``limit`` training and test images (for quick tests);
+    the validation part is then a sixth of them.
+
+    Returns
+    -------
+    data : ``dlcourse.data.DigitsSplit``
+    description : one sentence saying which data set it is (and why, for the fallback)
+    """
+    from dlcourse.data import DigitsSplit, DownloadError, load_digits, load_mnist
+    try:
+        x, y = load_mnist("train")
+        x_test, y_test = load_mnist("test")
+    except DownloadError as err:
+        reason = str(err).splitlines()[0]  # the first line names the file; the rest lists every mirror
+        return load_digits(seed), f"MNIST could not be downloaded ({reason}); using the 8x8 digits instead"
+    order = np.random.default_rng(seed).permutation(len(x))
+    if limit is not None:
+        order, x_test, y_test = order[:limit], x_test[:limit], y_test[:limit]
+        n_val = len(order) // 6
+    x = x.reshape(len(x), -1)  # (N, 28, 28) -> (N, 784)
+    val, train = order[:n_val], order[n_val:]
+    data = DigitsSplit(x[train], y[train], x[val], y[val], x_test.reshape(len(x_test), -1), y_test)
+    return data, (f"MNIST: {len(train):,} training, {len(val):,} validation and "
+                  f"{len(y_test):,} test images of 28x28 pixels")
+
+
+def train_scaled_up(data, device: Optional[str] = None, hidden=SCALE_UP["hidden"],
+                    epochs: int = SCALE_UP["epochs"], batch_size: int = SCALE_UP["batch_size"],
+                    lr: float = SCALE_UP["lr"], progress: bool = True,
+                    callback: Optional[Callable[[History], None]] = None) -> tuple[nn.Module, History]:
+    """:func:`train_torch` with Adam and a cosine schedule on a wider MLP: D -> *hidden -> 10.
+
+    The input width D comes from ``data``, so the same call works on MNIST (784)
+    and on the digits (64).
+    """
+    from dlcourse.optim.numpy_impl import cosine_lr
+    sizes = (data.x_train.shape[1], *hidden, 10)
+    return train_torch(data, sizes=sizes, optimizer="adam", lr=lr, epochs=epochs, batch_size=batch_size,
+                       schedule=lambda e: cosine_lr(e, lr, epochs), device=device, progress=progress,
+                       callback=callback)
