@@ -17,12 +17,15 @@
 # where your code goes, and under it a *check cell*. Run the check cell after you have run
 # your function's cell: it tests your function on several inputs (including nasty ones) and
 # shows ✓ or ✗, the points, and one message that says what is wrong. It never crashes the
-# notebook. Stuck? `check.hint("sigmoid")` shows a hint; run it again for the next one.
+# notebook. Stuck? `check.hint("sigmoid")` shows a hint; run it again for the next one
+# (three per exercise: a nudge, then a concrete step, and last the answer itself).
 # The table at the very end checks every function again, by name, exactly as your
 # instructor's grader will, and adds up your score.
 #
-# Use NumPy only (no PyTorch), work with whole arrays (no Python loops over elements), and
-# never modify the arrays you are given.
+# Use NumPy only (no PyTorch) and never modify the arrays you are given. Work with whole
+# arrays rather than Python loops over the elements: whole-array code is shorter and
+# hundreds of times faster. The check of exercise 1 enforces this (it feeds 200 000 numbers
+# and rejects a function that calls `exp` once per element); the others only recommend it.
 
 # %%
 import math
@@ -42,6 +45,9 @@ from dlcourse.neurons.numpy_impl import erf  # a vectorised error function, for 
 # raise an error on overflow, so `np.exp(1000)` anywhere fails, even in a branch of
 # `np.where` whose result you then throw away (NumPy computes both branches for every
 # element). The identity $\dfrac{1}{1 + e^{-x}} = \dfrac{e^{x}}{1 + e^{x}}$ helps.
+#
+# Work on the whole array at once: the check also runs your function on 200 000 numbers
+# and fails a Python loop that calls `exp` once per element.
 
 # %%
 def sigmoid(x):

@@ -229,6 +229,17 @@ def test_every_check_has_points_and_hints():
         assert check.hints(name)
 
 
+@pytest.mark.parametrize("name", ["sigmoid", "activation_grads", "gelu_grad", "dense_forward", "mlp_forward",
+                                  "collapse_linear", "xor_weights"])
+def test_hints_climb_from_a_nudge_to_the_answer(name):
+    hints = check.hints(name)
+    assert len(hints) == 3 and len(set(hints)) == 3
+    first = check._hint(name, 1)
+    assert first.number == 1 and first.total == 3 and "again for the next" in repr(first)
+    assert "last hint" in repr(check._hint(name, 3))
+    assert "return" not in hints[0]  # the first hint is a nudge, not code
+
+
 @pytest.mark.parametrize("name", check.names)
 def test_stub_reports_not_implemented(name):
     result = check.run(name, _stub)
@@ -247,6 +258,30 @@ def test_check_sigmoid():
     _expect_fail("sigmoid", np.tanh, "tanh")
     _expect_fail("sigmoid", ref.sigmoid_grad, "derivative")
     _expect_fail("sigmoid", lambda x: ref.sigmoid(x).ravel(), "wrong shape")
+
+
+def test_check_sigmoid_rejects_a_loop_over_elements():
+    def loop_math(x):
+        out = np.empty(np.shape(x))
+        for i, v in np.ndenumerate(x):
+            out[i] = 1 / (1 + math.exp(-v)) if v >= 0 else math.exp(v) / (1 + math.exp(v))
+        return out
+    _expect_fail("sigmoid", loop_math, "too slow", "Python loop over the elements", "whole-array")
+
+    def loop_numpy(x):
+        return np.vectorize(lambda v: 1 / (1 + np.exp(-v)) if v >= 0 else np.exp(v) / (1 + np.exp(v)))(x)
+    _expect_fail("sigmoid", loop_numpy, "too slow", "whole-array NumPy operations")
+
+    def loop_swallowing_errors(x):  # a bare except cannot hide the count
+        out = np.empty(np.shape(x))
+        for i, v in np.ndenumerate(x):
+            try:
+                out[i] = 1 / (1 + math.exp(-v)) if v >= 0 else math.exp(v) / (1 + math.exp(v))
+            except Exception:
+                out[i] = ref.sigmoid(v)
+        return out
+    _expect_fail("sigmoid", loop_swallowing_errors, "Python loop over the elements")
+    assert math.exp.__name__ == "exp" and isinstance(np.exp, np.ufunc)  # both restored
 
 
 def _grads(relu=None, sigmoid=None, tanh=None, order=(0, 1, 2)):
@@ -281,6 +316,8 @@ def test_check_gelu_grad():
     cdf = lambda x: 0.5 * (1 + ref.erf(x / math.sqrt(2)))  # noqa: E731
     _expect_fail("gelu_grad", cdf, "product rule")
     _expect_fail("gelu_grad", lambda x: x * phi(x), "adds Phi(x)")
+    _expect_fail("gelu_grad", phi, "phi(x) alone", "density", "product rule")
+    _expect_fail("gelu_grad", lambda x: cdf(x) + phi(x), "Phi(x) + phi(x)", "factor x", "missing")
     _expect_fail("gelu_grad", lambda x: cdf(x) + x * np.exp(-0.5 * x * x), "1/sqrt(2 pi)")
     _expect_fail("gelu_grad", lambda x: 0.5 * (1 + ref.erf(x)) + x * phi(x), "erf(x / sqrt(2))")
     _expect_fail("gelu_grad", ref.gelu_tanh_grad, "tanh approximation")
@@ -340,6 +377,57 @@ def test_check_mlp_forward():
                 h = ref.relu(h)
         return h
     _expect_fail("mlp_forward", transposed, "(out, in)")
+
+
+def test_check_mlp_forward_off_by_one_over_layers():
+    def skips_last(params, x):  # range(L - 1): the output layer is never applied
+        h = x
+        for k in range(len(params) // 2 - 1):
+            h = ref.relu(h @ params[2 * k].T + params[2 * k + 1])
+        return h
+    _expect_fail("mlp_forward", skips_last, "output layer seems to be missing", "loop over every (w, b) pair")
+    _expect_fail("mlp_forward", lambda params, x: x @ params[0].T + params[1],  # the first layer only
+                 "output layer seems to be missing")
+
+    def from_the_end(params, x):  # fine up to 1 hidden layer, drops the last of three
+        h = x
+        count = len(params) // 2
+        for k in range(min(count, 2)):
+            h = h @ params[2 * k].T + params[2 * k + 1]
+            if k < count - 1:
+                h = ref.relu(h)
+        return h
+    _expect_fail("mlp_forward", from_the_end, "with 2 hidden layers", "2 of the 3 layers")
+
+    def one_too_many(params, x):
+        h = x
+        for k in range(len(params) // 2 + 1):
+            h = h @ params[2 * k].T + params[2 * k + 1]
+        return h
+    _expect_fail("mlp_forward", one_too_many, "IndexError", "len(params) // 2")
+
+
+def test_check_names_the_learners_helper_that_raised():
+    def dense_forward(x, w, b):  # the learner's own helper, with w used as (in, out)
+        return x @ w + b
+
+    def mlp_forward(params, x):
+        h = x
+        for k in range(len(params) // 2):
+            h = dense_forward(h, params[2 * k], params[2 * k + 1])
+        return h
+    _expect_fail("mlp_forward", mlp_forward, "raised ValueError", "(raised inside dense_forward)", "x @ w.T")
+    # an error in the function itself names no helper, nor does one inside NumPy's own Python code
+    result = _expect_fail("dense_forward", dense_forward, "raised ValueError")
+    assert "raised inside" not in result.message
+    result = _expect_fail("dense_forward", lambda x, w, b: np.einsum("nd,dh->nh", x, w) + b, "raised")
+    assert "raised inside" not in result.message
+
+    def activation_grads(x):
+        def my_sigmoid(v):
+            raise TypeError("oops")
+        return (x > 0) * 1.0, my_sigmoid(x), 1 - np.tanh(x) ** 2
+    _expect_fail("activation_grads", activation_grads, "TypeError: oops (raised inside my_sigmoid)")
 
 
 def test_check_collapse_linear():

@@ -9,10 +9,14 @@ output layer, ...) so the message says what to fix, not only that it is wrong.
 from __future__ import annotations
 
 import math
+import os
+import sysconfig
 
 import numpy as np
 
-from dlcourse.grading import CheckFailed, Checker, call, expect, expect_close, matches as _close
+import dlcourse
+from dlcourse.grading import CheckFailed, Checker, call as _plain_call, expect, expect_close, time_limit
+from dlcourse.grading import CheckTimeout, matches as _close
 from dlcourse.neurons import numpy_impl as ref
 
 __all__ = ["check"]
@@ -24,6 +28,43 @@ XOR_TARGETS = np.array([0.0, 1.0, 1.0, 0.0])
 
 
 # --------------------------------------------------------------------------- helpers
+
+_LIBRARY_DIRS = tuple(os.path.realpath(d) + os.sep for d in {
+    os.path.dirname(dlcourse.__file__), os.path.dirname(np.__file__),
+    sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+
+
+def _raised_inside(err: BaseException, fn) -> str | None:
+    """The name of the learner's own function, other than ``fn``, in which ``err`` was raised.
+
+    Walks the traceback to its innermost frame that is not library code (NumPy,
+    the standard library, dlcourse): when that is a helper the learner wrote
+    (their ``dense_forward`` called by their ``mlp_forward``), the message
+    should send them there.
+    """
+    name, tb = None, err.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if not os.path.realpath(code.co_filename).startswith(_LIBRARY_DIRS):
+            name = code.co_name
+        tb = tb.tb_next
+    own = getattr(getattr(fn, "__code__", None), "co_name", None)
+    if name is None or name == own or not name.isidentifier():
+        return None
+    return name
+
+
+def call(fn, *args, **kwargs):
+    """:func:`dlcourse.grading.call`, plus "(raised inside helper)" when the error came from a helper."""
+    try:
+        return _plain_call(fn, *args, **kwargs)
+    except CheckFailed as fail:
+        inner = fail.__context__
+        if isinstance(inner, Exception) and not isinstance(inner, CheckFailed):
+            helper = _raised_inside(inner, fn)
+            if helper:
+                raise CheckFailed(f"{fail} (raised inside {helper})") from inner
+        raise
 
 def _diagnose(got, expected, mistakes) -> None:
     """Raise the message of the first ``(array, message)`` in ``mistakes`` that ``got`` matches.
@@ -41,25 +82,45 @@ def _diagnose(got, expected, mistakes) -> None:
             raise CheckFailed(message)
 
 
-def _call_without_overflow(fn, *args):
+_PER_ELEMENT = ("too slow for a large input: exp was called once per element ({count} calls for "
+                "{size} numbers), so this is a Python loop over the elements. Use whole-array NumPy "
+                "operations: np.exp(array) computes every element in one call")
+
+
+def _call_without_overflow(fn, *args, max_exp_calls=None):
     """Call ``fn`` with NumPy set to raise on overflow, so that inf/NaN-making code is caught.
 
     A learner's own ``np.errstate(over="ignore")`` would silence that, so ``np.exp``
     is also watched during the call: an inf from a finite input counts as overflow.
+    The calls of ``np.exp`` and ``math.exp`` are counted too: more than
+    ``max_exp_calls`` means a Python loop over the elements, stopped at once.
     """
-    real_exp, overflowed = np.exp, []
+    real_exp, real_math_exp, overflowed, calls = np.exp, math.exp, [], [0]
+    size = np.size(args[0])
+
+    def count():
+        calls[0] += 1
+        if max_exp_calls is not None and calls[0] > max_exp_calls:
+            raise CheckFailed(_PER_ELEMENT.format(count=f"more than {max_exp_calls}", size=size))
 
     def watched_exp(*a, **k):
+        count()
         result = real_exp(*a, **k)
         if np.any(np.isinf(result) & np.isfinite(a[0])):
             overflowed.append(True)
         return result
+
+    def watched_math_exp(v):
+        count()
+        return real_math_exp(v)
     try:
-        np.exp = watched_exp
+        np.exp, math.exp = watched_exp, watched_math_exp
         with np.errstate(over="raise", invalid="raise", divide="raise"):
             out = call(fn, *args)
         if overflowed:
             raise CheckFailed("FloatingPointError: np.exp overflowed to inf")
+        if max_exp_calls is not None and calls[0] > max_exp_calls:  # the learner swallowed our error
+            raise CheckFailed(_PER_ELEMENT.format(count=calls[0], size=size))
         return out
     except CheckFailed as fail:
         text = str(fail)
@@ -70,7 +131,7 @@ def _call_without_overflow(fn, *args):
                               "for every element, so compute e = np.exp(-np.abs(x)) first)") from None
         raise
     finally:
-        np.exp = real_exp
+        np.exp, math.exp = real_exp, real_math_exp
 
 
 def _show(x: np.ndarray) -> str:
@@ -106,11 +167,18 @@ def _sigmoid_cases():
             np.array([[0.25]])]
 
 
-@check.exercise(points=2, hints=[
+def _large_input():
+    """200 000 numbers: quick for whole-array NumPy, slow for a Python loop over them."""
+    return 8.0 * np.random.default_rng(102).standard_normal((400, 500))
+
+
+@check.exercise(points=2, seconds=10.0, hints=[
     "sigmoid(x) = 1 / (1 + exp(-x)). For x = -1000, exp(-x) = exp(1000) overflows to inf. "
     "Find a form that only ever exponentiates a number <= 0.",
-    "Let e = np.exp(-np.abs(x)) (always in (0, 1]). For x >= 0 the answer is 1 / (1 + e); for x < 0 "
-    "multiply top and bottom by exp(x): e / (1 + e). Combine with np.where(x >= 0, ..., ...).",
+    "Multiply the top and bottom of 1 / (1 + exp(-x)) by exp(x): the same function is "
+    "exp(x) / (1 + exp(x)), and that form is safe exactly where the first one is not (x < 0). "
+    "Both forms can be written with e = np.exp(-np.abs(x)), which is always in (0, 1].",
+    "e = np.exp(-np.abs(x)); return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).",
 ])
 def sigmoid(fn):
     """A numerically stable, vectorised sigmoid."""
@@ -126,7 +194,17 @@ def sigmoid(fn):
             (lambda: ref.sigmoid_grad(x), f"{what} returns the derivative s(1 - s), not s itself"),
         ])
         expect_close(out, expected, what)
-    return "matches the reference on 4 inputs and never overflows, even for x = ±1000"
+    x = _large_input()
+    try:  # (this inner limit switches the check's own 10 s limit off, which only the last line needs)
+        with time_limit(2.0):
+            out = _call_without_overflow(fn, x, max_exp_calls=100)
+    except CheckTimeout:
+        raise CheckFailed(f"too slow: sigmoid of {x.size} numbers took over 2 s (a whole-array version "
+                          "takes milliseconds). Avoid Python loops over the elements: use whole-array "
+                          "NumPy operations") from None
+    expect_close(out, ref.sigmoid(x), f"sigmoid(x) for x of shape {x.shape}")
+    return ("matches the reference on 5 inputs (one of 200 000 numbers) and never overflows, "
+            "even for x = ±1000")
 
 
 # --------------------------------------------------------------------------- 2. activation derivatives
@@ -139,10 +217,13 @@ def _grad_cases():
 
 
 @check.exercise(points=2, hints=[
-    "Differentiate each function, then write the derivative in terms of the function's own output: "
-    "ReLU' is a step, sigmoid' = s (1 - s) with s = sigmoid(x), tanh' = 1 - tanh(x)**2.",
-    "d_relu = (x > 0).astype(float)  (slope 0 at exactly x = 0, as PyTorch); s = sigmoid(x); "
-    "d_sigmoid = s * (1 - s); t = np.tanh(x); d_tanh = 1 - t**2. Return (d_relu, d_sigmoid, d_tanh).",
+    "A derivative is a slope. ReLU is two straight pieces, so its slope is a step. The sigmoid and tanh "
+    "have derivatives that are neatest written in terms of the function's own output, which also "
+    "keeps them stable for x = ±1000.",
+    "With s = sigmoid(x), the sigmoid's derivative is s * (1 - s); with t = np.tanh(x), tanh's is "
+    "1 - t**2. ReLU's slope is 1 where x > 0 and 0 elsewhere (0 at exactly x = 0): a boolean mask.",
+    "d_relu = (x > 0).astype(float); s = sigmoid(x); d_sigmoid = s * (1 - s); t = np.tanh(x); "
+    "d_tanh = 1 - t**2; return d_relu, d_sigmoid, d_tanh.",
 ])
 def activation_grads(fn):
     """The derivatives of ReLU, sigmoid and tanh, elementwise, as a tuple."""
@@ -186,9 +267,12 @@ def _gelu_cases():
 
 
 @check.exercise(points=2, hints=[
-    "GELU(x) = x * Phi(x) is a product: use the product rule. Phi is the standard normal CDF, and its "
-    "derivative is the standard normal density phi(x) = exp(-x**2 / 2) / sqrt(2 pi).",
-    "Phi = 0.5 * (1 + erf(x / np.sqrt(2)));  phi = np.exp(-0.5 * x**2) / np.sqrt(2 * np.pi);  "
+    "GELU(x) = x * Phi(x) is a product of two functions of x, so its derivative needs the product "
+    "rule: (u v)' = u' v + u v'.",
+    "Here u = x (u' = 1) and v = Phi(x), whose derivative is the standard normal density "
+    "phi(x) = exp(-x**2 / 2) / sqrt(2 pi). So the derivative is Phi(x) + x phi(x). Compute "
+    "Phi(x) = 0.5 * (1 + erf(x / sqrt(2))) with the erf imported at the top.",
+    "Phi = 0.5 * (1 + erf(x / math.sqrt(2)));  phi = np.exp(-0.5 * x**2) / math.sqrt(2 * math.pi);  "
     "return Phi + x * phi.",
 ])
 def gelu_grad(fn):
@@ -202,6 +286,10 @@ def gelu_grad(fn):
         _diagnose(out, expected, [
             (cdf, f"{where} is Phi(x) alone: by the product rule, d/dx [x Phi(x)] = Phi(x) + x phi(x)"),
             (x * pdf, f"{where} is x phi(x) alone: the product rule adds Phi(x), d/dx [x Phi(x)] = Phi(x) + x phi(x)"),
+            (pdf, f"{where} is phi(x) alone: that is the density, the derivative of Phi only; GELU is the "
+                  "product x Phi(x), so by the product rule its derivative is Phi(x) + x phi(x)"),
+            (cdf + pdf, f"{where} is Phi(x) + phi(x): the factor x in x phi(x) is missing (the product "
+                        "rule gives Phi(x) + x phi(x))"),
             (cdf + x * np.exp(-0.5 * x * x), f"{where} forgot the normal density's factor 1/sqrt(2 pi): "
                                              "phi(x) = exp(-x**2/2) / sqrt(2 pi)"),
             (lambda: 0.5 * (1 + ref.erf(x)) + x * pdf, f"{where} uses erf(x); the normal CDF is "
@@ -225,9 +313,11 @@ def _dense_cases():
 
 
 @check.exercise(points=2, hints=[
-    "Each of the H neurons computes a weighted sum of the D inputs plus its own bias. With a batch x of "
-    "shape (N, D) and w of shape (H, D) (PyTorch's (out, in) layout), one matrix product does all of them.",
-    "return x @ w.T + b   (x @ w.T has shape (N, H); b of shape (H,) is broadcast, i.e. added to every row)",
+    "Each of the H neurons computes a weighted sum of the D inputs plus its own bias, for each of the N "
+    "examples: N * H weighted sums, which one matrix product computes all at once.",
+    "Follow the shapes: x is (N, D) and w is (H, D) (PyTorch's (out, in) layout); to get (N, H) the "
+    "product must be (N, D) @ (D, H), so w needs transposing. b of shape (H,) broadcasts onto every row.",
+    "return x @ w.T + b",
 ])
 def dense_forward(fn):
     """A dense layer on a batch: x @ w.T + b, w of shape (out, in)."""
@@ -272,20 +362,50 @@ def _mlp_cases():
     return cases
 
 
-def _linear_stack(params, x, act=None):
-    """Reference variants: every layer linear (act=None) or another hidden activation."""
+def _linear_stack(params, x, act=None, layers=None, last_act=False):
+    """Reference variants: every layer linear (act=None) or another hidden activation.
+
+    ``layers`` applies only the first few layers (an off-by-one over the layers),
+    with ``act`` after each of them but the last, and after the last one too if
+    ``last_act``.
+    """
+    applied = len(params) // 2 if layers is None else layers
     h = x
-    for k in range(len(params) // 2):
+    for k in range(applied):
         h = h @ params[2 * k].T + params[2 * k + 1]
-        if act is not None and k < len(params) // 2 - 1:
+        if act is not None and (k < applied - 1 or last_act):
             h = act(h)
     return h
 
 
+def _missing_layers(params, x, where):
+    """(wrong output, message) for every loop that stops short of the last layer."""
+    count = len(params) // 2
+    mistakes = []
+    for applied in range(count):
+        if applied == count - 1:
+            message = (f"{where}: the output layer seems to be missing (it applied {applied} of the "
+                       f"{count} layers): loop over every (w, b) pair, "
+                       "range(len(params) // 2)")
+        elif applied == 0:
+            message = (f"{where}: returned x unchanged, no layer was applied: loop over every (w, b) "
+                       "pair, range(len(params) // 2)")
+        else:
+            message = (f"{where}: only {applied} of the {count} layers were applied: loop over "
+                       "every (w, b) pair, range(len(params) // 2)")
+        for last_act in (True, False):
+            mistakes.append((lambda a=applied, la=last_act: _linear_stack(params, x, ref.relu, a, la),
+                             message))
+    return mistakes
+
+
 @check.exercise(points=2, hints=[
-    "Walk through params two at a time: (w1, b1), (w2, b2), ... Each layer is a dense layer; every layer "
-    "except the last is followed by ReLU. The output layer stays linear.",
-    "h = x; L = len(params) // 2; for k in range(L): h = h @ params[2*k].T + params[2*k+1]; "
+    "An MLP is dense layers applied one after the other, each to the previous layer's output. params "
+    "holds them two at a time: (w1, b1), (w2, b2), ... Every layer except the last is followed by ReLU.",
+    "There are L = len(params) // 2 layers; layer k (from 0) uses params[2*k] and params[2*k+1]. Loop "
+    "over k in range(L), keep the running output in h (starting from x), and apply np.maximum(h, 0) "
+    "only when k < L - 1.",
+    "h = x; L = len(params) // 2; for k in range(L): h = dense_forward(h, params[2*k], params[2*k+1]); "
     "if k < L - 1: h = np.maximum(h, 0).  Then return h.",
 ])
 def mlp_forward(fn):
@@ -310,13 +430,20 @@ def mlp_forward(fn):
                                                                 "sigmoid; this network uses ReLU"),
                 (lambda: _linear_stack(params, x, np.tanh), f"{where}: the hidden layers use tanh; this "
                                                             "network uses ReLU"),
+                *_missing_layers(params, x, where),
             ])
             expect_close(out, expected, where)
         except CheckFailed as fail:
+            if "raised IndexError" in str(fail):
+                fail = CheckFailed(f"{fail}. params = [w1, b1, ..., wL, bL] holds 2 arrays per layer, so there "
+                                   "are L = len(params) // 2 layers, numbered k = 0 .. L - 1, using "
+                                   "params[2*k] and params[2*k + 1]")
             fail = _matmul_hint(fail, params[0].shape)
             if passed and depth == 0:
                 raise CheckFailed(f"{fail} (it works {passed[0]}; with params = [w1, b1] the network is a "
                                   "single linear layer: no activation at all)") from None
+            if passed and "loop over every (w, b) pair" in str(fail):
+                raise CheckFailed(f"{fail} (it works {passed[0]})") from None
             if passed:
                 raise CheckFailed(f"{fail} (it works {passed[0]}: loop over every (w, b) pair in params, "
                                   "not a fixed number of layers)") from None
@@ -339,8 +466,9 @@ def _collapse_cases():
 @check.exercise(points=2, hints=[
     "Write the two layers as formulas and substitute the first into the second: "
     "y = (x W1^T + b1) W2^T + b2. Expand, and read off the weight that multiplies x and the constant.",
-    "w = w2 @ w1 (shape (K, D): the second layer acts last) and b = w2 @ b1 + b2 "
-    "(the first bias also passes through the second layer's weights).",
+    "Expanded: y = x W1^T W2^T + b1 W2^T + b2, and W1^T W2^T = (W2 W1)^T. So the weight is W2 W1 "
+    "(shape (K, D)) and the constant collects b1 passed through the second layer, plus b2.",
+    "w = w2 @ w1 and b = w2 @ b1 + b2; return w, b.",
 ])
 def collapse_linear(fn):
     """The single linear layer (w, b) equal to two stacked linear layers."""
@@ -382,9 +510,10 @@ def collapse_linear(fn):
 # --------------------------------------------------------------------------- 7. XOR
 
 @check.exercise(points=2, hints=[
-    "No straight line separates XOR, so the hidden layer must bend the space. With ReLU hidden units, one "
-    "unit can count how many inputs are on, relu(x1 + x2), and another can fire only when both are on, "
-    "relu(x1 + x2 - 1).",
+    "No straight line separates XOR, so the hidden layer must bend the space: each ReLU unit should be "
+    "on for some corners and off for others, and the output combines the two units linearly.",
+    "One unit can count how many inputs are on, relu(x1 + x2) (0, 1, 1, 2), and another can fire only "
+    "when both are on, relu(x1 + x2 - 1) (0, 0, 0, 1). Which combination of the two gives 0, 1, 1, 0?",
     "w1 = [[1, 1], [1, 1]], b1 = [0, -1], w2 = [[1, -2]], b2 = [0]: the output is "
     "relu(x1 + x2) - 2 relu(x1 + x2 - 1), which is 0, 1, 1, 0 on the four corners.",
 ])
