@@ -421,7 +421,7 @@ from dlcourse.neurons import torch_impl as tt
 
 device = dlcourse.device()
 dtype = torch.float32 if device == "mps" else torch.float64   # Apple GPUs have no float64
-dlcourse.seed(0)
+rng = dlcourse.seed(0)
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -28,6 +28,7 @@ import html
 import inspect
 import signal
 import threading
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -167,13 +168,20 @@ def time_limit(seconds: float):
     if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
         def on_alarm(signum, frame):
             raise CheckTimeout()
+        # A limit inside a limit (a check timing one slow call): the inner one
+        # may not outlast the outer, and the outer's timer resumes afterwards.
+        outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
+        start = time.monotonic()
         previous = signal.signal(signal.SIGALRM, on_alarm)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
+        signal.setitimer(signal.ITIMER_REAL, min(seconds, outer_left) if outer_left else seconds)
         try:
             yield
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+            if outer_left:
+                left = outer_left - (time.monotonic() - start)
+                signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3))
         return
     target = threading.get_ident()
     done = threading.Event()

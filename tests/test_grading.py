@@ -186,3 +186,21 @@ def test_expect_close_accepts_torch_tensors_and_lists():
     expect_close([1.0, 2.0], np.array([1.0, 2.0]))
     with pytest.raises(CheckFailed, match="max error 1"):
         expect_close([1.0, 3.0], np.array([1.0, 2.0]), rtol=0)
+
+
+def test_a_limit_inside_a_limit_keeps_the_outer_one():
+    start = time.perf_counter()
+    with pytest.raises(CheckTimeout):
+        with time_limit(0.6):
+            with time_limit(5):  # the inner limit may not outlast the outer one
+                while True:
+                    pass
+    assert time.perf_counter() - start < 2
+    start = time.perf_counter()
+    with pytest.raises(CheckTimeout):
+        with time_limit(0.6):
+            with time_limit(0.1):
+                pass  # the inner block ends in time ...
+            while True:  # ... and the outer limit still stops this
+                pass
+    assert time.perf_counter() - start < 2

@@ -195,7 +195,7 @@ def sigmoid(fn):
         ])
         expect_close(out, expected, what)
     x = _large_input()
-    try:  # (this inner limit switches the check's own 10 s limit off, which only the last line needs)
+    try:  # an inner limit; the check's own 10 s limit resumes afterwards
         with time_limit(2.0):
             out = _call_without_overflow(fn, x, max_exp_calls=100)
     except CheckTimeout:
