@@ -3,12 +3,12 @@
 Threads
 -------
 Course-sized arrays are small (a 64 x 128 MLP layer), and on a small CPU the
-cost of waking and synchronising BLAS / OpenMP threads is larger than the work
-they share.  Measured on the 2-core course machine (see
-``benchmarks/RESULTS.md``): one training step of the chapter-03 MLP is several
-times slower with 2 threads than with 1, and NumPy's BLAS pool and torch's
-OpenMP pool in one process compete for the same two cores.  So the course uses
-one compute thread per library on the CPU by default.  Set the environment
+cost of waking and synchronising BLAS / OpenMP threads is about what a second
+thread saves.  Worse, NumPy's BLAS pool and torch's OpenMP pool in one process
+compete for the same cores: measured on the 2-core course machine (see
+``benchmarks/RESULTS.md``), a NumPy MLP step followed by a PyTorch one takes 13
+times longer with 2 threads per library than with 1.  So the course uses one
+compute thread per library on the CPU by default.  Set the environment
 variable ``DLCOURSE_THREADS`` to another number to override, or call
 :func:`set_threads` yourself.  On a GPU the CPU threads barely matter.
 
