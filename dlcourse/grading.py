@@ -26,7 +26,9 @@ import copy
 import ctypes
 import html
 import inspect
+import os
 import signal
+import sysconfig
 import threading
 import time
 import warnings
@@ -205,6 +207,31 @@ def _name_of(fn) -> str:
     return getattr(fn, "__name__", type(fn).__name__)
 
 
+_LIBRARY_DIRS = tuple(os.path.realpath(d) + os.sep for d in {
+    os.path.dirname(os.path.abspath(__file__)), os.path.dirname(np.__file__),
+    sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+
+
+def _raised_inside(err: BaseException, fn) -> str | None:
+    """The name of the learner's own function, other than ``fn``, in which ``err`` was raised.
+
+    Walks the traceback to its innermost frame that is not library code (NumPy,
+    the standard library, dlcourse): when that is a helper the learner wrote
+    (their ``dense_forward`` called by their ``mlp_forward``), the message
+    should send them there.
+    """
+    name, tb = None, err.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if not os.path.realpath(code.co_filename).startswith(_LIBRARY_DIRS):
+            name = code.co_name
+        tb = tb.tb_next
+    own = getattr(getattr(fn, "__code__", None), "co_name", None)
+    if name is None or name == own or not name.isidentifier():
+        return None
+    return name
+
+
 def _snapshot(value):
     """A deep copy of the arrays inside ``value`` (to detect in-place changes)."""
     if isinstance(value, np.ndarray):
@@ -249,7 +276,9 @@ def call(fn: Callable, *args, allow_mutation: bool = False, **kwargs):
     except (CheckFailed, _NotImplementedYet, CheckTimeout):
         raise
     except Exception as err:
-        raise CheckFailed(f"{_name_of(fn)} raised {type(err).__name__}: {err}") from None
+        helper = _raised_inside(err, fn)
+        where = f" (raised inside {helper})" if helper else ""
+        raise CheckFailed(f"{_name_of(fn)} raised {type(err).__name__}: {err}{where}") from None
     if not allow_mutation:
         for i, (old, new) in enumerate(zip(before, args)):
             if not _same(old, new):

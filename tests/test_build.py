@@ -1,5 +1,4 @@
 """The notebook build: deterministic, stamps Colab from one URL, strips solutions, detects stale notebooks."""
-import shutil
 import textwrap
 from pathlib import Path
 

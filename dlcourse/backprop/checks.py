@@ -246,7 +246,7 @@ def linear_backward(fn):
     """linear_backward(dout, cache) -> dx, dw, db for out = x @ w.T + b."""
     rng = np.random.default_rng(20)
     for n, d, h in ((4, 3, 5), (1, 2, 3), (3, 4, 4)):  # (4, 4): square w, where a transpose keeps the shape
-        x, w, b = rng.standard_normal((n, d)), rng.standard_normal((h, d)), rng.standard_normal(h)
+        x, w, _ = rng.standard_normal((n, d)), rng.standard_normal((h, d)), rng.standard_normal(h)
         dout = rng.standard_normal((n, h))
         cache = ref.LinearCache(x, w)
         want_dx, want_dw, want_db = ref.linear_backward(dout, cache)

@@ -9,13 +9,10 @@ output layer, ...) so the message says what to fix, not only that it is wrong.
 from __future__ import annotations
 
 import math
-import os
-import sysconfig
 
 import numpy as np
 
-import dlcourse
-from dlcourse.grading import CheckFailed, Checker, call as _plain_call, expect, expect_close, time_limit
+from dlcourse.grading import CheckFailed, Checker, call, expect, expect_close, time_limit
 from dlcourse.grading import CheckTimeout, matches as _close
 from dlcourse.neurons import numpy_impl as ref
 
@@ -28,43 +25,6 @@ XOR_TARGETS = np.array([0.0, 1.0, 1.0, 0.0])
 
 
 # --------------------------------------------------------------------------- helpers
-
-_LIBRARY_DIRS = tuple(os.path.realpath(d) + os.sep for d in {
-    os.path.dirname(dlcourse.__file__), os.path.dirname(np.__file__),
-    sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
-
-
-def _raised_inside(err: BaseException, fn) -> str | None:
-    """The name of the learner's own function, other than ``fn``, in which ``err`` was raised.
-
-    Walks the traceback to its innermost frame that is not library code (NumPy,
-    the standard library, dlcourse): when that is a helper the learner wrote
-    (their ``dense_forward`` called by their ``mlp_forward``), the message
-    should send them there.
-    """
-    name, tb = None, err.__traceback__
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if not os.path.realpath(code.co_filename).startswith(_LIBRARY_DIRS):
-            name = code.co_name
-        tb = tb.tb_next
-    own = getattr(getattr(fn, "__code__", None), "co_name", None)
-    if name is None or name == own or not name.isidentifier():
-        return None
-    return name
-
-
-def call(fn, *args, **kwargs):
-    """:func:`dlcourse.grading.call`, plus "(raised inside helper)" when the error came from a helper."""
-    try:
-        return _plain_call(fn, *args, **kwargs)
-    except CheckFailed as fail:
-        inner = fail.__context__
-        if isinstance(inner, Exception) and not isinstance(inner, CheckFailed):
-            helper = _raised_inside(inner, fn)
-            if helper:
-                raise CheckFailed(f"{fail} (raised inside {helper})") from inner
-        raise
 
 def _diagnose(got, expected, mistakes) -> None:
     """Raise the message of the first ``(array, message)`` in ``mistakes`` that ``got`` matches.
