@@ -116,6 +116,8 @@ class Hint:
         return f"hint {self.number}/{self.total} for {self.name}: {self.text}{more}"
 
     def _repr_html_(self) -> str:
+        if not self.total:
+            return f"<div>{html.escape(self.text)}</div>"
         return (f'<div style="border-left:4px solid #9a6700;padding:4px 8px">'
                 f"<b>hint {self.number}/{self.total} for {html.escape(self.name)}</b>: "
                 f"{html.escape(self.text)}</div>")
@@ -241,6 +243,8 @@ def _snapshot(value):
             else type(value)(*(_snapshot(v) for v in value))
     if isinstance(value, dict):
         return {k: _snapshot(v) for k, v in value.items()}
+    if isinstance(value, (np.random.Generator, np.random.RandomState)):
+        return value  # drawing from a generator is what it is for, not a mutation
     try:
         return copy.deepcopy(value)
     except Exception:  # something uncopyable (a module, a generator): not checked

@@ -203,3 +203,14 @@ def test_a_limit_inside_a_limit_keeps_the_outer_one():
             while True:  # ... and the outer limit still stops this
                 pass
     assert time.perf_counter() - start < 2
+
+
+def test_drawing_from_a_random_generator_is_not_a_mutation():
+    def sample(n, rng):
+        return rng.permutation(n)
+    assert call(sample, 5, np.random.default_rng(0)).shape == (5,)
+
+
+def test_hint_for_an_unknown_exercise_reads_the_same_as_html():
+    hint = make_checker()._hint("nope")
+    assert "hint 0/0" not in hint._repr_html_() and "no exercise 'nope'" in hint._repr_html_()
