@@ -213,4 +213,4 @@ def test_drawing_from_a_random_generator_is_not_a_mutation():
 
 def test_hint_for_an_unknown_exercise_reads_the_same_as_html():
     hint = make_checker()._hint("nope")
-    assert "hint 0/0" not in hint._repr_html_() and "no exercise 'nope'" in hint._repr_html_()
+    assert "hint 0/0" not in hint._repr_html_() and "no exercise &#x27;nope&#x27;" in hint._repr_html_()
