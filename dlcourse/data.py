@@ -453,8 +453,8 @@ def download(url: str | Sequence[str], sha256: str, filename: str | None = None,
     Raises
     ------
     DownloadError (an ``OSError``) when every mirror failed, naming the URLs, the
-    reason and the offline alternative; or when the bytes do not match ``sha256``
-    (the bad file is deleted).
+    reason and the offline alternative; or when no mirror gave bytes that match
+    ``sha256`` (each bad file is deleted, and the next mirror is tried first).
     """
     urls = [url] if isinstance(url, str) else list(url)
     if not urls:
@@ -471,7 +471,7 @@ def download(url: str | Sequence[str], sha256: str, filename: str | None = None,
         target.unlink()            # stale or damaged: fetch again
 
     folder.mkdir(parents=True, exist_ok=True)
-    failures = []
+    failures, mismatches = [], []
     for address in urls:
         attempts_left, pause = retries + 1, 0.25
         while attempts_left > 0:
@@ -499,10 +499,15 @@ def download(url: str | Sequence[str], sha256: str, filename: str | None = None,
             if resumed:  # the leftover .part may have been another file: one fresh try, free
                 attempts_left += 1
                 continue
-            raise DownloadError(
-                f"checksum mismatch for {name} downloaded from {address}: expected sha256 "
-                f"{sha256}, got {got}. The damaged file was removed; call again to retry, "
-                f"or, offline, {offline_hint}.")
+            # A wrong file (an HTML error page served with status 200, a changed
+            # file): no retry of this mirror helps, but the next mirror may be right.
+            mismatches.append(f"{address}: got sha256 {got}")
+            break
+    if mismatches:
+        raise DownloadError(
+            f"checksum mismatch for {name}: expected sha256 {sha256}, but\n  "
+            + "\n  ".join(mismatches + failures)
+            + f"\nThe damaged file was removed; call again to retry, or, offline, {offline_hint}.")
     tried = "\n  ".join(failures)
     raise DownloadError(
         f"could not download {name} (tried {len(failures)} time(s)):\n  {tried}\n"

@@ -292,6 +292,14 @@ def test_checksum_mismatch_removes_everything(tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither the final file nor a .part
 
 
+def test_a_wrong_file_from_one_mirror_falls_back_to_the_next(tmp_path):
+    with LoopbackServer({"/bad.bin": b"<html>not the file</html>", "/good.bin": BLOB}) as server:
+        got = data.download([server.url("/bad.bin"), server.url("/good.bin")], _sha(BLOB),
+                             cache_dir=tmp_path, filename="f.bin", retries=0)
+        assert [path for path, _ in server.requests] == ["/bad.bin", "/good.bin"]
+    assert got.read_bytes() == BLOB and sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
 def test_stale_cached_file_is_replaced(tmp_path):
     (tmp_path / "f.bin").write_bytes(b"an older, different file")
     with LoopbackServer({"/f.bin": BLOB}) as server:
