@@ -38,6 +38,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from dlcourse.runtime import ipython_shell
+
 __all__ = ["Checker", "Result", "CheckFailed", "CheckTimeout", "call", "expect",
            "expect_close", "matches", "time_limit"]
 
@@ -358,23 +360,15 @@ def expect_close(got, expected, what: str = "the output", rtol: float = 1e-6,
 
 def _show(obj) -> None:
     """Display ``obj`` in a notebook (HTML and text), or print it in plain Python."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-    except ImportError:
-        get_ipython = None
-    if get_ipython is not None and get_ipython() is not None:
-        display(obj)
-    else:
+    if ipython_shell() is None:
         print(repr(obj))
+    else:
+        from IPython.display import display
+        display(obj)
 
 
 def _caller_namespace() -> dict:
-    try:
-        from IPython import get_ipython
-        shell = get_ipython()
-    except ImportError:
-        shell = None
+    shell = ipython_shell()
     if shell is not None:
         return shell.user_ns
     return inspect.stack()[2].frame.f_globals  # the frame that called scoreboard()

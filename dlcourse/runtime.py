@@ -26,7 +26,7 @@ import sys
 import numpy as np
 
 __all__ = ["device", "seed", "in_colab", "show_source", "set_threads",
-           "configure_torch", "default_threads"]
+           "configure_torch", "default_threads", "ipython_shell"]
 
 
 def in_colab() -> bool:
@@ -115,16 +115,20 @@ def show_source(obj) -> None:
     except (TypeError, OSError) as err:
         raise TypeError(f"cannot show the source of {obj!r}: {err}") from None
     where = f"{inspect.getmodule(obj).__name__}.{getattr(obj, '__qualname__', '')}"
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
-    except ImportError:  # plain Python: print it
-        print(f"# {where}\n{source}")
-        return
-    if get_ipython() is None:
+    if ipython_shell() is None:  # plain Python: print it
         print(f"# {where}\n{source}")
     else:
+        from IPython.display import Markdown, display
         display(Markdown(f"`{where}`\n```python\n{source}```"))
+
+
+def ipython_shell():
+    """The running IPython / Jupyter shell, or None in plain Python."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
 
 
 set_threads()
