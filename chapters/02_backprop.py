@@ -390,8 +390,8 @@ print(f"loss {loss:.4f} -> {loss_after:.4f} after one step against the gradient"
 # %% [markdown]
 # ## 12 · NumPy first, then PyTorch
 #
-# The same network in PyTorch is three lines, and `loss.backward()` replaces our
-# `mlp_backward`. We copy our NumPy parameters into it, run both on the same batch in float64
+# The same network in PyTorch is chapter 01's `MLP` (Linear layers with ReLU between them),
+# and `loss.backward()` replaces our `mlp_backward`. We copy our NumPy parameters into it, run both on the same batch in float64
 # (on the GPU when there is one) and compare the loss and **every** gradient.
 
 # %%

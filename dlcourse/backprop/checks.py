@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from dlcourse.backprop import numpy_impl as ref
-from dlcourse.backprop.engine import Value as RefValue
+from dlcourse.backprop.engine import Value as RefValue, topological_order
 from dlcourse.grading import CheckFailed, Checker, call, expect, expect_close, matches as _close
 
 check = Checker("02_backprop")
@@ -43,16 +43,7 @@ def _grads_by_chain_rule(root) -> dict[int, float]:
     Reads only ``children`` and ``local_grads``, so the learner's operations
     can be checked even before their ``backward`` works.
     """
-    order, seen = [], set()
-
-    def visit(node):
-        if id(node) in seen:
-            return
-        seen.add(id(node))
-        for child in node.children:
-            visit(child)
-        order.append(node)
-    visit(root)
+    order = topological_order(root)  # reads only ``children``, so it works on the learner's Value too
     grads = {id(n): 0.0 for n in order}
     grads[id(root)] = 1.0
     for node in reversed(order):
@@ -384,9 +375,8 @@ def softmax_cross_entropy(fn):
             if _close(got_value, want_value, rtol=1e-7):
                 continue
             for wrong, message in wrong_list:
-                if n > 1 or "N times" not in message:
-                    if _close(got_value, wrong, rtol=1e-7):
-                        raise CheckFailed(f"{message} ({what})")
+                if _close(got_value, wrong, rtol=1e-7):
+                    raise CheckFailed(f"{message} ({what})")
         expect_close(loss, want_loss, f"the loss ({what})", rtol=1e-7)
         expect_close(dlogits, want_d, f"dlogits ({what})", rtol=1e-7, atol=1e-12)
     return "loss and dlogits match on 3 batches, including logits of +-1000 and a batch of 1"

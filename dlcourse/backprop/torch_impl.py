@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dlcourse.neurons.torch_impl import get_params, load_params  # chapter 01's, shared
+from dlcourse.neurons.torch_impl import MLP, get_params, load_params  # chapter 01's, shared
 from dlcourse.runtime import configure_torch
 
 configure_torch()
@@ -26,14 +26,10 @@ def make_mlp(sizes: Sequence[int]) -> nn.Sequential:
     """``Linear -> ReLU -> ... -> Linear`` with widths ``sizes`` (e.g. ``[64, 128, 10]``).
 
     ``list(model.parameters())`` is ``[w1, b1, w2, b2, ...]``, the order of
-    ``numpy_impl.init_mlp``.
+    ``numpy_impl.init_mlp``.  It is chapter 01's ``MLP`` (ReLU hidden layers),
+    unwrapped to its ``nn.Sequential``.
     """
-    layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        if i > 0:
-            layers.append(nn.ReLU())
-        layers.append(nn.Linear(fan_in, fan_out))
-    return nn.Sequential(*layers)
+    return MLP(sizes, activation="relu").net
 
 
 def loss_and_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
