@@ -638,6 +638,59 @@ def test_train_epoch_catches_mistakes():
     _assert_fails("train_epoch", three_items_missing, "triple")
 
 
+def test_train_epoch_reports_states_changed_in_place():
+    def states_in_place(params, states, x, y, batch_size, rng, lr=1e-3):
+        new_params, new_states, loss = _train_epoch(params, states, x, y, batch_size, rng, lr)
+        for s, new in zip(states, new_states):
+            s.exp_avg[...] = new.exp_avg  # the right answer is returned, but the input is changed
+        return new_params, new_states, loss
+
+    def list_item_replaced(params, states, x, y, batch_size, rng, lr=1e-3):
+        new_params, new_states, loss = _train_epoch(params, states, x, y, batch_size, rng, lr)
+        states[:] = new_states
+        return new_params, new_states, loss
+
+    result = _assert_fails("train_epoch", states_in_place, "states[0].exp_avg in place")
+    assert "max" not in result.message.lower()  # not a misleading "max error" report
+    _assert_fails("train_epoch", list_item_replaced, "states[0].step in place")
+
+    def copies_first(params, states, x, y, batch_size, rng, lr=1e-3):  # right, and leaves its inputs alone
+        params = [p.copy() for p in params]
+        states = [ref.AdamState(s.step, s.exp_avg.copy(), s.exp_avg_sq.copy()) for s in states]
+        return _train_epoch(params, states, x, y, batch_size, rng, lr)
+
+    result = check.train_epoch(copies_first)
+    assert result.passed, result.message
+
+
+def test_warmup_cosine_lr_check_asks_for_the_schedule_once():
+    calls = []
+
+    def counted(epoch, base_lr, warmup, total, eta_min):
+        calls.append(epoch)
+        return _schedule_variant("cosine from zero")(epoch, base_lr, warmup, total, eta_min)
+
+    _assert_fails("warmup_cosine_lr", counted, "starts counting at epoch 0")
+    # the first schedule (total 25) is right up to its first wrong epoch (5), then read once in full
+    assert len(calls) == 6 + 26
+
+
+def test_optimizer_default_lr():
+    params = [np.ones(3), np.zeros(2)]
+    for name, default in [("adam", 1e-3), ("rmsprop", 1e-2)]:
+        opt = ref.Optimizer(params, name)
+        assert opt.lr == default
+        opt.lr = 0.5
+        assert opt.lr == 0.5 and opt.hyper["lr"] == 0.5
+    assert ref.Optimizer(params, "adam", lr=0.1).lr == 0.1
+    grads = [np.full(3, 2.0), np.full(2, -1.0)]
+    stepped = ref.Optimizer(params, "adam").step(params, grads)
+    for p, g, new in zip(params, grads, stepped):
+        np.testing.assert_array_equal(new, ref.adam_step(p, g, ref.adam_init(p))[0])
+    with pytest.raises(TypeError, match="lr"):
+        ref.Optimizer(params, "sgd")  # sgd_step has no default learning rate
+
+
 def test_hints_exist():
     for name in check.names:
         assert "hint 1/" in repr(check._hint(name, 1))

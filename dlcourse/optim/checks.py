@@ -9,7 +9,6 @@ of them matches, says which mistake it was.
 """
 from __future__ import annotations
 
-import math
 import random
 from typing import Callable, NamedTuple
 
@@ -422,8 +421,7 @@ def adam_step(fn):
 # --------------------------------------------------------------------------- 5. warm-up + cosine
 
 def _schedule_wrongs():
-    def cosine(e, base, t, eta_min):
-        return eta_min + (base - eta_min) * (1 + math.cos(math.pi * e / t)) / 2
+    cosine = ref.cosine_lr
 
     def make(warm, cos):
         def wrong(epoch, base_lr, warmup, total, eta_min):
@@ -489,12 +487,15 @@ def warmup_cosine_lr(fn):
                 raise CheckFailed(f"warmup_cosine_lr returned a {type(got).__name__}; return one float") from None
             if _close(value, expected, rtol=1e-9, atol=1e-12):
                 continue
-            for wrong, message in _schedule_wrongs():
+            try:  # the learner's whole schedule, once, to compare with each classic mistake
+                rates = [float(call(fn, e, base_lr, warmup, total, eta_min)) for e in range(total + 1)]
+            except (TypeError, ValueError, CheckFailed):
+                rates = None
+            for wrong, message in _schedule_wrongs() if rates is not None else []:
                 try:
-                    same = all(_close(float(call(fn, e, base_lr, warmup, total, eta_min)),
-                                      wrong(e, base_lr, warmup, total, eta_min), rtol=1e-9, atol=1e-12)
-                               for e in range(total + 1))
-                except (ZeroDivisionError, TypeError, ValueError, CheckFailed):
+                    same = all(_close(rate, wrong(e, base_lr, warmup, total, eta_min), rtol=1e-9, atol=1e-12)
+                               for e, rate in enumerate(rates))
+                except ZeroDivisionError:
                     same = False
                 if same:
                     raise CheckFailed(f"{message} ({args})")
@@ -506,7 +507,7 @@ def warmup_cosine_lr(fn):
 # --------------------------------------------------------------------------- 6. mini-batches
 
 def _collect(fn, n, batch_size, rng) -> list[np.ndarray]:
-    out = call(fn, n, batch_size, rng, allow_mutation=True)  # drawing from rng changes it, as it should
+    out = call(fn, n, batch_size, rng)  # call() does not count drawing from rng as a mutation
     if out is None:
         raise CheckFailed("minibatches returned None: `yield` each batch's index array "
                           "(or return a list of them)")
@@ -617,6 +618,26 @@ def _epoch_problem(seed):
     return params, [ref.adam_init(p) for p in params], x, y
 
 
+def _explain_epoch_mutation(params, params_before, states, states_before):
+    """Name the parameter array or state field that train_epoch changed in place, if any.
+
+    ``params_before`` / ``states_before`` are deep copies taken before the call.
+    """
+    for i, (p, before) in enumerate(zip(params, params_before)):
+        if not (isinstance(p, np.ndarray) and p.shape == before.shape and np.array_equal(p, before)):
+            raise CheckFailed(f"train_epoch changed params[{i}] in place; compute new arrays "
+                              "(p = p - ...) as adam_step does, and return them") from None
+    for i, (s, before) in enumerate(zip(states, states_before)):
+        for field in before._fields:
+            if not np.array_equal(getattr(s, field, None), getattr(before, field)):
+                raise CheckFailed(f"train_epoch changed states[{i}].{field} in place; the states given "
+                                  "must stay as they are: adam_step returns a new AdamState, collect "
+                                  "those in a new list and return it") from None
+    if len(params) != len(params_before) or len(states) != len(states_before):
+        raise CheckFailed("train_epoch added or removed items of the params or states list it was "
+                          "given; build new lists and return them") from None
+
+
 @check.exercise(points=2, hints=[
     "Loop over the mini-batches of optim.minibatches(len(x), batch_size, rng). For each: the loss "
     "and gradients on that batch, then one Adam step for every parameter array, each with its own "
@@ -631,13 +652,25 @@ def train_epoch(fn):
     """One epoch of mini-batch Adam on an MLP; returns (params, states, mean loss over examples)."""
     for seed, batch_size, lr in [(31, 5, 1e-2), (32, 8, 3e-2)]:
         params, states, x, y = _epoch_problem(seed)
+        # the answer (and the classic mistakes) come from the inputs as they are BEFORE the call
+        expected = _epoch_ref(params, states, x, y, batch_size, np.random.default_rng(seed), lr)
+        wrongs = [(_epoch_ref(params, states, x, y, batch_size, np.random.default_rng(seed), lr, **flags)[0],
+                   message) for flags, message in [
+            (dict(carry_state=False), "every batch starts Adam from the states given at the start of the "
+                                      "epoch: carry each parameter's new state on to the next batch"),
+            (dict(write_back=False), "every batch's gradient is taken at the initial parameters: use the "
+                                     "updated parameters for the next batch's gradient"),
+        ]]
+        unweighted = _epoch_ref(params, states, x, y, batch_size, np.random.default_rng(seed), lr,
+                                weighted=False)[2]
         copies = [p.copy() for p in params]
-        # allow_mutation: the rng changes when drawn from; the parameters are compared below
-        out = call(fn, params, states, x, y, batch_size, np.random.default_rng(seed), lr=lr,
-                   allow_mutation=True)
-        expect(all(np.array_equal(p, c) for p, c in zip(params, copies)),
-               "train_epoch changed the input parameter arrays in place; compute new arrays "
-               "(p = p - ...) as adam_step does")
+        state_copies = [ref.AdamState(s.step, s.exp_avg.copy(), s.exp_avg_sq.copy()) for s in states]
+        try:
+            out = call(fn, params, states, x, y, batch_size, np.random.default_rng(seed), lr=lr)
+        except CheckFailed as fail:
+            if "mutated" in str(fail):  # call() saw an in-place change: say which array it was
+                _explain_epoch_mutation(params, copies, states, state_copies)
+            raise
         expect(isinstance(out, tuple) and len(out) == 3,
                "train_epoch should return the triple (params, states, mean_loss)")
         got_params, got_states, got_loss = out
@@ -645,18 +678,11 @@ def train_epoch(fn):
                f"params should be a list of {len(params)} arrays, in the order of the input")
         expect(isinstance(got_states, (list, tuple)) and len(got_states) == len(params),
                f"states should be a list of {len(params)} AdamStates, one per parameter")
-        expected = _epoch_ref(params, states, x, y, batch_size, np.random.default_rng(seed), lr)
         what = f"batch_size={batch_size}, lr={lr}"
         right_params = all(_close(g, e) for g, e in zip(got_params, expected[0]))
         if not right_params:
-            for flags, message in [
-                (dict(carry_state=False), "every batch starts Adam from the states given at the start of the "
-                                          "epoch: carry each parameter's new state on to the next batch"),
-                (dict(write_back=False), "every batch's gradient is taken at the initial parameters: use the "
-                                         "updated parameters for the next batch's gradient"),
-            ]:
-                wrong = _epoch_ref(params, states, x, y, batch_size, np.random.default_rng(seed), lr, **flags)
-                if all(_close(g, e) for g, e in zip(got_params, wrong[0])):
+            for wrong, message in wrongs:
+                if all(_close(g, e) for g, e in zip(got_params, wrong)):
                     raise CheckFailed(f"{message} ({what})")
             for i, (g, e) in enumerate(zip(got_params, expected[0])):
                 expect_close(g, e, f"params[{i}] after one epoch ({what}); did you use "
@@ -669,8 +695,6 @@ def train_epoch(fn):
         if got_loss is None:
             raise CheckFailed("mean_loss is None: return the epoch's mean loss as the third item")
         if not _close(got_loss, expected[2], rtol=1e-9):
-            unweighted = _epoch_ref(params, states, x, y, batch_size, np.random.default_rng(seed), lr,
-                                    weighted=False)[2]
             expect(not _close(got_loss, unweighted, rtol=1e-9),
                    f"mean_loss is the plain mean of the batch losses ({what}); weight each batch's loss by "
                    "its size (the last batch is smaller) so that it is the mean over examples")

@@ -33,6 +33,7 @@ P  any parameter shape (``w``, ``dw`` and every state array share it)
 """
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -258,13 +259,19 @@ class Optimizer:
     ----------
     params : list of parameter arrays (their shapes and dtypes set the states')
     name : ``"sgd"``, ``"rmsprop"`` or ``"adam"``
-    **hyper : the step function's keyword arguments (``lr``, ``momentum``, ``betas``, ...)
+    **hyper : the step function's keyword arguments (``lr``, ``momentum``, ``betas``, ...);
+        without ``lr``, the step function's default learning rate is used
     """
 
     def __init__(self, params: list[np.ndarray], name: str = "adam", **hyper):
         if name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(OPTIMIZERS)}")
         init, self._step = OPTIMIZERS[name]
+        if "lr" not in hyper:  # fill in the step function's own default, so that opt.lr can be read
+            default = inspect.signature(self._step).parameters["lr"].default
+            if default is inspect.Parameter.empty:
+                raise TypeError(f"{name} has no default learning rate: pass lr=...")
+            hyper = {"lr": default, **hyper}
         self.name = name
         self.hyper = hyper
         self.states = [init(p) for p in params]

@@ -95,8 +95,9 @@ def train_torch(data=None, sizes=(64, 128, 10), optimizer: str = "adam", lr: flo
         history.lr.append(opt.param_groups[0]["lr"])
         model.train()
         losses = []
-        for idx in minibatches(len(x_train), batch_size, rng):
-            idx = torch.from_numpy(idx).to(device)
+        batches = list(minibatches(len(x_train), batch_size, rng))  # the same batches as train_numpy
+        order = torch.from_numpy(np.concatenate(batches)).to(device)  # one transfer per epoch
+        for idx in torch.split(order, [len(b) for b in batches]):
             loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
