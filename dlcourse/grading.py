@@ -40,8 +40,8 @@ import numpy as np
 
 from dlcourse.runtime import ipython_shell
 
-__all__ = ["Checker", "Result", "CheckFailed", "CheckTimeout", "call", "expect",
-           "expect_close", "matches", "time_limit"]
+__all__ = ["Checker", "Result", "CheckFailed", "CheckTimeout", "call", "diagnose", "expect",
+           "expect_close", "expect_tuple", "matches", "time_limit"]
 
 
 class CheckFailed(Exception):
@@ -311,6 +311,68 @@ def matches(got, expected, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
         return False
     with np.errstate(all="ignore"):
         return bool(np.allclose(got, expected, rtol=rtol, atol=atol, equal_nan=True))
+
+
+def diagnose(got, expected, mistakes, rtol: float = 1e-6, atol: float = 1e-9,
+             same: Callable[[Any, Any], bool] | None = None) -> None:
+    """Name the classic mistake behind a wrong answer: fail with the message of the first one it matches.
+
+    ``mistakes`` is a sequence of ``(candidate, message)`` pairs, where a
+    candidate is the wrong answer rebuilt from the same inputs (an array, or a
+    thunk: a function of no arguments that returns it, for a formula that may
+    not even apply to these inputs).  Raises :class:`CheckFailed` with the
+    ``message`` of the first candidate that ``got`` matches; returns quietly
+    when none does (the caller then compares with the answer as usual).
+
+    Nobody is accused wrongly: nothing happens when ``got`` matches
+    ``expected``, and a candidate that raises, or that matches the right answer
+    on these inputs (so it cannot tell the mistake apart), is skipped.
+
+    ``got`` and a candidate match when ``same(got, candidate)`` is true; the
+    default is :func:`matches` with ``rtol`` and ``atol``.  Pass ``same`` to
+    compare something other than one array (a parameter and its optimizer
+    state, a list of arrays).
+    """
+    if same is None:
+        def same(a, b):
+            return matches(a, b, rtol=rtol, atol=atol)
+    if same(got, expected):
+        return
+    for candidate, message in mistakes:
+        with np.errstate(all="ignore"):
+            try:
+                candidate = candidate() if callable(candidate) else candidate
+            except Exception:  # the wrong formula does not even apply to these inputs: skip it
+                continue
+        if not same(candidate, expected) and same(got, candidate):
+            raise CheckFailed(message)
+
+
+def expect_tuple(result, count: int, names: str, what: str, noun: str = "values",
+                 types: tuple[type, ...] = (tuple, list)):
+    """Fail unless ``result`` is a tuple (or list) of ``count`` items; return it, ready to unpack.
+
+    ``names`` spells the items out, brackets included, e.g. ``"(dx, dw, db)"``;
+    ``what`` names the learner's function; ``noun`` says what the items are
+    (``"arrays"``); ``types`` are the accepted containers (``(tuple,)`` where a
+    list will not do).  The message says what came back instead: None (a
+    forgotten ``return``), another type, or the wrong number of items.
+    """
+    if result is None:
+        raise CheckFailed(f"{what} returned None: did you forget a `return` of {names}?")
+    if not (isinstance(result, types) and len(result) == count):
+        container = " or ".join(t.__name__ for t in types)
+        group = {2: " as a pair", 3: " as a triple"}.get(count, "")
+        kind = f"a {type(result).__name__}"
+        if isinstance(result, (tuple, list)):
+            kind += f" of length {len(result)}"
+        number = _NUMBERS[count] if count < len(_NUMBERS) else str(count)
+        raise CheckFailed(f"{what} must return {number} {noun} {names}{group}: a {container} of {count} "
+                          f"{noun}; got {kind}")
+    return result
+
+
+_NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
 def expect(condition: bool, message: str) -> None:

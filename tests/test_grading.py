@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-from dlcourse.grading import (CheckFailed, CheckTimeout, Checker, call, expect, expect_close,
-                              time_limit)
+from dlcourse.grading import (CheckFailed, CheckTimeout, Checker, call, diagnose, expect, expect_close,
+                              expect_tuple, time_limit)
 
 
 def make_checker(seconds=1.0):
@@ -214,3 +214,71 @@ def test_drawing_from_a_random_generator_is_not_a_mutation():
 def test_hint_for_an_unknown_exercise_reads_the_same_as_html():
     hint = make_checker()._hint("nope")
     assert "hint 0/0" not in hint._repr_html_() and "no exercise &#x27;nope&#x27;" in hint._repr_html_()
+
+
+# --------------------------------------------------------------------------- diagnose and expect_tuple
+
+def test_diagnose_names_the_first_mistake_matched():
+    expected = np.array([1.0, 2.0])
+    mistakes = [(np.array([9.0, 9.0]), "not this one"), (expected * 2, "doubled"), (expected * 2, "later")]
+    with pytest.raises(CheckFailed, match="^doubled$"):
+        diagnose(expected * 2, expected, mistakes)
+
+
+def test_diagnose_is_quiet_for_the_right_answer_and_for_unknown_mistakes():
+    expected = np.array([1.0, 2.0])
+    diagnose(expected.copy(), expected, [(expected * 2, "doubled")])  # right: nothing to say
+    diagnose(expected + 1, expected, [(expected * 2, "doubled")])  # wrong, but not a known mistake
+    diagnose(None, expected, [(expected * 2, "doubled")])
+
+
+def test_diagnose_skips_candidates_that_raise_or_equal_the_answer():
+    expected = np.array([0.0, 0.0])
+
+    def broken():
+        raise ZeroDivisionError
+
+    got = np.array([0.0, 1e-12])  # within tolerance of the answer AND of the "mistake" below
+    diagnose(got, expected, [(broken, "raised"), (-expected, "a sign flip that changes nothing")])
+    wrong = np.array([1.0, 1.0])
+    diagnose(wrong, expected, [(broken, "raised"), (expected, "equals the answer")])
+    with pytest.raises(CheckFailed, match="ones"):
+        diagnose(wrong, expected, [(broken, "raised"), (lambda: np.ones(2), "ones")])
+
+
+def test_diagnose_uses_the_callers_tolerances_and_comparison():
+    expected = np.array([1.0])
+    mistakes = [(np.array([2.0]), "doubled")]
+    with pytest.raises(CheckFailed, match="doubled"):
+        diagnose(np.array([2.0 + 1e-7]), expected, mistakes)  # default rtol 1e-6
+    diagnose(np.array([2.0 + 1e-7]), expected, mistakes, rtol=1e-9, atol=1e-12)
+    same_sum = lambda a, b: np.isclose(np.sum(a), np.sum(b))  # noqa: E731
+    with pytest.raises(CheckFailed, match="sum"):
+        diagnose([1.0, 2.0], [0.0], [([3.0], "sum")], same=same_sum)
+
+
+def test_expect_tuple_returns_a_right_tuple_or_list():
+    assert expect_tuple((1, 2), 2, "(a, b)", "f") == (1, 2)
+    assert expect_tuple([1, 2, 3], 3, "[a, b, c]", "f") == [1, 2, 3]
+
+
+@pytest.mark.parametrize("result, types, words", [
+    (None, (tuple, list), "f returned None: did you forget a `return` of (dx, db)?"),
+    ((1, 2, 3), (tuple, list), "f must return two arrays (dx, db) as a pair: a tuple or list of 2 arrays; "
+                               "got a tuple of length 3"),
+    (np.zeros(2), (tuple, list), "f must return two arrays (dx, db) as a pair: a tuple or list of 2 arrays; "
+                                 "got a ndarray"),
+    ([1, 2], (tuple,), "f must return two arrays (dx, db) as a pair: a tuple of 2 arrays; got a list of length 2"),
+])
+def test_expect_tuple_says_what_came_back(result, types, words):
+    with pytest.raises(CheckFailed) as fail:
+        expect_tuple(result, 2, "(dx, db)", "f", "arrays", types=types)
+    assert str(fail.value) == words
+
+
+def test_expect_tuple_counts_in_words():
+    with pytest.raises(CheckFailed, match=r"^g must return four values \[a, b, c, d\]: a tuple or list of 4 "
+                                          r"values; got a tuple of length 3$"):
+        expect_tuple((1, 2, 3), 4, "[a, b, c, d]", "g")
+    with pytest.raises(CheckFailed, match=r"must return three values \(a, b, c\) as a triple: a tuple of 3 "):
+        expect_tuple([1, 2, 3], 3, "(a, b, c)", "g", types=(tuple,))

@@ -15,7 +15,8 @@ import numpy as np
 
 from dlcourse.backprop import numpy_impl as ref
 from dlcourse.backprop.engine import Value as RefValue, topological_order
-from dlcourse.grading import CheckFailed, Checker, call, expect, expect_close, matches as _close
+from dlcourse.grading import CheckFailed, Checker, call, diagnose, expect, expect_close, expect_tuple
+from dlcourse.grading import matches as _close
 
 check = Checker("02_backprop")
 
@@ -241,11 +242,7 @@ def linear_backward(fn):
         dout = rng.standard_normal((n, h))
         cache = ref.LinearCache(x, w)
         want_dx, want_dw, want_db = ref.linear_backward(dout, cache)
-        got = call(fn, dout, cache)
-        expect(isinstance(got, (tuple, list)) and len(got) == 3,
-               f"linear_backward must return three arrays (dx, dw, db), got {type(got).__name__}"
-               + (f" of length {len(got)}" if isinstance(got, (tuple, list)) else ""))
-        dx, dw, db = got
+        dx, dw, db = expect_tuple(call(fn, dout, cache), 3, "(dx, dw, db)", "linear_backward", "arrays")
         case = f"for (N, D, H) = {(n, d, h)}"
         expect(db is not None, "db is None: the bias gets a gradient too, dout summed over the batch")
         if dw is not None and np.shape(dw) == (d, h) and (d != h or _close(dw, want_dw.T)) and not _close(dw, want_dw):
@@ -309,10 +306,7 @@ def activation_backward(fn):
         out, cache = getattr(ref, f"{kind}_forward")(x)
         want = getattr(ref, f"{kind}_backward")(dout, cache)
         got = call(fn, dout, out, kind)
-        if not _close(got, want, rtol=1e-7, atol=1e-12):
-            for wrong, message in _activation_mistakes(kind, dout, out):
-                if _close(got, wrong, rtol=1e-7, atol=1e-12):
-                    raise CheckFailed(message)
+        diagnose(got, want, _activation_mistakes(kind, dout, out), rtol=1e-7, atol=1e-12)
         expect_close(got, want, f"activation_backward(dout, out, {kind!r})", rtol=1e-7, atol=1e-12)
     return "relu, sigmoid and tanh backward match, saturated units included"
 
@@ -346,10 +340,7 @@ def softmax_cross_entropy(fn):
     cases.append(("logits as large as +-1000", big, np.array([1, 3, 3])))
     for what, logits, y in cases:
         want_loss, want_d = ref.softmax_cross_entropy(logits, y)
-        got = call(fn, logits, y)
-        expect(isinstance(got, (tuple, list)) and len(got) == 2,
-               "softmax_cross_entropy must return a pair (loss, dlogits)")
-        loss, dlogits = got
+        loss, dlogits = expect_tuple(call(fn, logits, y), 2, "(loss, dlogits)", "softmax_cross_entropy")
         expect(loss is not None and dlogits is not None, "return both the loss and dlogits (one is None)")
         expect(np.ndim(loss) == 0, f"the loss must be one number, the mean over the batch; got shape "
                                    f"{np.shape(loss)} ({what})")
@@ -358,25 +349,22 @@ def softmax_cross_entropy(fn):
             bool(np.all(np.isfinite(np.asarray(dlogits, dtype=np.float64))))
         expect(finite, f"NaN or inf with {what}: exp overflowed. Subtract each row's maximum before "
                        "exp (log-sum-exp trick); it does not change the result")
-        loss_wrong = [
-            (want_loss * n, "the loss is the sum over the batch; take the mean (divide by N)"),
-            (-want_loss, "the loss has the wrong sign: it is -log p of the true class"),
+        diagnose(loss, want_loss, [
+            (want_loss * n, f"the loss is the sum over the batch; take the mean (divide by N) ({what})"),
+            (-want_loss, f"the loss has the wrong sign: it is -log p of the true class ({what})"),
             (_axis0_variant(logits, y)[0], "the softmax was normalised over axis 0 (the batch); "
-                                           "each ROW must sum to 1: use axis=1"),
-        ]
-        grad_wrong = [
-            (want_d * n, "dlogits is N times too large: the loss is a mean, so divide by N"),
-            (-want_d, "dlogits has the wrong sign: it is softmax minus one-hot, (p - onehot) / N"),
-            (ref.softmax(logits) / n, "dlogits is missing the one-hot term: subtract 1 at the true class"),
-            (ref.softmax(logits), "dlogits is the plain softmax: subtract 1 at the true class and divide by N"),
-            (_axis0_variant(logits, y)[1], "the softmax was normalised over axis 0 (the batch); use axis=1"),
-        ]
-        for wrong_list, got_value, want_value in ((loss_wrong, loss, want_loss), (grad_wrong, dlogits, want_d)):
-            if _close(got_value, want_value, rtol=1e-7):
-                continue
-            for wrong, message in wrong_list:
-                if _close(got_value, wrong, rtol=1e-7):
-                    raise CheckFailed(f"{message} ({what})")
+                                           f"each ROW must sum to 1: use axis=1 ({what})"),
+        ], rtol=1e-7)
+        diagnose(dlogits, want_d, [
+            (want_d * n, f"dlogits is N times too large: the loss is a mean, so divide by N ({what})"),
+            (-want_d, f"dlogits has the wrong sign: it is softmax minus one-hot, (p - onehot) / N ({what})"),
+            (ref.softmax(logits) / n, "dlogits is missing the one-hot term: subtract 1 at the true class "
+                                      f"({what})"),
+            (ref.softmax(logits), "dlogits is the plain softmax: subtract 1 at the true class and divide "
+                                  f"by N ({what})"),
+            (_axis0_variant(logits, y)[1], "the softmax was normalised over axis 0 (the batch); "
+                                           f"use axis=1 ({what})"),
+        ], rtol=1e-7)
         expect_close(loss, want_loss, f"the loss ({what})", rtol=1e-7)
         expect_close(dlogits, want_d, f"dlogits ({what})", rtol=1e-7, atol=1e-12)
     return "loss and dlogits match on 3 batches, including logits of +-1000 and a batch of 1"
@@ -412,10 +400,7 @@ def two_layer_net(fn):
         x, y = rng.standard_normal((n, d)), rng.integers(0, c, n)
         case = f"for (N, D, H, C) = {(n, d, h, c)}"
         want_loss, want = ref.mlp_loss_and_grads(params, x, y)
-        got = call(fn, params, x, y)
-        expect(isinstance(got, (tuple, list)) and len(got) == 2,
-               "two_layer_net must return a pair (loss, grads)")
-        loss, grads = got
+        loss, grads = expect_tuple(call(fn, params, x, y), 2, "(loss, grads)", "two_layer_net")
         expect(isinstance(grads, (tuple, list)) and len(grads) == 4,
                "grads must be a list of four arrays [dw1, db1, dw2, db2], in the order of params")
         if n > 1 and _close(loss, want_loss * n):

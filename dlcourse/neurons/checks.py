@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from dlcourse.grading import CheckFailed, Checker, call, expect, expect_close, time_limit
-from dlcourse.grading import CheckTimeout, matches as _close
+from dlcourse.grading import CheckFailed, Checker, call, diagnose, expect, expect_close, expect_tuple
+from dlcourse.grading import CheckTimeout, matches as _close, time_limit
 from dlcourse.neurons import numpy_impl as ref
 
 __all__ = ["check"]
@@ -25,22 +25,6 @@ XOR_TARGETS = np.array([0.0, 1.0, 1.0, 0.0])
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _diagnose(got, expected, mistakes) -> None:
-    """Raise the message of the first ``(array, message)`` in ``mistakes`` that ``got`` matches.
-
-    A mistake only counts when it differs from the right answer, so a candidate
-    that happens to coincide with the reference on this input never accuses.
-    """
-    for candidate, message in mistakes:
-        with np.errstate(all="ignore"):
-            try:
-                candidate = candidate() if callable(candidate) else candidate
-            except Exception:  # the wrong formula does not even apply here: skip it
-                continue
-        if not _close(candidate, expected) and _close(got, candidate):
-            raise CheckFailed(message)
-
 
 _PER_ELEMENT = ("too slow for a large input: exp was called once per element ({count} calls for "
                 "{size} numbers), so this is a Python loop over the elements. Use whole-array NumPy "
@@ -109,14 +93,6 @@ def _matmul_hint(fail: CheckFailed, w_shape: tuple) -> CheckFailed:
     return fail
 
 
-def _unpack(result, count: int, names: str):
-    expect(result is not None, f"returned None: did you forget a `return` of {names}?")
-    expect(isinstance(result, (tuple, list)) and len(result) == count,
-           f"return {count} arrays in a tuple or list ({names}); got {type(result).__name__}"
-           + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else ""))
-    return result
-
-
 # --------------------------------------------------------------------------- 1. sigmoid
 
 def _sigmoid_cases():
@@ -146,7 +122,7 @@ def sigmoid(fn):
         out = _call_without_overflow(fn, x)
         expected = ref.sigmoid(x)
         what = f"sigmoid(x) for x of shape {x.shape}"
-        _diagnose(out, expected, [
+        diagnose(out, expected, [
             (lambda: 1 / (1 + np.exp(x)), f"{what} has the sign flipped: sigmoid(x) = 1 / (1 + exp(-x)), "
                                           "which goes to 1 as x grows"),
             (lambda: np.tanh(x), f"{what} returns tanh(x); the sigmoid is 1 / (1 + exp(-x)), "
@@ -188,7 +164,7 @@ def _grad_cases():
 def activation_grads(fn):
     """The derivatives of ReLU, sigmoid and tanh, elementwise, as a tuple."""
     for x in _grad_cases():
-        got = _unpack(call(fn, x), 3, "d_relu, d_sigmoid, d_tanh")
+        got = expect_tuple(call(fn, x), 3, "(d_relu, d_sigmoid, d_tanh)", "activation_grads", "arrays")
         d_relu, d_sigmoid, d_tanh = got
         expected = ref.relu_grad(x), ref.sigmoid_grad(x), ref.tanh_grad(x)
         if (_close(d_sigmoid, expected[2]) and _close(d_tanh, expected[1])
@@ -197,20 +173,20 @@ def activation_grads(fn):
                               "(d_relu, d_sigmoid, d_tanh)")
         s, t = ref.sigmoid(x), np.tanh(x)
         where = f"for x of shape {x.shape}"
-        _diagnose(d_relu, expected[0], [
+        diagnose(d_relu, expected[0], [
             ((x >= 0).astype(float), f"d_relu {where} is 1 at x = 0; use slope 0 there (x > 0, not x >= 0), "
                                      "the convention PyTorch uses"),
             (ref.relu(x), f"d_relu {where} is relu(x) itself; the derivative is the slope: 1 where x > 0, else 0"),
         ])
         expect_close(d_relu, expected[0], f"d_relu {where}")
-        _diagnose(d_sigmoid, expected[1], [
+        diagnose(d_sigmoid, expected[1], [
             (s, f"d_sigmoid {where} is the sigmoid s itself; its derivative is s * (1 - s)"),
             (lambda: x * (1 - x), f"d_sigmoid {where} is x * (1 - x); the formula s * (1 - s) needs "
                                   "s = sigmoid(x), not x"),
             (1 - s, f"d_sigmoid {where} is 1 - s; the derivative is s * (1 - s)"),
         ])
         expect_close(d_sigmoid, expected[1], f"d_sigmoid {where}")
-        _diagnose(d_tanh, expected[2], [
+        diagnose(d_tanh, expected[2], [
             (lambda: 1 - x ** 2, f"d_tanh {where} is 1 - x**2; the derivative is 1 - tanh(x)**2"),
             (t, f"d_tanh {where} is tanh(x) itself; its derivative is 1 - tanh(x)**2"),
             (1 - t, f"d_tanh {where} is 1 - tanh(x): the tanh must be squared, 1 - tanh(x)**2"),
@@ -243,7 +219,7 @@ def gelu_grad(fn):
         where = f"gelu_grad(x) for x of shape {x.shape}"
         cdf = 0.5 * (1 + ref.erf(x / math.sqrt(2)))
         pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-        _diagnose(out, expected, [
+        diagnose(out, expected, [
             (cdf, f"{where} is Phi(x) alone: by the product rule, d/dx [x Phi(x)] = Phi(x) + x phi(x)"),
             (x * pdf, f"{where} is x phi(x) alone: the product rule adds Phi(x), d/dx [x Phi(x)] = Phi(x) + x phi(x)"),
             (pdf, f"{where} is phi(x) alone: that is the density, the derivative of Phi only; GELU is the "
@@ -292,7 +268,7 @@ def dense_forward(fn):
         if np.shape(out) == (h, n) and n != h:
             raise CheckFailed(f"{where} returned shape {(h, n)}, expected {(n, h)}: the output has one "
                               "row per example, (N, H); compute x @ w.T + b")
-        _diagnose(out, expected, [
+        diagnose(out, expected, [
             (lambda: x @ w + b, f"{where}: w was used as (in, out) (x @ w); PyTorch's layout is (out, in), "
                                 "so compute x @ w.T"),
             (lambda: x @ w.T, f"{where}: the bias is missing; add b"),
@@ -378,7 +354,7 @@ def mlp_forward(fn):
         try:
             out = call(fn, params, x)
             expected = ref.mlp_forward(params, x)
-            _diagnose(out, expected, [
+            diagnose(out, expected, [
                 (lambda: ref.relu(expected), f"{where}: ReLU was applied to the output layer too; the last "
                                              "layer stays linear, its raw scores go to the loss"),
                 (lambda: _linear_stack(params, x), f"{where}: there is no activation between the layers, so "
@@ -436,7 +412,7 @@ def collapse_linear(fn):
     for w1, b1, w2, b2 in _collapse_cases():
         where = f"for w1 {w1.shape}, w2 {w2.shape}"
         try:
-            got = _unpack(call(fn, w1, b1, w2, b2), 2, "w, b")
+            got = expect_tuple(call(fn, w1, b1, w2, b2), 2, "(w, b)", "collapse_linear", "arrays")
         except CheckFailed as fail:
             text = str(fail)
             if any(word in text for word in ("matmul", "aligned", "mismatch", "broadcast")):
@@ -448,12 +424,12 @@ def collapse_linear(fn):
         if np.shape(w) == want_w.shape[::-1] and want_w.shape[0] != want_w.shape[1]:
             raise CheckFailed(f"w {where} has shape {np.shape(w)}, expected {want_w.shape}: "
                               "keep PyTorch's (out, in) layout, w = w2 @ w1")
-        _diagnose(w, want_w, [
+        diagnose(w, want_w, [
             (lambda: w1 @ w2, f"w {where} is w1 @ w2; the second layer acts last, so w = w2 @ w1"),
             (lambda: (w2 @ w1).T, f"w {where} is transposed; keep the (out, in) layout, w = w2 @ w1"),
         ])
         expect_close(w, want_w, f"w {where}")
-        _diagnose(b, want_b, [
+        diagnose(b, want_b, [
             (lambda: b1 + b2, f"b {where} is b1 + b2, but b1 also passes through the second layer: "
                               "b = w2 @ b1 + b2"),
             (b2, f"b {where} is b2 alone: the first bias also reaches the output, b = w2 @ b1 + b2"),
@@ -479,7 +455,7 @@ def collapse_linear(fn):
 ])
 def xor_weights(fn):
     """Weights [w1, b1, w2, b2] of a 2-2-1 ReLU network that outputs XOR exactly."""
-    params = _unpack(call(fn), 4, "[w1, b1, w2, b2]")
+    params = expect_tuple(call(fn), 4, "[w1, b1, w2, b2]", "xor_weights", "arrays")
     shapes = ((2, 2), (2,), (1, 2), (1,))
     names = ("w1", "b1", "w2", "b2")
     arrays = []

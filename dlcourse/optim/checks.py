@@ -14,7 +14,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from dlcourse.grading import CheckFailed, Checker, call, expect, expect_close, matches as _close
+from dlcourse.grading import CheckFailed, Checker, call, diagnose, expect, expect_close, expect_tuple
+from dlcourse.grading import matches as _close
 from dlcourse.optim import numpy_impl as ref
 
 check = Checker("03_gradient_descent")
@@ -58,37 +59,29 @@ def _as_state(got, cls, fn_name: str):
                       f"return a new {example}")
 
 
-def _unpack(out, cls, fn_name: str):
-    if out is None:
-        raise CheckFailed(f"{fn_name} returned None: return the pair (w, state)")
-    if not (isinstance(out, tuple) and len(out) == 2):
-        kind = f"a tuple of {len(out)} items" if isinstance(out, tuple) else f"a {type(out).__name__}"
-        raise CheckFailed(f"{fn_name} returned {kind}; return the pair (w, state)")
-    return out[0], _as_state(out[1], cls, fn_name)
-
-
 def _run_steps(fn, fn_name: str, cls, cases, reference, compare_fields, wrongs, steps=20):
     """Run ``fn`` along each case, feeding back its own state; diagnose the first wrong step.
 
     ``reference(w, dw, state, **hyper) -> (w, state)``; ``wrongs`` is a list of
-    ``(wrong_step, message)`` with ``wrong_step`` of the same signature; a
-    message may use ``{step}`` and ``{what}``.
+    ``(wrong_step, message)`` with ``wrong_step`` of the same signature; the
+    message is shown with the step where the mistake was first seen.
     """
     for case in cases:
         w, state = case.w, case.state
         for k in range(steps):
             dw = case.grad(w, k)
             hyper = case.hyper[k]
-            got_w, got_state = _unpack(call(fn, w, dw, state, **hyper), cls, fn_name)
+            got_w, got_state = expect_tuple(call(fn, w, dw, state, **hyper), 2, "(w, state)", fn_name,
+                                            types=(tuple,))
+            got_state = _as_state(got_state, cls, fn_name)
             exp_w, exp_state = reference(w, dw, state, **hyper)
             fields = compare_fields if case.fields is None else case.fields
             if not _same_step(got_w, got_state, exp_w, exp_state, fields):
                 where = f"step {k + 1} of {case.what}"
-                for wrong, message in wrongs:
-                    with np.errstate(all="ignore"):
-                        bad_w, bad_state = wrong(w, dw, state, **hyper)
-                    if _same_step(got_w, got_state, bad_w, bad_state, fields):
-                        raise CheckFailed(f"{message} (first seen at {where})")
+                diagnose((got_w, got_state), (exp_w, exp_state),
+                         [(lambda wrong=wrong: wrong(w, dw, state, **hyper), f"{message} (first seen at {where})")
+                          for wrong, message in wrongs],
+                         same=lambda a, b: _same_step(*a, *b, fields))
                 expect_close(got_w, exp_w, f"w after {where}")
                 for field in fields:
                     expect_close(getattr(got_state, field), getattr(exp_state, field),
@@ -491,14 +484,13 @@ def warmup_cosine_lr(fn):
                 rates = [float(call(fn, e, base_lr, warmup, total, eta_min)) for e in range(total + 1)]
             except (TypeError, ValueError, CheckFailed):
                 rates = None
-            for wrong, message in _schedule_wrongs() if rates is not None else []:
-                try:
-                    same = all(_close(rate, wrong(e, base_lr, warmup, total, eta_min), rtol=1e-9, atol=1e-12)
-                               for e, rate in enumerate(rates))
-                except ZeroDivisionError:
-                    same = False
-                if same:
-                    raise CheckFailed(f"{message} ({args})")
+            if rates is not None:
+                epochs = range(total + 1)
+                schedule = [ref.warmup_cosine_lr(e, base_lr, warmup, total, eta_min) for e in epochs]
+                diagnose(rates, schedule,
+                         [(lambda wrong=wrong: [wrong(e, base_lr, warmup, total, eta_min) for e in epochs],
+                           f"{message} ({args})") for wrong, message in _schedule_wrongs()],
+                         rtol=1e-9, atol=1e-12)
             raise CheckFailed(f"at epoch {epoch} ({args}) the learning rate is {value:.6g}, "
                               f"expected {expected:.6g}")
     return "equals the reference for every epoch of 4 schedules, including warmup = 0 and warmup = 1"
@@ -671,9 +663,8 @@ def train_epoch(fn):
             if "mutated" in str(fail):  # call() saw an in-place change: say which array it was
                 _explain_epoch_mutation(params, copies, states, state_copies)
             raise
-        expect(isinstance(out, tuple) and len(out) == 3,
-               "train_epoch should return the triple (params, states, mean_loss)")
-        got_params, got_states, got_loss = out
+        got_params, got_states, got_loss = expect_tuple(out, 3, "(params, states, mean_loss)", "train_epoch",
+                                                        types=(tuple,))
         expect(isinstance(got_params, (list, tuple)) and len(got_params) == len(params),
                f"params should be a list of {len(params)} arrays, in the order of the input")
         expect(isinstance(got_states, (list, tuple)) and len(got_states) == len(params),
@@ -681,9 +672,8 @@ def train_epoch(fn):
         what = f"batch_size={batch_size}, lr={lr}"
         right_params = all(_close(g, e) for g, e in zip(got_params, expected[0]))
         if not right_params:
-            for wrong, message in wrongs:
-                if all(_close(g, e) for g, e in zip(got_params, wrong)):
-                    raise CheckFailed(f"{message} ({what})")
+            diagnose(got_params, expected[0], [(wrong, f"{message} ({what})") for wrong, message in wrongs],
+                     same=lambda a, b: all(_close(g, e) for g, e in zip(a, b)))
             for i, (g, e) in enumerate(zip(got_params, expected[0])):
                 expect_close(g, e, f"params[{i}] after one epoch ({what}); did you use "
                                    "optim.minibatches with the rng given, and optim.adam_step with lr?")

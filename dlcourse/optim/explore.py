@@ -26,18 +26,11 @@ from matplotlib.figure import Figure
 
 from dlcourse.data import SURFACES, surface as get_surface
 from dlcourse.optim.numpy_impl import History, minimize
+from dlcourse.runtime import ipython_shell
 
 __all__ = ["plot_surface", "plot_surfaces", "plot_paths", "plot_learning_rates",
            "plot_histories", "plot_schedules", "LiveLossPlot", "RACERS", "RACE_DEFAULTS",
            "race_paths", "OptimizerRace", "optimizer_race"]
-
-
-def _in_ipython() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython ships with Jupyter
-        return False
-    return get_ipython() is not None
 
 
 # --------------------------------------------------------------------------- contour maps
@@ -229,7 +222,7 @@ class LiveLossPlot:
             self._show()
 
     def _show(self) -> None:
-        if not _in_ipython():
+        if ipython_shell() is None:
             return
         from IPython.display import display
         if self._handle is None:
@@ -355,7 +348,7 @@ class OptimizerRace:
                 ax_loss.semilogy(np.maximum(gap, 1e-16), color=f"C{i}", label=label)
         ax_loss.set(xlabel="step", title="f(w)" if s.name == "saddle" else "f(w) - f(w*)")
         ax_loss.legend(fontsize=8)
-        if not _in_ipython():  # tests and scripts: the figure is all there is
+        if ipython_shell() is None:  # tests and scripts: the figure is all there is
             return
         from IPython.display import display
         self.output.clear_output(wait=True)
