@@ -24,11 +24,12 @@ import csv
 import json
 import secrets
 import sys
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["GradeReport", "grade_notebook", "main"]
+__all__ = ["GradeReport", "grade_notebook", "main", "summary", "write_csv"]
 
 
 @dataclass
@@ -39,6 +40,8 @@ class GradeReport:
     max_points: float = 0.0
     exercises: dict[str, float] = field(default_factory=dict)   # name -> points earned
     messages: dict[str, str] = field(default_factory=dict)      # name -> check message
+    outcomes: dict[str, str] = field(default_factory=dict)      # name -> passed / not implemented /
+    #   not defined / course code / too slow / raised / failed / "mistake: <name of the mistake>"
     error: str = ""          # why the notebook could not be graded at all
     cell_errors: int = 0     # cells that raised while the notebook ran
 
@@ -77,7 +80,7 @@ for _name in [m for m in _sys.modules if m == "dlcourse" or m.startswith("dlcour
     del _sys.modules[_name]  # fresh checks and references, whatever the notebook patched
 _checks = _il.import_module({module!r})
 _results = _checks.check.grade(dict(globals()))
-print({marker!r} + _json.dumps([[r.name, r.points, r.max_points, r.message] for r in _results]))
+print({marker!r} + _json.dumps([[r.name, r.points, r.max_points, r.message, r.outcome] for r in _results]))
 """
 
 
@@ -130,9 +133,10 @@ def grade_notebook(path: str | Path, chapter: str | None = None, cell_timeout: i
         why = f"{errors[0].get('ename')}: {errors[0].get('evalue')}" if errors else "no result"
         report.error = f"the checks could not run in this notebook's kernel ({why})"
         return report
-    for name, points, max_points, message in json.loads(lines[-1][len(marker):]):
+    for name, points, max_points, message, outcome in json.loads(lines[-1][len(marker):]):
         report.exercises[name] = points
         report.messages[name] = message
+        report.outcomes[name] = outcome
         report.points += points
         report.max_points += max_points
     return report
@@ -151,16 +155,53 @@ def _table(reports: list[GradeReport]) -> str:
 
 
 def write_csv(reports: list[GradeReport], target: str | Path) -> None:
-    """One row per notebook: total, max, then the points of every exercise seen."""
+    """One row per notebook: total, max, then for every exercise seen its points and its outcome.
+
+    The outcome tells apart what the points cannot: ``passed``, ``not
+    implemented`` (the stub is still there), ``not defined`` (the name is
+    missing), ``course code`` (the course's own answer handed in), ``too slow``,
+    ``raised``, ``failed``, or ``mistake: <name>`` for a classic mistake the
+    check recognised.
+    """
     names: list[str] = []
     for r in reports:
         names += [n for n in r.exercises if n not in names]
     with open(target, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["notebook", "chapter", "points", "max_points", "status", *names])
+        writer.writerow(["notebook", "chapter", "points", "max_points", "status",
+                         *[column for n in names for column in (n, f"{n} outcome")]])
         for r in reports:
-            writer.writerow([r.path, r.chapter, f"{r.points:g}", f"{r.max_points:g}", r.status,
-                             *[f"{r.exercises[n]:g}" if n in r.exercises else "" for n in names]])
+            cells = []
+            for n in names:
+                cells += [f"{r.exercises[n]:g}" if n in r.exercises else "", r.outcomes.get(n, "")]
+            writer.writerow([r.path, r.chapter, f"{r.points:g}", f"{r.max_points:g}", r.status, *cells])
+
+
+def summary(reports: list[GradeReport], top: int = 3) -> str:
+    """Per exercise, across a class: how many passed, and the most common outcomes of the rest.
+
+    What an instructor reads before the next lecture: which exercise the class
+    found hard, and which classic mistakes it made most often.
+    """
+    graded = [r for r in reports if not r.error]
+    names: list[str] = []
+    for r in graded:
+        names += [n for n in r.exercises if n not in names]
+    if not graded:
+        return "summary: no notebook could be graded"
+    width = max(len("exercise"), *(len(n) for n in names)) if names else len("exercise")
+    lines = [f"summary of {len(graded)} graded notebook(s)",
+             f"{'exercise':<{width}}  {'passed':>9}  most common outcomes of the others"]
+    for name in names:
+        outcomes = [r.outcomes.get(name, "not defined") for r in graded]
+        passed = sum(o == "passed" for o in outcomes)
+        others = Counter(o for o in outcomes if o != "passed").most_common(top)
+        common = "; ".join(f"{o} ({k})" for o, k in others) or "-"
+        lines.append(f"{name:<{width}}  {f'{passed}/{len(outcomes)}':>9}  {common}")
+    failed = len(reports) - len(graded)
+    if failed:
+        lines.append(f"({failed} notebook(s) could not be graded: see the table above)")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=120, help="seconds allowed per cell (default 120)")
     parser.add_argument("-j", "--jobs", type=int, default=1, help="notebooks graded in parallel")
     parser.add_argument("-q", "--quiet", action="store_true", help="only the totals, not each check's message")
+    parser.add_argument("--summary", action="store_true",
+                        help="also print, per exercise, how many passed and the most common mistakes")
     args = parser.parse_args(argv)
 
     def one(p):
@@ -183,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         for r in reports:
             r.messages = {}
     print(_table(reports))
+    if args.summary:
+        print()
+        print(summary(reports))
     if args.csv:
         write_csv(reports, args.csv)
         print(f"wrote {args.csv}")

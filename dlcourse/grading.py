@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import functools
 import html
 import inspect
 import os
 import signal
+import sys
 import sysconfig
 import threading
 import time
@@ -40,12 +42,40 @@ import numpy as np
 
 from dlcourse.runtime import ipython_shell
 
-__all__ = ["Checker", "Result", "CheckFailed", "CheckTimeout", "call", "diagnose", "expect",
-           "expect_close", "expect_tuple", "matches", "time_limit"]
+__all__ = ["Checker", "Result", "CheckFailed", "CheckTimeout", "Mistake", "call", "diagnose", "expect",
+           "expect_close", "expect_tuple", "first_wrong_stage", "matches", "reproduce", "time_limit",
+           "trying"]
 
 
 class CheckFailed(Exception):
-    """Raised inside a check body: the message is what the learner reads."""
+    """Raised inside a check body: the message is what the learner reads.
+
+    ``mistake`` names the classic mistake it diagnosed (a row of the exercise's
+    mistake table), for the grader's CSV and class summary; ``details`` is the
+    smallest failing case, shown under the message.
+    """
+
+    def __init__(self, message: str = "", mistake: str = "", details: str = ""):
+        super().__init__(message)
+        self.mistake = mistake
+        self.details = details
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """One row of an exercise's mistake table: a classic wrong answer, as data.
+
+    ``wrong`` is a wrong implementation of the same form as the learner's answer
+    (a function with the exercise's signature, a class, a value).  The check
+    recomputes it on the failing case and, when the learner's output matches,
+    shows ``message``; the tests hand every row's ``wrong`` to the check and
+    assert that exactly this ``message`` comes back.  ``name`` is a short label
+    for the instructor's CSV and class summary.
+    """
+
+    name: str
+    wrong: Any
+    message: str
 
 
 class CheckTimeout(BaseException):
@@ -70,18 +100,30 @@ class Result:
     points: float
     max_points: float
     message: str
-    hint: str = ""  # how to ask for a hint, e.g. "check.hint('relu')"
+    hint: str = ""     # how to ask for a hint, e.g. "check.hint('relu')"
+    mistake: str = ""  # the named mistake diagnosed, if any (a row of the mistake table)
+    details: str = ""  # the smallest failing case and how to reproduce it
+    kind: str = ""     # "not implemented", "not defined", "course code", "too slow", "raised", or ""
 
     @property
     def status(self) -> str:
-        for status in ("not implemented", "not defined"):
-            if self.message.startswith(status):
-                return status
-        return "passed" if self.passed else "failed"
+        """passed, not implemented, not defined, course code, too slow, raised, or failed."""
+        if self.passed:
+            return "passed"
+        return self.kind or "failed"
+
+    @property
+    def outcome(self) -> str:
+        """The status, or for a wrong answer the named mistake: one word for a CSV column."""
+        if self.status == "failed" and self.mistake:
+            return f"mistake: {self.mistake}"
+        return self.status
 
     def __repr__(self) -> str:
         mark = "✓" if self.passed else "✗"
         text = f"{mark} {self.name}  [{_fmt(self.points)}/{_fmt(self.max_points)} points]  {self.message}"
+        if self.details:
+            text += "\n" + "\n".join("  " + line for line in self.details.splitlines())
         if not self.passed and self.hint:
             text += f"\n  need a hint? run {self.hint}"
         return text
@@ -92,10 +134,12 @@ class Result:
         hint = ""
         if not self.passed and self.hint:
             hint = f"<br><small>need a hint? run <code>{html.escape(self.hint)}</code></small>"
+        details = (f'<pre style="margin:4px 0;white-space:pre-wrap">{html.escape(self.details)}</pre>'
+                   if self.details else "")
         return (f'<div style="border-left:4px solid {colour};padding:4px 8px">'
                 f'<b style="color:{colour}">{mark} {html.escape(self.name)}</b> '
                 f"[{_fmt(self.points)}/{_fmt(self.max_points)} points] "
-                f"{html.escape(self.message)}{hint}</div>")
+                f"{html.escape(self.message)}{details}{hint}</div>")
 
 
 def _fmt(points: float) -> str:
@@ -267,16 +311,19 @@ def _same(a, b) -> bool:
         return True  # cannot tell: do not accuse the learner
 
 
-def call(fn: Callable, *args, allow_mutation: bool = False, **kwargs):
+def call(fn: Callable, *args, allow_mutation: bool = False, record: list | None = None, **kwargs):
     """Call the learner's ``fn`` and turn every way it can go wrong into a message.
 
     Raises :class:`CheckFailed` if ``fn`` raises, and (unless ``allow_mutation``)
-    if it changed one of its array arguments in place.
+    if it changed one of its array arguments in place.  With ``record`` (a
+    list), every array held in a local variable of the learner's own functions
+    when they return is appended to it, for :func:`first_wrong_stage`.
     """
     before = [_snapshot(a) for a in args]
     before_kw = {k: _snapshot(v) for k, v in kwargs.items()}
     try:
-        out = fn(*args, **kwargs)
+        with _recording(record):
+            out = fn(*args, **kwargs)
     except NotImplementedError:
         raise _NotImplementedYet() from None
     except (CheckFailed, _NotImplementedYet, CheckTimeout):
@@ -284,16 +331,165 @@ def call(fn: Callable, *args, allow_mutation: bool = False, **kwargs):
     except Exception as err:
         helper = _raised_inside(err, fn)
         where = f" (raised inside {helper})" if helper else ""
-        raise CheckFailed(f"{_name_of(fn)} raised {type(err).__name__}: {err}{where}") from None
+        fail = CheckFailed(f"{_name_of(fn)} raised {type(err).__name__}: {err}{where}")
+        fail.error = err  # for checks that translate the error into the mistake behind it
+        raise fail from None
     if not allow_mutation:
         for i, (old, new) in enumerate(zip(before, args)):
             if not _same(old, new):
                 raise CheckFailed(f"{_name_of(fn)} mutated its input (argument {i + 1}) in place; "
-                                  "compute a new array instead (e.g. x = x * 2, not x *= 2)")
+                                  "compute a new array instead (e.g. x = x * 2, not x *= 2)",
+                                  mistake="mutated input")
         for k, old in before_kw.items():
             if not _same(old, kwargs[k]):
-                raise CheckFailed(f"{_name_of(fn)} mutated its input {k!r} in place; compute a new array instead")
+                raise CheckFailed(f"{_name_of(fn)} mutated its input {k!r} in place; compute a new array instead",
+                                  mistake="mutated input")
     return out
+
+
+# --------------------------------------------------------------------------- watching the learner's code run
+#
+# While a check runs, a trace function (sys.settrace) sees every Python call.  It
+# does two things: it notices when code the learner wrote calls the reference of
+# the exercise being graded (a wrapper around the course's answer earns no
+# points), and, inside call(record=...), it keeps the arrays in the learner's
+# local variables, so that a multi-stage computation can be checked stage by
+# stage.  Library code (NumPy, the standard library, dlcourse itself) is never
+# the learner's.
+
+_DLCOURSE_DIR = os.path.realpath(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_learner_files: dict[str, bool] = {}
+
+
+def _is_learner_file(filename: str) -> bool:
+    known = _learner_files.get(filename)
+    if known is None:
+        known = not (filename.startswith("<frozen") or
+                     os.path.realpath(filename).startswith(_LIBRARY_DIRS))
+        _learner_files[filename] = known
+    return known
+
+
+class _Watch:
+    """The trace function of one check run (see the comment above)."""
+
+    active: "_Watch | None" = None
+
+    def __init__(self, forbidden: Callable[[Any], str | None], stop_code=None):
+        self.forbidden = forbidden  # code object -> the reference's name, or None
+        self.stop_code = stop_code  # the frame where the check began: look no higher
+        self.hit: str | None = None
+        self.record: list | None = None
+
+    def __enter__(self):
+        self.previous_trace, self.previous_watch = sys.gettrace(), _Watch.active
+        _Watch.active = self
+        if self.previous_trace is None:  # never disturb a debugger or coverage tool
+            sys.settrace(self._on_call)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous_trace is None:
+            sys.settrace(None)
+        _Watch.active = self.previous_watch
+        return False
+
+    def _on_call(self, frame, event, arg):
+        code = frame.f_code
+        if self.hit is None:
+            name = self.forbidden(code)
+            if name is not None and self._called_by_learner(frame):
+                self.hit = name
+        if self.record is not None and _is_learner_file(code.co_filename):
+            frame.f_trace_lines = False
+            return self._on_return
+        return None
+
+    def _called_by_learner(self, frame) -> bool:
+        frame = frame.f_back
+        while frame is not None and frame.f_code is not self.stop_code:
+            if _is_learner_file(frame.f_code.co_filename):
+                return True
+            frame = frame.f_back
+        return False
+
+    def _on_return(self, frame, event, arg):
+        if event == "return" and self.record is not None and len(self.record) < 2000:
+            values = list(frame.f_locals.values()) + [arg]
+            for value in values:
+                if isinstance(value, (tuple, list)):
+                    values.extend(v for v in value[:16] if isinstance(v, np.ndarray))
+                elif isinstance(value, np.ndarray) and value.size <= 1_000_000 and value.dtype.kind in "fiub":
+                    self.record.append(value.copy())
+        return self._on_return
+
+
+@contextmanager
+def _recording(record: list | None):
+    if record is None:
+        yield
+        return
+    watch = _Watch.active
+    if watch is None:  # called outside a check (a test): watch just this call
+        with _Watch(lambda code: None) as watch:
+            watch.record = record
+            yield
+        return
+    saved, watch.record = watch.record, record
+    try:
+        if sys.gettrace() is None and watch.previous_trace is None:
+            sys.settrace(watch._on_call)
+        yield
+    finally:
+        watch.record = saved
+
+
+def _unwrap(obj):
+    """The function or class behind a partial, a bound method or a decorator."""
+    for _ in range(10):
+        if isinstance(obj, functools.partial):
+            obj = obj.func
+        elif inspect.ismethod(obj):
+            obj = obj.__func__
+        elif getattr(obj, "__wrapped__", None) is not None:
+            obj = obj.__wrapped__
+        else:
+            return obj
+    return obj
+
+
+def _course_origin(obj) -> str | None:
+    """Where in the course ``obj`` was defined ("dlcourse.optim.numpy_impl.adam_step"), or None."""
+    obj = _unwrap(obj)
+    if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
+        obj = type(obj)  # a callable instance: judge its class
+    classes = obj.__mro__ if inspect.isclass(obj) else (obj,)
+    for item in classes:
+        module = getattr(item, "__module__", None) or ""
+        code = getattr(item, "__code__", None)
+        in_course = module == "dlcourse" or module.startswith("dlcourse.")
+        if not in_course and code is not None:
+            in_course = os.path.realpath(code.co_filename).startswith(_DLCOURSE_DIR)
+        if in_course:
+            return f"{module}.{getattr(item, '__qualname__', getattr(item, '__name__', '?'))}"
+    return None
+
+
+def _code_keys(objects) -> dict[tuple[str, str], str]:
+    """(file, function name) of every function in ``objects`` (functions, classes' methods)."""
+    keys: dict[tuple[str, str], str] = {}
+    for obj in objects:
+        obj = _unwrap(obj)
+        members = [obj]
+        if inspect.isclass(obj):
+            members = [_unwrap(v.fget if isinstance(v, property) else getattr(v, "__func__", v))
+                       for v in vars(obj).values()]
+        for member in members:
+            code = getattr(member, "__code__", None)
+            if code is not None:
+                label = f"{member.__module__}.{member.__qualname__}"
+                keys[(os.path.realpath(code.co_filename), code.co_name)] = label
+    return keys
 
 
 def matches(got, expected, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
@@ -314,15 +510,20 @@ def matches(got, expected, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
 
 
 def diagnose(got, expected, mistakes, rtol: float = 1e-6, atol: float = 1e-9,
-             same: Callable[[Any, Any], bool] | None = None) -> None:
+             same: Callable[[Any, Any], bool] | None = None,
+             apply: Callable[[Any], Any] | None = None, suffix: str = "") -> None:
     """Name the classic mistake behind a wrong answer: fail with the message of the first one it matches.
 
-    ``mistakes`` is a sequence of ``(candidate, message)`` pairs, where a
+    ``mistakes`` is a mistake table: :class:`Mistake` rows, whose wrong answer on
+    the failing inputs is ``apply(row.wrong)`` (``apply`` calls the wrong
+    implementation the way the check called the learner's).  For a one-off
+    diagnosis an item may also be a ``(candidate, message)`` pair, where a
     candidate is the wrong answer rebuilt from the same inputs (an array, or a
-    thunk: a function of no arguments that returns it, for a formula that may
-    not even apply to these inputs).  Raises :class:`CheckFailed` with the
-    ``message`` of the first candidate that ``got`` matches; returns quietly
-    when none does (the caller then compares with the answer as usual).
+    thunk: a function of no arguments that returns it).  Raises
+    :class:`CheckFailed` with the ``message`` (plus ``suffix``, e.g. "(first
+    seen at step 3)") and the row's name of the first candidate that ``got``
+    matches; returns quietly when none does (the caller then compares with the
+    answer as usual).
 
     Nobody is accused wrongly: nothing happens when ``got`` matches
     ``expected``, and a candidate that raises, or that matches the right answer
@@ -338,14 +539,134 @@ def diagnose(got, expected, mistakes, rtol: float = 1e-6, atol: float = 1e-9,
             return matches(a, b, rtol=rtol, atol=atol)
     if same(got, expected):
         return
-    for candidate, message in mistakes:
-        with np.errstate(all="ignore"):
+    for item in mistakes:
+        if isinstance(item, Mistake):
+            if apply is None:
+                raise TypeError("diagnose() needs apply= to recompute Mistake rows")
+            candidate, message, name = (lambda row=item: apply(row.wrong)), item.message, item.name
+        else:
+            candidate, message = item[:2]
+            name = item[2] if len(item) > 2 else ""
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             try:
                 candidate = candidate() if callable(candidate) else candidate
             except Exception:  # the wrong formula does not even apply to these inputs: skip it
                 continue
-        if not same(candidate, expected) and same(got, candidate):
-            raise CheckFailed(message)
+        try:
+            hit = not same(candidate, expected) and same(got, candidate)
+        except Exception:  # a candidate of another form than the answer: cannot match
+            continue
+        if hit:
+            raise CheckFailed(f"{message} {suffix}".strip(), mistake=name)
+
+
+def first_wrong_stage(recorded: list, stages: list[tuple[str, Any, str]]) -> None:
+    """Name the first stage of a multi-stage computation (a backward pass) that went wrong.
+
+    ``stages`` lists the reference's intermediate results in the order they are
+    computed, as ``(name, expected_array, why)``; ``recorded`` holds the arrays
+    the learner's functions held in their local variables (``call(...,
+    record=recorded)`` collects them).  A stage counts as right when one of the
+    learner's arrays equals it.  At the first stage that none equals, while the
+    learner did compute an array of that shape (so that stage exists in their
+    code), fail with "dlogits, dh are right; dpre is wrong: <why>".  Returns
+    quietly when every stage is found, or when the learner's code has no array
+    of the stage's shape (it was computed inline: nothing to point at).
+    """
+    found: list[str] = []
+    used: list[int] = []  # the learner's arrays that are right stages
+    for name, expected, why in stages:
+        expected = np.asarray(expected)
+        hits = [i for i, a in enumerate(recorded) if matches(a, expected)]
+        if hits:
+            found.append(name)
+            used += hits
+            continue
+        if not any(np.shape(a) == expected.shape for i, a in enumerate(recorded) if i not in used):
+            return
+        if found:
+            verb = "is" if len(found) == 1 else "are"
+            raise CheckFailed(f"{', '.join(found)} {verb} right; {name} is wrong: {why}", mistake=f"stage {name}")
+        raise CheckFailed(f"{name}, the first stage, is already wrong: {why}", mistake=f"stage {name}")
+
+
+# --------------------------------------------------------------------------- the smallest failing case
+
+def _literal(value, limit: int = 60) -> str:
+    """Python source that rebuilds ``value`` (small arrays in full, large ones by shape)."""
+    if isinstance(value, np.ndarray):
+        if value.size > limit:
+            return f"<array of shape {value.shape}, dtype {value.dtype}>"
+        body = np.array2string(value, separator=", ", precision=8, max_line_width=10_000,
+                               threshold=limit + 1, floatmode="maxprec")
+        dtype = "" if value.dtype == np.float64 else f", dtype=np.{value.dtype}"
+        if value.dtype.kind == "i" and value.dtype == np.int_:
+            dtype = ""
+        return f"np.array({body}{dtype})"
+    if isinstance(value, (np.floating, np.integer)):
+        return repr(value.item())
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple state
+        inner = ", ".join(f"{f}={_literal(v, limit)}" for f, v in zip(value._fields, value))
+        return f"{type(value).__name__}({inner})"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(_literal(v, limit) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_literal(v, limit)}" for k, v in value.items()) + "}"
+    if callable(value):
+        return getattr(value, "__name__", "<function>")
+    return repr(value)
+
+
+def reproduce(name: str, *args, **kwargs) -> str:
+    """A one-line call that reproduces a case, e.g. ``sigmoid(np.array([-1.0, 0.0]))``."""
+    parts = [_literal(a) for a in args] + [f"{k}={_literal(v)}" for k, v in kwargs.items()]
+    return f"{name}({', '.join(parts)})"
+
+
+class _Case:
+    """The case a check is trying; describes itself when it fails (see :func:`trying`)."""
+
+    def __init__(self, name: str, args: tuple, kwargs: dict, label: str):
+        self.name, self.args, self.kwargs, self.label = name, args, kwargs, label
+        self.got = self.expected = _UNSET
+
+    def describe(self) -> str:
+        lines = [f"smallest failing case{f' ({self.label})' if self.label else ''}:"]
+        if self.got is not _UNSET:
+            lines.append(f"  got      {_literal(self.got)}")
+        if self.expected is not _UNSET:
+            lines.append(f"  expected {_literal(self.expected)}")
+        lines.append(f"reproduce it in a new cell:  {reproduce(self.name, *self.args, **self.kwargs)}")
+        return "\n".join(lines)
+
+
+_UNSET = object()
+
+
+@contextmanager
+def trying(name: str, *args, label: str = "", **kwargs):
+    """Run one case of a check; if it fails, the failure shows the case and a call that reproduces it.
+
+    Checks try their cases from the smallest to the largest, so the first
+    failure is the smallest failing case::
+
+        for x in cases:                      # small to large
+            with trying("sigmoid", x) as case:
+                case.got = call(fn, x)
+                case.expected = ref.sigmoid(x)
+                expect_close(case.got, case.expected, "sigmoid(x)")
+
+    Setting ``case.got`` / ``case.expected`` is optional: what is set is shown.
+    """
+    case = _Case(name, args, kwargs, label)
+    try:
+        yield case
+    except CheckFailed as fail:
+        if not fail.details:
+            fail.details = case.describe()
+        raise
 
 
 def expect_tuple(result, count: int, names: str, what: str, noun: str = "values",
@@ -420,6 +741,17 @@ def expect_close(got, expected, what: str = "the output", rtol: float = 1e-6,
 
 # --------------------------------------------------------------------------- the checker
 
+def _as_tuple(value) -> tuple:
+    if value is None:
+        return ()
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+def _course_code_used(ex: _Exercise, reference: str) -> tuple[str, bool, str, str, str]:
+    return (f"no points for the course's own code: your `{ex.target}` calls {reference}, the course's "
+            "answer to this exercise; compute it yourself", False, "course code", "", "")
+
+
 def _show(obj) -> None:
     """Display ``obj`` in a notebook (HTML and text), or print it in plain Python."""
     if ipython_shell() is None:
@@ -444,6 +776,34 @@ class _Exercise:
     hints: list[str]
     target: str
     seconds: float
+    mistakes: tuple = ()        # the mistake table: Mistake rows
+    references: tuple = ()      # the course's own answers to this exercise (never accepted)
+    question: bool = False      # a concept question, answered with a value
+    _forbidden: dict = field(default_factory=dict, repr=False)
+
+    def forbidden(self) -> Callable[[Any], str | None]:
+        """A test for code objects: the reference's name when ``code`` is one, else None.
+
+        The references are the registered ones plus any course function named
+        like the exercise's target (outside the checks themselves).
+        """
+        keys = _code_keys(self.references)
+        cache = self._forbidden
+
+        def test(code):
+            try:
+                return cache[code]
+            except KeyError:
+                pass
+            path = os.path.realpath(code.co_filename)
+            name = keys.get((path, code.co_name))
+            if name is None and code.co_name == self.target and path.startswith(_DLCOURSE_DIR) \
+                    and not path.endswith(("checks.py", "grading.py")):
+                name = f"{path[len(_DLCOURSE_DIR):-3].replace(os.sep, '.')}.{code.co_name}"
+                name = "dlcourse." + name
+            cache[code] = name
+            return name
+        return test
 
 
 class Checker:
@@ -457,28 +817,78 @@ class Checker:
 
     # registering --------------------------------------------------------
     def exercise(self, points: float = 1, hints: list[str] | tuple[str, ...] = (),
-                 target: str | None = None, seconds: float = 20.0):
+                 target: str | None = None, seconds: float = 20.0, mistakes=(), reference=()):
         """Register a check body for the exercise of the same name.
 
         ``target`` is the name the learner defines in the notebook (default: the
-        check's own name); ``seconds`` is the time limit for the whole check.
+        check's own name); ``seconds`` is the time limit for the whole check;
+        ``mistakes`` is the exercise's mistake table (:class:`Mistake` rows);
+        ``reference`` is the course's own answer (a function or class, or several):
+        handed in, wrapped or subclassed, it earns no points.
         """
         def register(body):
-            name = body.__name__
             if not hints:
-                raise ValueError(f"exercise {name!r} needs at least one hint")
-            if name in self._exercises or name.startswith("_") or hasattr(Checker, name):
-                raise ValueError(f"exercise name {name!r} is taken")
-            self._exercises[name] = _Exercise(name, body, float(points), list(hints),
-                                              target or name, seconds)
-
-            def run(obj=None):
-                return self.run(name, obj)
-            run.__name__ = name
-            run.__doc__ = body.__doc__
-            setattr(self, name, run)
+                raise ValueError(f"exercise {body.__name__!r} needs at least one hint")
+            self._register(_Exercise(body.__name__, body, float(points), list(hints), target or body.__name__,
+                                     seconds, tuple(mistakes), _as_tuple(reference)))
             return body
         return register
+
+    def question(self, name: str, *, answer, explanation: str, points: float = 1, mistakes=(),
+                 choices: tuple | None = None, rtol: float = 1e-3, hints=(), target: str | None = None):
+        """Register a concept question, answered with a value (a number, a shape, a choice).
+
+        The learner answers with a function that returns the value, ``def
+        q_name(): return ...`` (so that an unanswered question is "not
+        implemented yet", like an exercise), or with the value itself.
+        ``mistakes`` are :class:`Mistake` rows whose ``wrong`` is a wrong value;
+        ``choices`` lists the accepted answers of a multiple-choice question
+        (strings are compared without case and surrounding spaces); numbers are
+        compared with ``rtol``.  Once answered right, the explanation is shown.
+        """
+        def same(got, want) -> bool:
+            if isinstance(want, str):
+                return isinstance(got, str) and got.strip().lower() == want.strip().lower()
+            if isinstance(want, tuple):
+                return isinstance(got, (tuple, list)) and len(got) == len(want) and \
+                    all(same(g, w) for g, w in zip(got, want))
+            if isinstance(want, bool) or isinstance(got, (bool, str)) or got is None:
+                return got is want or got == want
+            try:
+                return bool(np.isclose(float(got), float(want), rtol=rtol, atol=0))
+            except (TypeError, ValueError):
+                return False
+
+        def body(obj):
+            value = call(obj) if callable(obj) else obj
+            if value is None or value is Ellipsis:
+                raise CheckFailed("not answered yet: return your answer (a value) from the function")
+            if same(value, answer):
+                return f"right. {explanation}"
+            for row in mistakes:
+                if same(value, row.wrong):
+                    raise CheckFailed(row.message, mistake=row.name)
+            if choices is not None and not any(same(value, c) for c in choices):
+                raise CheckFailed(f"{value!r} is not one of the choices: answer one of "
+                                  f"{', '.join(repr(c) for c in choices)}")
+            raise CheckFailed(f"{value!r} is not the answer; work it out again from the lesson")
+
+        body.__name__ = name
+        body.__doc__ = f"Concept question {name}."
+        self._register(_Exercise(name, body, float(points), list(hints), target or name, 5.0,
+                                 tuple(mistakes), (), question=True))
+
+    def _register(self, ex: _Exercise) -> None:
+        name = ex.name
+        if name in self._exercises or name.startswith("_") or hasattr(Checker, name):
+            raise ValueError(f"exercise name {name!r} is taken")
+        self._exercises[name] = ex
+
+        def run(obj=None):
+            return self.run(name, obj)
+        run.__name__ = name
+        run.__doc__ = ex.body.__doc__
+        setattr(self, name, run)
 
     @property
     def names(self) -> list[str]:
@@ -492,36 +902,61 @@ class Checker:
     def target(self, name: str) -> str:
         return self._exercises[name].target
 
+    def mistakes(self, name: str) -> tuple:
+        """The mistake table of exercise ``name`` (for tests and instructors)."""
+        return self._exercises[name].mistakes
+
+    def references(self, name: str) -> tuple:
+        """The course's own answers to exercise ``name`` (which the lessons must not display)."""
+        return self._exercises[name].references
+
+    def is_question(self, name: str) -> bool:
+        return self._exercises[name].question
+
     # running ------------------------------------------------------------
     def run(self, name: str, obj: Any) -> Result:
         """Run one check on ``obj``; never raises, never hangs."""
         ex = self._exercises[name]
-        message, passed = self._outcome(ex, obj)
-        result = Result(name, passed, ex.points if passed else 0.0, ex.points, message,
-                        hint=f"{self.var}.hint({name!r})")
-        return result
+        message, passed, kind, mistake, details = self._outcome(ex, obj)
+        return Result(name, passed, ex.points if passed else 0.0, ex.points, message,
+                      hint=f"{self.var}.hint({name!r})" if ex.hints else "",
+                      mistake=mistake, details=details, kind=kind)
 
     @staticmethod
-    def _outcome(ex: _Exercise, obj: Any) -> tuple[str, bool]:
+    def _outcome(ex: _Exercise, obj: Any) -> tuple[str, bool, str, str, str]:
+        """(message, passed, kind, mistake, details) of one check run."""
         if obj is None:
-            return f"not defined: write `{ex.target}` above, run its cell, then this one", False
+            return (f"not defined: write `{ex.target}` above, run its cell, then this one", False,
+                    "not defined", "", "")
+        if not ex.question and not any(obj is row.wrong for row in ex.mistakes):
+            origin = _course_origin(obj)
+            if origin is not None:
+                return (f"no points for the course's own code: this `{ex.target}` is {origin}; "
+                        "write your own (the reference is there to check yours)", False, "course code", "", "")
+        watch = _Watch(ex.forbidden(), stop_code=getattr(ex.body, "__code__", None))
         try:
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore")
-                with time_limit(ex.seconds):
+                with time_limit(ex.seconds), watch:
                     message = ex.body(obj)
         except (NotImplementedError, _NotImplementedYet):
-            return "not implemented yet: replace the `raise NotImplementedError` with your code", False
+            return ("not implemented yet: replace the `raise NotImplementedError` with your code", False,
+                    "not implemented", "", "")
         except CheckFailed as fail:
-            return str(fail), False
+            if watch.hit:
+                return _course_code_used(ex, watch.hit)
+            kind = "raised" if getattr(fail, "error", None) is not None and not fail.mistake else ""
+            return str(fail), False, kind, fail.mistake, fail.details
         except CheckTimeout:
             return (f"too slow: stopped after {ex.seconds:g} s (an endless loop, or a Python loop "
-                    "where a vectorised NumPy expression would do?)"), False
+                    "where a vectorised NumPy expression would do?)"), False, "too slow", "", ""
         except RecursionError:
-            return "raised RecursionError: the function calls itself without end", False
+            return "raised RecursionError: the function calls itself without end", False, "raised", "", ""
         except Exception as err:  # the learner's object broke the check somewhere
-            return f"raised {type(err).__name__} while being checked: {err}", False
-        return message or "correct", True
+            return f"raised {type(err).__name__} while being checked: {err}", False, "raised", "", ""
+        if watch.hit:
+            return _course_code_used(ex, watch.hit)
+        return message or "correct", True, "", "", ""
 
     # hints and scores ---------------------------------------------------
     def hint(self, name: str, number: int | None = None) -> None:

@@ -282,3 +282,144 @@ def test_expect_tuple_counts_in_words():
         expect_tuple((1, 2, 3), 4, "[a, b, c, d]", "g")
     with pytest.raises(CheckFailed, match=r"must return three values \(a, b, c\) as a triple: a tuple of 3 "):
         expect_tuple([1, 2, 3], 3, "(a, b, c)", "g", types=(tuple,))
+
+
+# --------------------------------------------------------------------------- honest grading
+
+from dlcourse.grading import Mistake, first_wrong_stage, reproduce, trying  # noqa: E402
+from dlcourse.neurons import numpy_impl as course  # noqa: E402
+
+
+def course_checker():
+    """A check whose reference is a function of the course's (dlcourse.neurons.numpy_impl.sigmoid)."""
+    check = Checker("99_demo")
+    rows = [Mistake("naive", lambda x: 1 / (1 + np.exp(-x)) + 1, "plus one")]
+
+    @check.exercise(points=1, hints=["h"], reference=course.sigmoid, mistakes=rows)
+    def sigmoid(fn):
+        x = np.array([-2.0, 0.0, 3.0])
+        got = call(fn, x)
+        diagnose(got, course.sigmoid(x), rows, apply=lambda wrong: wrong(x))
+        expect_close(got, course.sigmoid(x))
+        return "ok"
+    return check
+
+
+def my_sigmoid(x):
+    return 0.5 * (1 + np.tanh(x / 2))
+
+
+@pytest.mark.parametrize("how, obj", [
+    ("imported", course.sigmoid),
+    ("lambda", lambda x: course.sigmoid(x)),
+    ("partial", __import__("functools").partial(course.sigmoid)),
+    ("def", lambda x: [course.sigmoid(v) for v in [x]][0]),
+])
+def test_the_course_reference_and_wrappers_earn_nothing(how, obj):
+    result = course_checker().sigmoid(obj)
+    assert not result.passed and result.status == "course code" and result.outcome == "course code"
+    assert "no points for the course's own code" in result.message
+    assert "dlcourse.neurons.numpy_impl.sigmoid" in result.message
+
+
+def test_an_own_answer_still_passes_while_the_check_uses_the_reference():
+    assert course_checker().sigmoid(my_sigmoid).passed
+
+
+def test_a_course_function_named_like_the_exercise_is_refused_without_registering_it():
+    check = Checker("99_demo")
+
+    @check.exercise(points=1, hints=["h"])
+    def sigmoid(fn):
+        expect_close(call(fn, np.zeros(2)), np.full(2, 0.5))
+        return "ok"
+    assert check.sigmoid(lambda x: course.sigmoid(x)).status == "course code"
+    assert check.sigmoid(my_sigmoid).passed
+
+
+def test_a_subclass_of_a_course_class_is_course_code():
+    from dlcourse.backprop.engine import Value
+    check = Checker("99_demo")
+
+    @check.exercise(points=1, hints=["h"], target="Value", reference=Value)
+    def value_ops(cls):
+        expect((cls(2.0) * cls(3.0)).data == 6.0, "wrong product")
+        return "ok"
+
+    class Mine(Value):
+        pass
+
+    class Delegating:
+        def __init__(self, data):
+            self.inner = Value(data)
+            self.data = data
+
+        def __mul__(self, other):
+            return Delegating((self.inner * other.inner).data)
+
+    assert check.value_ops(Mine).status == "course code"
+    assert check.value_ops(Delegating).status == "course code"
+
+
+def test_a_mistake_row_is_named_and_its_name_reaches_the_outcome():
+    result = course_checker().sigmoid(lambda x: 1 / (1 + np.exp(-x)) + 1)
+    assert result.message == "plus one" and result.mistake == "naive"
+    assert result.outcome == "mistake: naive" and result.status == "failed"
+
+
+def test_the_smallest_failing_case_is_shown_with_a_call_that_reproduces_it():
+    check = Checker("99_demo")
+
+    @check.exercise(points=1, hints=["h"])
+    def double(fn):
+        for x in (np.array([1.0]), np.array([1.0, -2.0]), np.arange(100.0)):
+            with trying("double", x) as case:
+                case.got, case.expected = call(fn, x), 2 * x
+                expect_close(case.got, case.expected)
+        return "ok"
+    result = check.double(lambda x: 2 * np.abs(x))
+    assert "max error 8" in result.message
+    assert "got      np.array([2., 4.])" in result.details
+    assert "expected np.array([ 2., -4.])" in result.details
+    assert "reproduce it in a new cell:  double(np.array([ 1., -2.]))" in result.details
+    assert "\n  smallest failing case:\n    got      np.array([2., 4.])" in repr(result)
+    assert "<pre" in result._repr_html_()
+    assert reproduce("f", np.arange(200.0), lr=0.1) == "f(<array of shape (200,), dtype float64>, lr=0.1)"
+
+
+def test_first_wrong_stage_names_the_stage_after_the_last_right_one():
+    x = np.array([[1.0, -2.0], [3.0, 0.5]])
+    dh = np.array([[0.5, 1.0], [-1.0, 2.0]])
+    mask = x > 0
+
+    def backward_with_wrong_mask(x, dh):
+        dpre = dh * (dh > 0)  # the mask taken from the upstream gradient, not the input
+        dx = dpre * 2.0
+        return dx
+
+    recorded: list = []
+    call(backward_with_wrong_mask, x, dh, record=recorded)
+    stages = [("dh", dh, "the upstream gradient"), ("dpre", dh * mask, "the ReLU mask"),
+              ("dx", dh * mask * 2, "times 2")]
+    with pytest.raises(CheckFailed, match=r"^dh is right; dpre is wrong: the ReLU mask$") as fail:
+        first_wrong_stage(recorded, stages)
+    assert fail.value.mistake == "stage dpre"
+    first_wrong_stage([dh, dh * mask, dh * mask * 2], stages)  # all found: nothing to say
+    first_wrong_stage([dh], stages)  # no array of dpre's shape... it has: but only dh itself
+    first_wrong_stage([np.zeros(3)], stages)  # nothing of the stages' shape: cannot point
+
+
+def test_concept_question_explains_once_right_and_names_wrong_values():
+    check = Checker("99_demo")
+    check.question("q_shape", answer=(3, 4), explanation="dW has the shape of W.",
+                   mistakes=[Mistake("transposed", (4, 3), "that is W.T's shape")])
+    check.question("q_choice", answer="b", choices=("a", "b", "c"), explanation="b diverges.",
+                   mistakes=[Mistake("too small", "a", "a converges, slowly")])
+    assert check.q_shape(lambda: (3, 4)).message == "right. dW has the shape of W."
+    assert check.q_shape([3, 4]).passed
+    result = check.q_shape(lambda: (4, 3))
+    assert result.message == "that is W.T's shape" and result.outcome == "mistake: transposed"
+    assert "not the answer" in check.q_shape((1, 1)).message
+    assert check.q_choice(" B ").passed and check.q_choice("a").message == "a converges, slowly"
+    assert "not one of the choices" in check.q_choice("z").message
+    assert check.q_choice(lambda: (_ for _ in ()).throw(NotImplementedError())).status == "not implemented"
