@@ -14,8 +14,9 @@ Bigger real data (:func:`load_mnist`, :func:`load_fashion_mnist`) goes through
 resumes interrupted downloads and, when there is no network, says which offline
 alternative to use instead.
 
-Legend of dimension letters: N samples, D features (64 for digits, 2 for the
-toy sets), H x W image height x width.
+Dimension letters (the course-wide glossary of DESIGN.md): N samples, D features
+(64 for digits, 2 for the toy sets), H_img x W_img image height x width (never a
+bare H, which means hidden units everywhere in the course), C channels.
 """
 from __future__ import annotations
 
@@ -298,7 +299,7 @@ def load_sample_images() -> list:
 
     Returns
     -------
-    list of two float32 arrays of shape (H, W, 3) = (427, 640, 3), RGB in [0, 1]
+    list of two float32 arrays of shape (H_img, W_img, 3) = (427, 640, 3), RGB in [0, 1]
     """
     from sklearn.datasets import load_sample_images as _sk_load_sample_images
     bunch = _sk_load_sample_images()  # uint8 images, in the order of bunch.filenames
@@ -311,7 +312,7 @@ def load_sample_image(name: str) -> np.ndarray:
 
     Returns
     -------
-    float32 array of shape (H, W, 3), RGB in [0, 1]
+    float32 array of shape (H_img, W_img, 3), RGB in [0, 1]
     """
     stem = _stem(name)
     if stem not in _SAMPLE_IMAGES:
