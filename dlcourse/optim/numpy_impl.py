@@ -23,12 +23,12 @@ learning rate to use during that epoch; they equal ``torch.optim.lr_scheduler``
 (``StepLR``, ``CosineAnnealingLR``, ``LinearLR`` / ``LambdaLR`` warm-up) after
 ``epoch`` calls of ``scheduler.step()``.
 
-Dimension letters
------------------
-N  number of examples (in a batch, or in a data set)
-D  input features
-C  classes
-K  number of steps of an optimisation path
+Dimension letters (the course glossary, DESIGN.md)
+--------------------------------------------------
+N  examples (in a batch, or in a data set)
+D  input features (the coordinates of a point on a 2-D surface: D = 2)
+H  hidden units
+K  classes
 P  any parameter shape (``w``, ``dw`` and every state array share it)
 """
 from __future__ import annotations
@@ -42,13 +42,13 @@ from typing import Callable, Iterator, NamedTuple, Optional
 import numpy as np
 
 __all__ = [
-    "SGDState", "sgd_init", "sgd_step",
+    "SGDState", "sgd_init", "sgd_step", "momentum_step", "nesterov_step",
     "RMSpropState", "rmsprop_init", "rmsprop_step",
-    "AdamState", "adam_init", "adam_step",
+    "AdamState", "adam_init", "adam_step", "adamw_step",
     "OPTIMIZERS", "Optimizer",
     "gd_minimize", "minimize",
     "step_lr", "cosine_lr", "linear_warmup_lr", "warmup_cosine_lr",
-    "minibatches", "History", "evaluate", "train_numpy",
+    "minibatches", "train_epoch", "History", "evaluate", "train_numpy",
 ]
 
 
@@ -121,10 +121,50 @@ def sgd_step(w: np.ndarray, dw: np.ndarray, state: SGDState, lr: float, momentum
     g = dw + weight_decay * w if weight_decay else dw
     if momentum == 0:
         return w - lr * g, state
+    return (nesterov_step if nesterov else momentum_step)(w, g, state, lr, momentum)
+
+
+def momentum_step(w: np.ndarray, dw: np.ndarray, state: SGDState, lr: float,
+                  momentum: float = 0.9) -> tuple[np.ndarray, SGDState]:
+    """One step of (heavy-ball) momentum in PyTorch's form: ``v <- mu v + g``, ``w <- w - lr v``.
+
+    Parameters
+    ----------
+    w, dw : ndarrays of shape (P,), parameter and gradient
+    state : SGDState; ``state.momentum_buffer`` is ``v`` (zeros before the first step)
+    lr : learning rate; momentum : :math:`\\mu`
+
+    Returns
+    -------
+    w : ndarray of shape (P,)
+    state : SGDState(new buffer)
+    """
     # PyTorch starts the buffer as a copy of the first gradient; mu * 0 + g is exactly that.
-    buf = momentum * state.momentum_buffer + g   # a velocity: an exponentially decayed sum of gradients
-    step = g + momentum * buf if nesterov else buf  # Nesterov: evaluate the step one momentum-move ahead
-    return w - lr * step, SGDState(buf)
+    velocity = momentum * state.momentum_buffer + dw  # an exponentially decayed sum of gradients
+    return w - lr * velocity, SGDState(velocity)
+
+
+def nesterov_step(w: np.ndarray, dw: np.ndarray, state: SGDState, lr: float,
+                  momentum: float = 0.9) -> tuple[np.ndarray, SGDState]:
+    """One step of Nesterov momentum, as ``torch.optim.SGD(nesterov=True)`` computes it.
+
+    The buffer is updated as in :func:`momentum_step`; the step looks one momentum
+    move ahead, along ``g + mu * v_new`` (the *updated* buffer).
+
+    Parameters
+    ----------
+    w, dw : ndarrays of shape (P,), parameter and gradient
+    state : SGDState (zeros before the first step)
+    lr : learning rate; momentum : :math:`\\mu`
+
+    Returns
+    -------
+    w : ndarray of shape (P,)
+    state : SGDState(new buffer)
+    """
+    buf = momentum * state.momentum_buffer + dw
+    look_ahead = dw + momentum * buf
+    return w - lr * look_ahead, SGDState(buf)
 
 
 # --------------------------------------------------------------------------- RMSprop
@@ -191,9 +231,8 @@ def adam_init(w: np.ndarray) -> AdamState:
 
 def adam_step(w: np.ndarray, dw: np.ndarray, state: AdamState, lr: float = 1e-3,
               betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-              weight_decay: float = 0.0,
-              decoupled_weight_decay: bool = False) -> tuple[np.ndarray, AdamState]:
-    """One step of Adam, as ``torch.optim.Adam`` (and ``AdamW``) defines it.
+              weight_decay: float = 0.0) -> tuple[np.ndarray, AdamState]:
+    """One step of Adam, as ``torch.optim.Adam`` defines it.
 
     .. math::
         m \\leftarrow \\beta_1 m + (1-\\beta_1) g, \\quad
@@ -212,9 +251,8 @@ def adam_step(w: np.ndarray, dw: np.ndarray, state: AdamState, lr: float = 1e-3,
     lr : learning rate :math:`\\eta`
     betas : :math:`(\\beta_1, \\beta_2)`, decay rates of the two running averages
     eps : added to the denominator
-    weight_decay : L2 penalty; added to the gradient (Adam), or with
-        ``decoupled_weight_decay=True`` applied to ``w`` directly (AdamW)
-    decoupled_weight_decay : AdamW's form, ``w <- w * (1 - lr * weight_decay)`` first
+    weight_decay : L2 penalty, added to the gradient (see :func:`adamw_step` for
+        the decoupled form)
 
     Returns
     -------
@@ -223,17 +261,44 @@ def adam_step(w: np.ndarray, dw: np.ndarray, state: AdamState, lr: float = 1e-3,
     """
     beta1, beta2 = betas
     t = state.step + 1
-    g = dw
-    if weight_decay:
-        if decoupled_weight_decay:
-            w = w * (1 - lr * weight_decay)  # shrink the weights, outside the adaptive scaling
-        else:
-            g = dw + weight_decay * w
+    g = dw + weight_decay * w if weight_decay else dw
     m = beta1 * state.exp_avg + (1 - beta1) * g
     v = beta2 * state.exp_avg_sq + (1 - beta2) * g * g
     m_hat = m / (1 - beta1 ** t)  # bias correction: both averages started at zero
     v_hat = v / (1 - beta2 ** t)
     return w - lr * m_hat / (np.sqrt(v_hat) + eps), AdamState(t, m, v)
+
+
+def adamw_step(w: np.ndarray, dw: np.ndarray, state: AdamState, lr: float = 1e-3,
+               betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+               weight_decay: float = 1e-2) -> tuple[np.ndarray, AdamState]:
+    """One step of AdamW (decoupled weight decay), as ``torch.optim.AdamW`` defines it.
+
+    The weights first shrink, ``w <- w (1 - lr * weight_decay)``, outside Adam's
+    adaptive scaling; then Adam steps with the plain gradient.  (Adam's own
+    ``weight_decay`` adds ``weight_decay * w`` to the gradient instead, where the
+    division by ``sqrt(v_hat)`` rescales it differently for every coordinate.)
+
+    Parameters
+    ----------
+    w, dw : ndarrays of shape (P,), parameter and gradient
+    state : AdamState from :func:`adam_init` or the previous step
+    lr, betas, eps : as in :func:`adam_step`
+    weight_decay : :math:`\\lambda`, the fraction (times ``lr``) by which the weights shrink
+
+    Returns
+    -------
+    w : ndarray of shape (P,)
+    state : AdamState with the step counter advanced by one
+    """
+    beta1, beta2 = betas
+    t = state.step + 1                      # t counts the steps from 1
+    decayed = w * (1 - lr * weight_decay)   # decoupled: the decay never enters m or v
+    exp_avg = beta1 * state.exp_avg + (1 - beta1) * dw
+    exp_avg_sq = beta2 * state.exp_avg_sq + (1 - beta2) * np.square(dw)
+    denom = np.sqrt(exp_avg_sq / (1 - beta2 ** t)) + eps
+    update = (exp_avg / (1 - beta1 ** t)) / denom
+    return decayed - lr * update, AdamState(t, exp_avg, exp_avg_sq)
 
 
 # --------------------------------------------------------------------------- many parameters
@@ -242,6 +307,7 @@ OPTIMIZERS: dict[str, tuple[Callable, Callable]] = {
     "sgd": (sgd_init, sgd_step),
     "rmsprop": (rmsprop_init, rmsprop_step),
     "adam": (adam_init, adam_step),
+    "adamw": (adam_init, adamw_step),
 }
 
 
@@ -258,7 +324,7 @@ class Optimizer:
     Parameters
     ----------
     params : list of parameter arrays (their shapes and dtypes set the states')
-    name : ``"sgd"``, ``"rmsprop"`` or ``"adam"``
+    name : ``"sgd"``, ``"rmsprop"``, ``"adam"`` or ``"adamw"``
     **hyper : the step function's keyword arguments (``lr``, ``momentum``, ``betas``, ...);
         without ``lr``, the step function's default learning rate is used
     """
@@ -394,6 +460,34 @@ def minibatches(n: int, batch_size: int, rng: Optional[np.random.Generator] = No
 
 # --------------------------------------------------------------------------- training an MLP
 
+def train_epoch(params: list[np.ndarray], states: list[AdamState], x: np.ndarray, y: np.ndarray,
+                batch_size: int, rng: np.random.Generator,
+                lr: float = 1e-3) -> tuple[list[np.ndarray], list[AdamState], float]:
+    """One epoch of mini-batch Adam on an MLP, functional style (the exercises' larger task).
+
+    Parameters
+    ----------
+    params : ``[w1, b1, w2, b2, ...]``, e.g. w1 (H, D), b1 (H,), w2 (K, H), b2 (K,)
+    states : one :class:`AdamState` per parameter
+    x : ndarray of shape (N, D); y : int ndarray of shape (N,), labels in 0..K-1
+    batch_size : examples per update; rng : shuffles the epoch (:func:`minibatches`)
+    lr : Adam's learning rate
+
+    Returns
+    -------
+    params, states : new lists (the inputs are not modified)
+    mean_loss : the epoch's loss averaged over the N examples (batches weighted by size)
+    """
+    from dlcourse.backprop.numpy_impl import mlp_loss_and_grads
+    loss_sum = 0.0
+    for idx in minibatches(len(x), batch_size, rng):
+        loss, grads = mlp_loss_and_grads(params, x[idx], y[idx])
+        pairs = [adam_step(p, g, s, lr=lr) for p, g, s in zip(params, grads, states)]
+        params, states = [p for p, _ in pairs], [s for _, s in pairs]
+        loss_sum += float(loss) * len(idx)  # the last batch may be smaller: weight by size
+    return params, states, loss_sum / len(x)
+
+
 @dataclass
 class History:
     """What a training run recorded.  Per-epoch lists start with the value before training."""
@@ -413,7 +507,7 @@ class History:
 
 
 def evaluate(params: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of an MLP on ``x`` (N, D), ``y`` (N,)."""
+    """Mean cross-entropy and accuracy of an MLP on ``x`` (N, D), ``y`` (N,) of labels in 0..K-1."""
     from dlcourse.backprop.numpy_impl import mlp_forward, softmax_cross_entropy
     logits, _ = mlp_forward(params, x)
     loss, _ = softmax_cross_entropy(logits, y)
@@ -430,7 +524,7 @@ def train_numpy(data=None, sizes=(64, 128, 10), optimizer: str = "adam", lr: flo
     Parameters
     ----------
     data : a ``dlcourse.data.DigitsSplit`` (default: ``load_digits()``)
-    sizes : layer widths, input first, classes last
+    sizes : layer widths (D, H, ..., K): input features first, classes last
     optimizer : ``"sgd"``, ``"rmsprop"`` or ``"adam"``
     lr : learning rate (ignored when ``schedule`` is given)
     epochs : passes over the training set

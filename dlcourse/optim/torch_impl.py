@@ -6,7 +6,7 @@ step in float64).  :func:`train_torch` trains the same MLP as
 ``numpy_impl.train_numpy``, from the same initial weights and on the same
 shuffled mini-batches, so the two runs' curves can be laid on top of each other.
 
-Dimension letters: N examples, D input features, C classes.
+Dimension letters: N examples, D input features, H hidden units, K classes.
 """
 from __future__ import annotations
 
@@ -24,12 +24,13 @@ from dlcourse.optim.numpy_impl import History, _progress, _record, _report, mini
 configure_torch()
 
 __all__ = ["TORCH_OPTIMIZERS", "make_optimizer", "evaluate_torch", "train_torch",
-           "SCALE_UP", "scale_up_data", "train_scaled_up"]
+           "SCALE_UP", "scale_up_data", "download_failure_reason", "train_scaled_up"]
 
 TORCH_OPTIMIZERS = {
     "sgd": torch.optim.SGD,
     "rmsprop": torch.optim.RMSprop,
     "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
 }
 
 
@@ -38,7 +39,7 @@ def make_optimizer(params, name: str = "adam", **hyper) -> torch.optim.Optimizer
 
     The keyword arguments have the same names and meanings in both twins
     (``lr``, ``momentum``, ``nesterov``, ``weight_decay``, ``alpha``, ``eps``,
-    ``betas``, ``decoupled_weight_decay``).
+    ``betas``).
     """
     if name not in TORCH_OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {sorted(TORCH_OPTIMIZERS)}")
@@ -48,7 +49,7 @@ def make_optimizer(params, name: str = "adam", **hyper) -> torch.optim.Optimizer
 @torch.no_grad()
 def evaluate_torch(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``x`` (N, D), ``y`` (N,)."""
-    logits = model(x)  # (N, C)
+    logits = model(x)  # (N, K)
     loss = F.cross_entropy(logits, y)
     correct = int((logits.argmax(dim=1) == y).sum())
     return float(loss), correct / len(y)
@@ -137,7 +138,7 @@ def scale_up_data(limit: Optional[int] = None, n_val: int = 10_000, seed: int = 
         x, y = load_mnist("train")
         x_test, y_test = load_mnist("test")
     except DownloadError as err:
-        reason = str(err).splitlines()[0]  # the first line names the file; the rest lists every mirror
+        reason = download_failure_reason(err)
         return load_digits(seed), f"MNIST could not be downloaded ({reason}); using the 8x8 digits instead"
     order = np.random.default_rng(seed).permutation(len(x))
     if limit is not None:
@@ -150,11 +151,31 @@ def scale_up_data(limit: Optional[int] = None, n_val: int = 10_000, seed: int = 
                   f"{len(y_test):,} test images of 28x28 pixels")
 
 
+def download_failure_reason(err: BaseException) -> str:
+    """One line that says why a download failed, taken from ``err``'s message.
+
+    ``dlcourse.data.download`` raises a header ("could not download NAME (tried
+    N time(s)):"), then one indented line per failed attempt (the mirror and its
+    error), then advice.  The header names no cause, so the reason is the last
+    attempt's line; a message without attempt lines gives its first line that
+    is not such a header.
+    """
+    lines = str(err).splitlines()
+    attempts = [line.strip() for line in lines[1:] if line[:1].isspace() and line.strip()]
+    if attempts:
+        return attempts[-1]
+    for line in lines:
+        line = line.strip()
+        if line and not (line.startswith("could not download") and line.endswith(":")):
+            return line.rstrip(":")
+    return type(err).__name__
+
+
 def train_scaled_up(data, device: Optional[str] = None, hidden=SCALE_UP["hidden"],
                     epochs: int = SCALE_UP["epochs"], batch_size: int = SCALE_UP["batch_size"],
                     lr: float = SCALE_UP["lr"], progress: bool = True,
                     callback: Optional[Callable[[History], None]] = None) -> tuple[nn.Module, History]:
-    """:func:`train_torch` with Adam and a cosine schedule on a wider MLP: D -> *hidden -> 10.
+    """:func:`train_torch` with Adam and a cosine schedule on a wider MLP: D -> *hidden (H units each) -> K = 10.
 
     The input width D comes from ``data``, so the same call works on MNIST (784)
     and on the digits (64).
