@@ -10,8 +10,8 @@
 #
 # 1. see a computation as a **graph** of small operations, and the **chain rule** as a
 #    rule for passing gradients along its edges;
-# 2. read a complete **scalar autograd engine** (`Value`, about a hundred lines) and check
-#    it against PyTorch's `torch.autograd`;
+# 2. use a **scalar autograd engine** (`Value`) whose pieces you will write in the exercises,
+#    and check it against PyTorch's `torch.autograd`;
 # 3. move from scalars to **arrays**: the backward pass of a linear layer, of activations
 #    and of the softmax cross-entropy loss, as *vector-Jacobian products*;
 # 4. **check gradients numerically**, the habit that catches every backward-pass bug;
@@ -25,10 +25,10 @@ import numpy as np
 
 import dlcourse
 from dlcourse import show_source
-from dlcourse.backprop import numpy_impl as nn
+from dlcourse.backprop import numpy_impl as bp
 from dlcourse.backprop.engine import Value, topological_order
 from dlcourse.backprop.explore import draw_graph, graph_explorer, plot_local_derivatives
-from dlcourse.gradcheck import numerical_grad, rel_error
+from dlcourse.gradcheck import numerical_grad, rel_error  # the course's gradient checker
 
 rng = dlcourse.seed(0)
 
@@ -115,11 +115,17 @@ plt.show()
 #   $L$ travels along both paths, and the multivariable chain rule *adds* the contributions:
 #   that is why it is `+=` and not `=`.
 #
-# Here is the whole backward pass of the engine:
+# How do we find such an order? A **depth-first search** from the output: to place a node,
+# first place all of its children, then append the node itself; remember which nodes are
+# already placed, so that a node reached along two paths (like `a`) is listed once. Reading
+# the list backwards then visits every node only after all the nodes that use it. A
+# breadth-first walk from the output is *not* enough: it can reach a node by a short path and
+# pass its gradient on before a longer path has delivered its share.
+#
+# Writing `backward` is exercise 2; here we call the engine's. First the order it uses:
 
 # %%
-show_source(Value.backward)
-show_source(topological_order)
+print("topological order:", [node.label for node in topological_order(L)])
 
 # %%
 L.backward()
@@ -153,11 +159,22 @@ plt.show()
 #
 # Notice how exp, tanh and sigmoid express their derivative through their **output**: a
 # backward pass can reuse what the forward pass already computed. In code, each rule is one
-# line:
+# line. Here are two of them, addition and tanh, written as plain functions; each returns
+# `Value(result, children, local derivatives, op)`. The others are exercise 1.
 
 # %%
-show_source(Value.__mul__)
-show_source(Value.tanh)
+def add(a, b):
+    return Value(a.data + b.data, (a, b), (1.0, 1.0), "+")  # d(a+b)/da = 1, d(a+b)/db = 1
+
+
+def tanh(a):
+    t = math.tanh(a.data)
+    return Value(t, (a,), (1 - t**2,), "tanh")  # d tanh(a)/da = 1 - tanh(a)^2, from the output t
+
+
+u = tanh(add(Value(0.5), Value(0.3)))
+u.backward()
+print(f"tanh(0.5 + 0.3) = {u.data:.4f}, local derivative {u.local_grads[0]:.4f} = 1 - {u.data:.4f}**2")
 
 # %% [markdown]
 # ## 5 · Why reverse mode?
@@ -207,9 +224,12 @@ assert all(abs(v.grad - t.grad.item()) < 1e-10 for v, t in zip(values, tensors))
 # graph of `Value`s. Move the sliders and watch the forward values (boxes), the gradients
 # (red) and the local derivatives (blue arrows) change. Things to try:
 #
-# * Make $n$ large (say $b = 3$) with tanh: the local derivative of tanh drops towards 0 and
-#   **every** gradient upstream vanishes with it. This is a *saturated* unit.
-# * Switch to relu and make $n$ negative: all gradients become exactly 0, a "dead" unit.
+# * It starts at $n = 0.75$, where tanh's local derivative is $0.60$. Set $b = 3$: now
+#   $n = 3.25$, the local derivative of tanh drops to $0.006$ and **every** gradient upstream
+#   (of $w_1$, $x_1$, ...) shrinks with it, to under 1% of what it was. This is a
+#   *saturated* unit.
+# * Switch to relu and set $b = -2$: $n = -1.75$ is negative, and all gradients become exactly
+#   0, a "dead" unit.
 # * The gradient of $w_1$ is always $x_1$ times the gradient arriving at $x_1 w_1$: an input
 #   of 0 means its weight gets no gradient.
 
@@ -243,14 +263,18 @@ graph_explorer()
 # $y = x W^\top + b$ with $x$ of shape $(N, D)$, $W$ of shape $(H, D)$ (PyTorch's layout),
 # $b$ of shape $(H,)$. Entry by entry, $y_{nh} = \sum_d x_{nd} W_{hd} + b_h$, so
 #
-# * $\partial y_{nh} / \partial x_{nd} = W_{hd}$, hence `dx = dout @ W`, shape $(N, D)$;
-# * $\partial y_{nh} / \partial W_{hd} = x_{nd}$ for every $n$, hence `dW = dout.T @ x`,
-#   shape $(H, D)$: the matrix product sums over the batch for us;
-# * $\partial y_{nh} / \partial b_h = 1$ for every $n$, hence `db = dout.sum(axis=0)`.
+# * $\partial y_{nh} / \partial x_{nd} = W_{hd}$, so $\partial L / \partial x_{nd} = \sum_h
+#   \text{dout}_{nh} W_{hd}$, a sum over $h$;
+# * $\partial y_{nh} / \partial W_{hd} = x_{nd}$ for every $n$, so $\partial L / \partial
+#   W_{hd} = \sum_n \text{dout}_{nh}\, x_{nd}$: the weight is shared by the batch, and we sum;
+# * $\partial y_{nh} / \partial b_h = 1$ for every $n$, so $\partial L / \partial b_h =
+#   \sum_n \text{dout}_{nh}$.
+#
+# Each of these sums is a matrix product or a plain sum, and the shapes tell you which: turning
+# them into NumPy is exercise 3. The forward pass, for reference:
 
 # %%
-show_source(nn.linear_forward)
-show_source(nn.linear_backward)
+show_source(bp.linear_forward)
 
 # %% [markdown]
 # Every layer of the course comes as such a pair: `forward` returns the output and a
@@ -266,21 +290,24 @@ show_source(nn.linear_backward)
 plot_local_derivatives()
 plt.show()
 
+# %% [markdown]
+# Here is the sigmoid's pair. Its cache is the **output** $s$, because the derivative is
+# written in terms of it: $\sigma'(x) = s(1 - s)$.
+
 # %%
-show_source(nn.relu_forward)
-show_source(nn.relu_backward)
-show_source(nn.sigmoid_backward)
+show_source(bp.sigmoid_forward)
+show_source(bp.sigmoid_backward)
 
 # %% [markdown]
-# The ReLU cache is a boolean mask: the forward pass already decided which units are on,
-# and the backward pass simply lets gradient through those. Sigmoid and tanh cache their
-# **output**, because their derivatives are written in terms of it. The forward pass uses
+# Tanh works the same way, with its own slope written through its output; ReLU only needs to
+# remember which units were on (a boolean mask), and lets gradient through those alone. Both
+# are exercise 4. The forward pass uses
 # chapter 01's stable sigmoid (this module imports it rather than keeping a second copy):
 # `exp(-x)` would overflow for $x = -1000$, so the code never exponentiates a positive number.
 
 # %%
-show_source(nn.sigmoid)
-print(nn.sigmoid(np.array([-1000.0, 0.0, 1000.0])))
+show_source(bp.sigmoid)
+print(bp.sigmoid(np.array([-1000.0, 0.0, 1000.0])))
 
 # %% [markdown]
 # ## 9 · Softmax cross-entropy, and its famous gradient
@@ -309,10 +336,16 @@ logits = np.array([[1000.0, 998.0, -5.0]])
 with np.errstate(over="ignore", invalid="ignore"):
     naive = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
 print("naive softmax: ", naive)
-print("stable softmax:", nn.softmax(logits).round(6))
+print("stable softmax:", bp.softmax(logits).round(6))
+
+# %% [markdown]
+# The stable softmax subtracts each row's maximum (with `keepdims=True`, so that the maxima,
+# shape $(N, 1)$, line up with the rows). The loss needs one more step: never compute
+# `np.log(softmax(z))`, because a probability that rounds to exactly 0 gives $\log 0 = -\infty$;
+# take the log-sum-exp form above instead. Writing the loss and its gradient is exercise 5.
 
 # %%
-show_source(nn.softmax_cross_entropy)
+show_source(bp.softmax)
 
 # %% [markdown]
 # ## 10 · Gradient checking
@@ -321,11 +354,10 @@ show_source(nn.softmax_cross_entropy)
 # forgotten $1/N$) and still produce numbers of the right shape. The referee is the
 # **numerical gradient**: nudge each input entry by $\pm h$ and measure. It is far too slow
 # for training (two forward passes per entry), but perfect for testing. The course's checker
-# weights the output with the upstream gradient `dout`, so it tests exactly the
-# vector-Jacobian product a backward function returns:
-
-# %%
-show_source(numerical_grad)
+# `numerical_grad(f, x, dout)` nudges one entry of a float64 copy of `x` at a time, evaluates
+# $\sum f(x) \cdot \text{dout}$ at $x \pm h$, puts the entry back, and stores the centred
+# difference. Weighting by the upstream gradient `dout` tests exactly the vector-Jacobian
+# product a backward function returns. (You write your own in exercise 7.)
 
 # %% [markdown]
 # We compare with the **relative error** $\max_i |a_i - b_i| / (|a_i| + |b_i|)$: the ratio
@@ -337,16 +369,16 @@ show_source(numerical_grad)
 x = rng.standard_normal((4, 5))
 w, b = rng.standard_normal((3, 5)), rng.standard_normal(3)
 dout = rng.standard_normal((4, 3))
-dx, dw, db = nn.linear_backward(dout, nn.linear_forward(x, w, b)[1])
+dx, dw, db = bp.linear_backward(dout, bp.linear_forward(x, w, b)[1])
 labels = np.array([0, 2, 1, 2])
-_, dlogits = nn.softmax_cross_entropy(x[:, :3], labels)
+_, dlogits = bp.softmax_cross_entropy(x[:, :3], labels)
 
 errors = {
-    "linear dx": rel_error(dx, numerical_grad(lambda v: nn.linear_forward(v, w, b)[0], x, dout)),
-    "linear dw": rel_error(dw, numerical_grad(lambda v: nn.linear_forward(x, v, b)[0], w, dout)),
-    "linear db": rel_error(db, numerical_grad(lambda v: nn.linear_forward(x, w, v)[0], b, dout)),
+    "linear dx": rel_error(dx, numerical_grad(lambda v: bp.linear_forward(v, w, b)[0], x, dout)),
+    "linear dw": rel_error(dw, numerical_grad(lambda v: bp.linear_forward(x, v, b)[0], w, dout)),
+    "linear db": rel_error(db, numerical_grad(lambda v: bp.linear_forward(x, w, v)[0], b, dout)),
     "dlogits": rel_error(dlogits, numerical_grad(
-        lambda v: nn.softmax_cross_entropy(v, labels)[0], x[:, :3])),
+        lambda v: bp.softmax_cross_entropy(v, labels)[0], x[:, :3])),
 }
 assert max(errors.values()) < 1e-7
 print("every relative error is below 1e-7: the backward passes are right")
@@ -357,7 +389,7 @@ print("every relative error is below 1e-7: the backward passes are right")
 
 # %%
 db_buggy = dout[0]
-print(f"relative error of the buggy db: {rel_error(db_buggy, numerical_grad(lambda v: nn.linear_forward(x, w, v)[0], b, dout)):.2f}")
+print(f"relative error of the buggy db: {rel_error(db_buggy, numerical_grad(lambda v: bp.linear_forward(x, w, v)[0], b, dout)):.2f}")
 
 # %% [markdown]
 # ## 11 · A whole MLP, forward and backward
@@ -366,10 +398,15 @@ print(f"relative error of the buggy db: {rel_error(db_buggy, numerical_grad(lamb
 # the layers in order and keeps every cache; its backward pass calls the backward functions
 # **in reverse order**, each one turning the gradient of its output into the gradient of its
 # input (and of its parameters). That is backpropagation, with array-sized nodes.
+#
+# The forward pass is below. The backward pass `bp.mlp_backward` starts from `dlogits` and
+# walks the caches from the last layer to the first: a linear layer's backward gives its `dw`,
+# `db` and the gradient of its input; the ReLU's mask turns that into the gradient of the
+# previous pre-activation; and so on down. Writing one for a two-layer network is exercise 6;
+# here we only call it.
 
 # %%
-show_source(nn.mlp_forward)
-show_source(nn.mlp_backward)
+show_source(bp.mlp_forward)
 
 # %% [markdown]
 # Parameters are created like PyTorch's `nn.Linear` does it by default: $W$ and $b$ uniform in
@@ -378,13 +415,13 @@ show_source(nn.mlp_backward)
 
 # %%
 sizes = [10, 32, 32, 4]
-params = nn.init_mlp(sizes, rng, dtype=np.float64)
+params = bp.init_mlp(sizes, rng, dtype=np.float64)
 x = rng.standard_normal((16, 10))
 y = rng.integers(0, 4, 16)
 
-loss, grads = nn.mlp_loss_and_grads(params, x, y)
+loss, grads = bp.mlp_loss_and_grads(params, x, y)
 stepped = [p - 0.5 * g for p, g in zip(params, grads)]
-loss_after, _ = nn.mlp_loss_and_grads(stepped, x, y)
+loss_after, _ = bp.mlp_loss_and_grads(stepped, x, y)
 print(f"loss {loss:.4f} -> {loss_after:.4f} after one step against the gradient")
 
 # %% [markdown]
@@ -423,7 +460,7 @@ print(f"loss and all {len(grads)} gradients agree between NumPy and PyTorch")
 import timeit
 
 sizes_big = [64, 128, 10]
-params32 = nn.init_mlp(sizes_big, rng)
+params32 = bp.init_mlp(sizes_big, rng)
 xb = rng.random((64, 64), dtype=np.float32)
 yb = rng.integers(0, 10, 64)
 model_cpu = load_params(make_mlp(sizes_big), params32)
@@ -433,7 +470,7 @@ xt, yt = torch.from_numpy(xb), torch.from_numpy(yb)
 
 def numpy_step():
     global params32
-    _, g = nn.mlp_loss_and_grads(params32, xb, yb)
+    _, g = bp.mlp_loss_and_grads(params32, xb, yb)
     params32 = [p - np.float32(0.1) * gi for p, gi in zip(params32, g)]
 
 

@@ -8,10 +8,11 @@
 # | 1 | the operations of a scalar `Value` and their local derivatives | 2 |
 # | 2 | `Value.backward`: topological order and the chain rule | 3 |
 # | 3 | `linear_backward`: gradients of a linear layer | 2 |
-# | 4 | `activation_backward`: relu, sigmoid and tanh, from their outputs | 2 |
+# | 4 | `activation_backward`: relu and tanh, from their outputs | 2 |
 # | 5 | `softmax_cross_entropy`: a stable loss and its gradient | 3 |
-# | 6 | `two_layer_net`: the loss and all gradients of a small network | 3 |
+# | 6 | `two_layer_net`: a whole network's forward and backward pass, by hand | 3 |
 # | 7 | `numerical_gradient`: your own gradient checker | 2 |
+# | 8 | four concept questions | 4 |
 #
 # **How it works.** Each exercise gives a function (or a method) to complete: replace
 # `raise NotImplementedError()` with your code and run the cell. Then run the **check cell**
@@ -39,40 +40,43 @@ from dlcourse.backprop.checks import check
 #   order** (a tuple of numbers), computed now from the numbers at hand,
 # * `op`: a short name such as `"*"` (only for printing).
 #
-# `__add__` is written for you as the worked example: `a + b` is
-# `Value(a.data + b.data, (a, b), (1.0, 1.0), "+")`. Complete the other six in the same way:
-# `__mul__`, `__pow__` (the exponent `n` is a plain number), `exp`, `log`, `tanh` and `relu`
-# (slope 0 where the input is $\le 0$, so also at exactly 0). The table of local derivatives
-# is in the lesson.
-# Subtraction, division, negation and the mirrored forms (`2 * a`) are given: they are built
-# from your operations. Use `math.exp`, `math.log`, `math.tanh`.
+# `__add__` and `tanh` are written for you: they are the two worked examples of the lesson.
+# Complete the other five in the same way: `__mul__`, `__pow__` (the exponent `n` is a plain
+# number), `exp`, `log` and `relu` (slope 0 where the input is $\le 0$, so also at exactly 0).
+# The table of local derivatives is in the lesson. Subtraction, division, negation and the
+# mirrored forms (`2 * a`) are given: they are built from your operations. Use `math.exp` and
+# `math.log`.
 #
 # The check runs 13 expressions such as `a * b`, `b ** -2`, `3 * a - b` and
-# `(a * b + a).tanh()`, plus `Value(0.0).relu()`, and follows your `children` and
-# `local_grads` with a correct backward pass of its own, so this exercise does not need
-# exercise 2.
+# `(a * b + a).tanh()`, and `relu` at exactly 0, and follows your `children` and `local_grads`
+# with a correct backward pass of its own, so this exercise does not need exercise 2.
 
 # %%
 class Value:
     """A scalar in a computational graph."""
 
-    def __init__(self, data, children=(), local_grads=(), op=""):
+    def __init__(self, data, children=(), local_grads=(), op="", label=""):
         self.data = float(data)
-        self.grad = 0.0                       # d output / d self, set by backward()
-        self.children = tuple(children)       # the Values this one was computed from
+        self.grad = 0.0                        # d output / d self, set by backward()
+        self.children = tuple(children)        # the Values this one was computed from
         self.local_grads = tuple(local_grads)  # d self / d child, one per child
         self.op = op
+        self.label = label
 
     def __repr__(self):
         return f"Value({self.data:.4g}, grad={self.grad:.4g})"
 
-    def __add__(self, other):
+    def __add__(self, other):  # given: the first worked example of the lesson
         other = other if isinstance(other, Value) else Value(other)
-        return Value(self.data + other.data, (self, other), (1.0, 1.0), "+")  # given: the worked example
+        return Value(self.data + other.data, (self, other), (1.0, 1.0), "+")
+
+    def tanh(self):  # given: the second worked example (its slope reuses the output)
+        t = math.tanh(self.data)
+        return Value(t, (self,), (1 - t * t,), "tanh")
 
     def __mul__(self, other):
-        other = other if isinstance(other, Value) else Value(other)
         ### BEGIN SOLUTION
+        other = other if isinstance(other, Value) else Value(other)
         return Value(self.data * other.data, (self, other), (other.data, self.data), "*")
         ### END SOLUTION
 
@@ -93,16 +97,10 @@ class Value:
         return Value(math.log(self.data), (self,), (1 / self.data,), "log")
         ### END SOLUTION
 
-    def tanh(self):
-        ### BEGIN SOLUTION
-        t = math.tanh(self.data)
-        return Value(t, (self,), (1 - t * t,), "tanh")
-        ### END SOLUTION
-
     def relu(self):
         ### BEGIN SOLUTION
-        positive = self.data > 0
-        return Value(self.data if positive else 0.0, (self,), (1.0 if positive else 0.0,), "relu")
+        on = self.data > 0
+        return Value(self.data if on else 0.0, (self,), (1.0 if on else 0.0,), "relu")
         ### END SOLUTION
 
     # given: built from the operations above
@@ -202,24 +200,22 @@ check.linear_backward(linear_backward)
 # %% [markdown]
 # ## Exercise 4 · Activations, backwards (2 points)
 #
-# Many activations have a derivative that is easiest to write with their **output**, which
-# the forward pass already computed. Write `activation_backward(dout, out, kind)`:
+# The lesson worked out the sigmoid's backward pass from its **output** $s$: the slope is
+# $s(1 - s)$, so `dx = dout * s * (1 - s)`, and the forward pass already computed $s$. Do the
+# same for ReLU and tanh. Write `activation_backward(dout, out, kind)`:
 #
-# * `out` is the activation's output (same shape as `dout`), `kind` is `"relu"`,
-#   `"sigmoid"` or `"tanh"`;
+# * `out` is the activation's output (same shape as `dout`), `kind` is `"relu"` or `"tanh"`;
 # * return `dx`, the gradient with respect to the activation's input: `dout` times the local
 #   derivative, written in terms of `out` only.
 #
-# For relu, the slope is 0 wherever the output is 0.
+# For relu, the slope is 0 wherever the unit was off, including an input of exactly 0.
 
 # %%
 def activation_backward(dout, out, kind):
-    """dout, out: arrays of the same shape; kind: 'relu' | 'sigmoid' | 'tanh' -> dx."""
+    """dout, out: arrays of the same shape; kind: 'relu' | 'tanh' -> dx shaped like dout."""
     ### BEGIN SOLUTION
     if kind == "relu":
         return dout * (out > 0)
-    if kind == "sigmoid":
-        return dout * out * (1 - out)
     if kind == "tanh":
         return dout * (1 - out * out)
     raise ValueError(f"unknown activation {kind!r}")
@@ -234,18 +230,18 @@ check.activation_backward(activation_backward)
 #
 # Write `softmax_cross_entropy(logits, y)`:
 #
-# * `logits` has shape `(N, C)`, `y` holds the correct class of each example, integers of
-#   shape `(N,)`;
+# * `logits` has shape `(N, K)` (K classes), `y` holds the correct class of each example,
+#   integers of shape `(N,)`;
 # * return `(loss, dlogits)`: the **mean** over the batch of $-\log \operatorname{softmax}
 #   (\text{logits}_n)[y_n]$ (one number), and its gradient with respect to `logits`,
-#   shape `(N, C)`, which is $(\text{softmax} - \text{onehot}) / N$.
+#   shape `(N, K)`, which is $(\text{softmax} - \text{onehot}) / N$.
 #
-# It must work for logits as large as $\pm 1000$: use the log-sum-exp trick (subtract each
-# row's maximum before `np.exp`).
+# It must work for logits as large as $\pm 1000$, also when the true class sits at $-1000$:
+# never exponentiate a large number, and never take the log of a probability that rounds to 0.
 
 # %%
 def softmax_cross_entropy(logits, y):
-    """logits: (N, C), y: int (N,) -> (mean loss, dlogits (N, C))."""
+    """logits: (N, K), y: int (N,) -> (mean loss, dlogits (N, K))."""
     ### BEGIN SOLUTION
     n = logits.shape[0]
     rows = np.arange(n)
@@ -264,8 +260,10 @@ check.softmax_cross_entropy(softmax_cross_entropy)
 # %% [markdown]
 # ## Exercise 6 · A two-layer network, forward and backward (3 points)
 #
-# Put the pieces together, by hand. `params = [w1, b1, w2, b2]` with `w1` of shape `(H, D)`,
-# `b1` `(H,)`, `w2` `(C, H)`, `b2` `(C,)`. The network is
+# Put the pieces together, by hand: the lesson ran a whole MLP's backward pass without showing
+# it, and now you write one. `params = [w1, b1, w2, b2]` with `w1` of shape `(H, D)`,
+# `b1` `(H,)`, `w2` `(K, H)`, `b2` `(K,)` (D input features, H hidden units, K classes).
+# The network is
 #
 # $$\text{pre} = x W_1^\top + b_1,\quad h = \operatorname{relu}(\text{pre}),\quad
 # \text{logits} = h W_2^\top + b_2,$$
@@ -273,26 +271,28 @@ check.softmax_cross_entropy(softmax_cross_entropy)
 # followed by the mean softmax cross-entropy. Write `two_layer_net(params, x, y)` returning
 # `(loss, [dw1, db1, dw2, db2])`. Go backwards layer by layer; the ReLU passes gradient only
 # where `pre > 0`. Write it out with NumPy directly instead of calling your functions from
-# exercises 3 to 5, so that this exercise is graded on its own.
+# exercises 3 to 5, so that this exercise is graded on its own. If a gradient is wrong, the
+# check names the first intermediate (`dlogits`, `dw2`, `dh`, `dpre`, ...) that went wrong, so
+# keep each in its own variable.
 
 # %%
 def two_layer_net(params, x, y):
-    """params: [w1 (H, D), b1 (H,), w2 (C, H), b2 (C,)]; x: (N, D); y: int (N,) -> (loss, grads)."""
+    """params: [w1 (H, D), b1 (H,), w2 (K, H), b2 (K,)]; x: (N, D); y: int (N,) -> (loss, grads)."""
     w1, b1, w2, b2 = params
     ### BEGIN SOLUTION
     n = x.shape[0]
     rows = np.arange(n)
     pre = x @ w1.T + b1                  # (N, H)
     h = np.maximum(pre, 0)               # (N, H)
-    logits = h @ w2.T + b2               # (N, C)
+    logits = h @ w2.T + b2               # (N, K)
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     loss = -log_probs[rows, y].mean()
     dlogits = np.exp(log_probs)
     dlogits[rows, y] -= 1
-    dlogits /= n                         # (N, C)
-    dw2 = dlogits.T @ h                  # (C, H)
-    db2 = dlogits.sum(axis=0)            # (C,)
+    dlogits /= n                         # (N, K)
+    dw2 = dlogits.T @ h                  # (K, H)
+    db2 = dlogits.sum(axis=0)            # (K,)
     dh = dlogits @ w2                    # (N, H)
     dpre = dh * (pre > 0)                # the ReLU lets gradient through where it was on
     dw1 = dpre.T @ x                     # (H, D)
@@ -343,6 +343,61 @@ def numerical_gradient(f, x, h=1e-5):
 
 # %%
 check.numerical_gradient(numerical_gradient)
+
+# %% [markdown]
+# ## Concept questions (1 point each)
+#
+# Answer each with a value: replace the `raise NotImplementedError()` with `return <your answer>`.
+
+# %%
+def q_dw_shape():
+    """A linear layer has w of shape (H, D) = (128, 64) and gets a batch x of shape (N, D) = (32, 64).
+    What is the shape of dw? Answer a tuple."""
+    ### BEGIN SOLUTION
+    return (128, 64)
+    ### END SOLUTION
+
+
+# %%
+check.q_dw_shape(q_dw_shape)
+
+
+# %%
+def q_backward_passes():
+    """A loss depends on 1,000,000 weights. How many backward passes does reverse mode need to get the
+    gradient of the loss with respect to all of them?"""
+    ### BEGIN SOLUTION
+    return 1
+    ### END SOLUTION
+
+
+# %%
+check.q_backward_passes(q_backward_passes)
+
+
+# %%
+def q_grad_of_square():
+    """c = a * a with a = Value(3.0). After c.backward(), what is a.grad?"""
+    ### BEGIN SOLUTION
+    return 6.0
+    ### END SOLUTION
+
+
+# %%
+check.q_grad_of_square(q_grad_of_square)
+
+
+# %%
+def q_tanh_saturated_slope():
+    """In the lesson's neuron explorer, with b = 3 the tanh receives n = 3.25. What is tanh's local
+    derivative there? (a number; 2 significant digits are enough)"""
+    ### BEGIN SOLUTION
+    return 1 - math.tanh(3.25) ** 2
+    ### END SOLUTION
+
+
+# %%
+check.q_tanh_saturated_slope(q_tanh_saturated_slope)
 
 # %% [markdown]
 # ## Your score

@@ -137,7 +137,7 @@ def draw_graph(root: Value, ax=None, show_grad: bool = True, show_local: bool = 
     return ax
 
 
-def neuron_graph(x1: float = 1.5, w1: float = -0.5, x2: float = -1.0, w2: float = 2.0,
+def neuron_graph(x1: float = 1.5, w1: float = -0.5, x2: float = -1.0, w2: float = -1.0,
                  b: float = 0.5, activation: str = "tanh") -> Value:
     """One neuron ``o = act(x1 w1 + x2 w2 + b)`` built from Values, after ``o.backward()``."""
     leaves = {name: Value(v, label=name) for name, v in
@@ -161,33 +161,43 @@ def neuron_graph(x1: float = 1.5, w1: float = -0.5, x2: float = -1.0, w2: float 
 class GraphExplorer:
     """A neuron's computational graph with sliders for its inputs; redraws on every change.
 
+    The drawing is a PNG in an ``ipywidgets.Image`` whose value is replaced on every
+    change: no ``Output`` widget, no ``clear_output``, no matplotlib figure displayed
+    (which shows as ``<Figure size ...>`` where no pyplot figure was drawn before).
+
     Attributes
     ----------
-    sliders : dict name -> FloatSlider for ``x1, w1, x2, w2, b``
+    sliders : dict name -> FloatSlider for ``x1, w1, x2, w2, b`` (range -5 to 5)
     activation : Dropdown, ``tanh`` / ``sigmoid`` / ``relu``
     root : the current output Value (after backward)
-    fig, ax : the matplotlib figure it draws on
+    fig, ax : the matplotlib figure it draws on (never displayed itself)
+    image : the ipywidgets Image showing the drawing
     widget : the ipywidgets box to display
     """
 
     def __init__(self, **initial: float):
         import ipywidgets as widgets
 
-        defaults = dict(x1=1.5, w1=-0.5, x2=-1.0, w2=2.0, b=0.5)
+        defaults = dict(x1=1.5, w1=-0.5, x2=-1.0, w2=-1.0, b=0.5)
         defaults.update(initial)
-        self.sliders = {name: widgets.FloatSlider(value=value, min=-3.0, max=3.0, step=0.1,
+        wide = {"description_width": "initial"}
+        self.sliders = {name: widgets.FloatSlider(value=value, min=-5.0, max=5.0, step=0.25,
                                                   description=name, continuous_update=False,
-                                                  layout=widgets.Layout(width="260px"))
+                                                  readout_format=".2f", style=wide,
+                                                  layout=widgets.Layout(width="280px", min_width="280px"))
                         for name, value in defaults.items()}
         self.activation = widgets.Dropdown(options=["tanh", "sigmoid", "relu"], value="tanh",
-                                           description="activation")
-        self.output = widgets.Output()
-        self.fig, self.ax = plt.subplots(figsize=(11, 4.2))
-        plt.close(self.fig)  # shown inside the widget only, not again below the cell
+                                           description="activation", style=wide,
+                                           layout=widgets.Layout(width="220px", min_width="220px"))
+        self.fig, self.ax = plt.subplots(figsize=(10, 4.2))
+        plt.close(self.fig)  # drawn into the Image widget only, never shown as a figure
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width="100%", max_width="1000px",
+                                                                       height="auto"))
         for control in [*self.sliders.values(), self.activation]:
             control.observe(self._on_change, names="value")
-        controls = widgets.VBox([*self.sliders.values(), self.activation])
-        self.widget = widgets.HBox([controls, self.output])
+        controls = widgets.HBox([*self.sliders.values(), self.activation],
+                                layout=widgets.Layout(flex_flow="row wrap", width="100%"))
+        self.widget = widgets.VBox([controls, self.image], layout=widgets.Layout(width="100%"))
         self.root: Value | None = None
         self.update()
 
@@ -195,8 +205,8 @@ class GraphExplorer:
         self.update()
 
     def update(self) -> None:
-        """Rebuild the neuron from the controls, backpropagate, redraw."""
-        from IPython.display import clear_output, display
+        """Rebuild the neuron from the controls, backpropagate, redraw into the image."""
+        import io
 
         inputs = {name: s.value for name, s in self.sliders.items()}
         self.root = neuron_graph(**inputs, activation=self.activation.value)
@@ -204,9 +214,9 @@ class GraphExplorer:
         draw_graph(self.root, ax=self.ax)
         self.ax.set_title(f"o = {self.activation.value}(x1·w1 + x2·w2 + b): forward values in the boxes, "
                           "gradients in red, local derivatives on the arrows", fontsize=9)
-        with self.output:
-            clear_output(wait=True)
-            display(self.fig)
+        buffer = io.BytesIO()
+        self.fig.savefig(buffer, format="png", dpi=90)
+        self.image.value = buffer.getvalue()
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -15,12 +15,12 @@ parameters copy between this file and ``torch_impl.py`` with no transposes.
 Every function keeps the dtype of its inputs (float32 when training, float64
 when checking gradients).
 
-Dimension letters
------------------
+Dimension letters (the course glossary)
+---------------------------------------
 N  batch size (number of examples)
-D  input features of a layer
-H  output features of a layer
-C  number of classes
+D  features of a dense layer's input
+H  hidden units: a dense layer's outputs
+K  classes (the width of the logits)
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ __all__ = [
     "LinearCache", "linear_forward", "linear_backward",
     "ReluCache", "relu_forward", "relu_backward",
     "SigmoidCache", "sigmoid", "sigmoid_forward", "sigmoid_backward",
-    "TanhCache", "tanh_forward", "tanh_backward",
+    "TanhCache", "tanh_forward", "tanh_backward", "activation_backward",
     "softmax", "log_softmax", "softmax_cross_entropy",
     "init_mlp", "LayerCache", "mlp_forward", "mlp_backward", "mlp_loss_and_grads",
 ]
@@ -178,6 +178,28 @@ def tanh_backward(dout: np.ndarray, cache: TanhCache) -> np.ndarray:
     return dout * (1 - t * t)
 
 
+def activation_backward(dout: np.ndarray, out: np.ndarray, kind: str) -> np.ndarray:
+    """Gradient of an elementwise activation, written with its OUTPUT ``out`` only.
+
+    Parameters
+    ----------
+    dout : ndarray of any shape, gradient of the loss w.r.t. the activation's output
+    out : ndarray shaped like ``dout``, the activation's output
+    kind : ``"relu"``, ``"sigmoid"`` or ``"tanh"``
+
+    Returns
+    -------
+    dx : ndarray shaped like ``dout``
+    """
+    if kind == "relu":
+        return relu_backward(dout, ReluCache(out > 0))  # out > 0 exactly where x > 0
+    if kind == "sigmoid":
+        return sigmoid_backward(dout, SigmoidCache(out))
+    if kind == "tanh":
+        return tanh_backward(dout, TanhCache(out))
+    raise ValueError(f"kind must be 'relu', 'sigmoid' or 'tanh', got {kind!r}")
+
+
 # --------------------------------------------------------------------------- softmax and the loss
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -189,11 +211,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    logits : ndarray of shape (N, C)
+    logits : ndarray of shape (N, K)
 
     Returns
     -------
-    probs : ndarray of shape (N, C), rows sum to 1
+    probs : ndarray of shape (N, K), rows sum to 1
     """
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     e /= e.sum(axis=1, keepdims=True)
@@ -207,11 +229,11 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    logits : ndarray of shape (N, C)
+    logits : ndarray of shape (N, K)
 
     Returns
     -------
-    log_probs : ndarray of shape (N, C)
+    log_probs : ndarray of shape (N, K)
     """
     shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -226,13 +248,13 @@ def softmax_cross_entropy(logits: np.ndarray, y: np.ndarray) -> tuple[np.ndarray
 
     Parameters
     ----------
-    logits : ndarray of shape (N, C), unnormalised scores
-    y : int ndarray of shape (N,), the correct class of each example, in [0, C)
+    logits : ndarray of shape (N, K), unnormalised scores
+    y : int ndarray of shape (N,), the correct class of each example, in [0, K)
 
     Returns
     -------
     loss : scalar of the logits' dtype, the mean loss over the batch
-    dlogits : ndarray of shape (N, C)
+    dlogits : ndarray of shape (N, K)
     """
     n = logits.shape[0]
     rows = np.arange(n)
@@ -292,7 +314,7 @@ def mlp_forward(params: list[np.ndarray], x: np.ndarray) -> tuple[np.ndarray, li
 
     Returns
     -------
-    logits : ndarray of shape (N, C)
+    logits : ndarray of shape (N, K)
     caches : one LayerCache per layer, for :func:`mlp_backward`
     """
     caches = []
@@ -312,7 +334,7 @@ def mlp_backward(dlogits: np.ndarray, caches: list[LayerCache]) -> list[np.ndarr
 
     Parameters
     ----------
-    dlogits : ndarray of shape (N, C), gradient of the loss w.r.t. the logits
+    dlogits : ndarray of shape (N, K), gradient of the loss w.r.t. the logits
     caches : from :func:`mlp_forward`
 
     Returns

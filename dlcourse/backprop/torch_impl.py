@@ -4,7 +4,7 @@
 ``loss.backward()`` computes here; ``load_params`` copies NumPy parameters into
 the model so that both twins start from identical weights.
 
-Dimension letters: N batch, D input features, C classes.
+Dimension letters: N batch, D input features, H hidden units, K classes.
 """
 from __future__ import annotations
 
