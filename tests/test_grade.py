@@ -104,3 +104,80 @@ def test_table_lists_each_check(capsys):
     text = grade._table([report])
     assert "2/4" in text and "✓ x: ok" in text and "✗ y: wrong" in text
     assert json.dumps(report.exercises)
+
+
+# --------------------------------------------------------------------------- the course's own code handed in
+
+def _reference_only_cells(stem: str) -> list[str]:
+    """A notebook that hands in the course's answers: one cell that imports them by the exercises' names,
+    and one that wraps each in a function of the learner's (the cheapest two ways to cheat)."""
+    import inspect
+
+    from checktools import checker
+    check = checker(stem)
+    imports, wrappers = [], []
+    for name in check.names:
+        if check.is_question(name):
+            continue
+        target = check.target(name)
+        refs = check.references(name)
+        if not refs:
+            continue
+        ref = refs[0]
+        imports.append(f"from {ref.__module__} import {ref.__qualname__.split('.')[0]} as {target}")
+        if not inspect.isclass(ref):
+            wrappers.append(f"import {ref.__module__} as _course\n"
+                            f"def {target}(*args, **kwargs):\n"
+                            f"    return _course.{ref.__qualname__}(*args, **kwargs)")
+    return ["\n".join(imports)] + wrappers
+
+
+@pytest.mark.parametrize("how", ["imported", "wrapped"])
+def test_the_course_reference_handed_in_earns_nothing_in_the_grader(tmp_path, how):
+    from checktools import GRADED
+    paths = []
+    for stem in GRADED:
+        cells = _reference_only_cells(stem)
+        cells = cells[:1] if how == "imported" else cells[1:] or cells[:1]
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+        for i, cell in enumerate(nb.cells):
+            cell.id = f"r-{i:03d}"
+        path = tmp_path / f"{stem}.ipynb"
+        nbformat.write(nb, path)
+        paths.append(path)
+    reports = [grade.grade_notebook(p, cell_timeout=60) for p in paths]
+    for report in reports:
+        assert report.error == "" and report.cell_errors == 0, (report.path, report.error)
+        assert report.points == 0, (report.path, report.exercises, report.messages)
+        refused = [n for n, o in report.outcomes.items() if o == "course code"]
+        assert refused, report.outcomes
+        assert all(report.messages[n].startswith("no points for the course's own code") for n in refused)
+
+
+def test_csv_tells_outcomes_apart_and_summary_counts_mistakes(tmp_path):
+    reports = [
+        grade.GradeReport("a.ipynb", "03_x", 2, 4, {"x": 2, "y": 0}, {"x": "ok", "y": "m"},
+                          outcomes={"x": "passed", "y": "mistake: eps inside sqrt"}),
+        grade.GradeReport("b.ipynb", "03_x", 0, 4, {"x": 0, "y": 0}, {"x": "n", "y": "m"},
+                          outcomes={"x": "not implemented", "y": "mistake: eps inside sqrt"}),
+        grade.GradeReport("c.ipynb", "03_x", 0, 4, {"x": 0, "y": 0}, {"x": "c", "y": "d"},
+                          outcomes={"x": "course code", "y": "not defined"}),
+        grade.GradeReport("d.ipynb", error="file not found"),
+    ]
+    target = tmp_path / "g.csv"
+    grade.write_csv(reports, target)
+    with open(target, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["y outcome"] for r in rows] == ["mistake: eps inside sqrt"] * 2 + ["not defined", ""]
+    assert [r["x outcome"] for r in rows][:3] == ["passed", "not implemented", "course code"]
+    text = grade.summary(reports)
+    assert "summary of 3 graded notebook(s)" in text
+    assert "x" in text and "1/3" in text and "0/3" in text
+    assert "mistake: eps inside sqrt (2)" in text
+    assert "1 notebook(s) could not be graded" in text
+
+
+def test_summary_option_prints_the_class_summary(tmp_path, capsys):
+    code = grade.main([str(EXERCISES), "--summary", "--timeout", "60", "-q"])
+    out = capsys.readouterr().out
+    assert code == 0 and "summary of 1 graded notebook(s)" in out and "not implemented (1)" in out
