@@ -121,22 +121,28 @@ plt.show()
 #
 # Written as in the table, $\sigma(z) = 1/(1 + e^{-z})$ computes $e^{1000}$ for
 # $z = -1000$. That is far beyond the largest float64 ($\approx 1.8 \times 10^{308}$), so
-# NumPy returns `inf` with an overflow warning; the other textbook form $e^z/(1 + e^z)$
-# even returns `inf / inf = nan` for $z = +1000$. We ask NumPy to raise on overflow
-# to see it happen:
+# NumPy returns `inf` with an overflow warning, and $1/(1 + \infty) = 0.0$: the right
+# answer, but only by luck, and with a warning on every call. The other textbook form
+# $e^z/(1 + e^z)$ is not so lucky: for $z = +1000$ it computes $\infty/\infty$, which is
+# `nan`, and a `nan` spreads through every later computation. We record NumPy's warnings
+# and print them next to the results:
 
 # %%
+import warnings
+
 z = np.array([-1000.0, 0.0, 1000.0])
 for name, naive in [("1 / (1 + exp(-z))", lambda z: 1 / (1 + np.exp(-z))),
                     ("exp(z) / (1 + exp(z))", lambda z: np.exp(z) / (1 + np.exp(z)))]:
-    try:
-        with np.errstate(over="raise", invalid="raise"):
-            naive(z)
-    except FloatingPointError as err:
-        print(f"{name:>22}: FloatingPointError: {err}")
+    with warnings.catch_warnings(record=True) as caught, np.errstate(over="warn", invalid="warn"):
+        warnings.simplefilter("always")
+        values = naive(z)
+    print(f"{name:>21} at z = [-1000, 0, 1000]: {values}")
+    for message in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught):  # each once
+        print(f"{'':>23}{message}")
 
 # %% [markdown]
-# The fix: both forms are correct, and each is safe on one side. For $z \ge 0$ use
+# The first form returned `0.0` at $z = -1000$ (after an overflow), the second `nan` at
+# $z = +1000$. The fix: both forms are correct, and each is safe on one side. For $z \ge 0$ use
 # $1/(1 + e^{-z})$; for $z < 0$ multiply top and bottom by $e^{z}$ to get
 # $e^{z}/(1 + e^{z})$. In both cases the only exponential needed is $e^{-|z|} \le 1$.
 
@@ -148,6 +154,10 @@ with np.errstate(over="raise", invalid="raise"):
     print("sigmoid([-1000, 0, 1000]) =", ref.sigmoid(z))
 
 # %% [markdown]
+# The same trick, pulling $e^{\max(z, 0)}$ out before taking an exponential, makes
+# **softplus** $\log(1 + e^{z})$, a smooth ReLU whose derivative is the sigmoid, safe too:
+# that is exercise 1.
+#
 # ### GELU needs the error function
 #
 # $\Phi(z) = \tfrac12\bigl(1 + \operatorname{erf}(z/\sqrt 2)\bigr)$, and NumPy has no
@@ -185,8 +195,10 @@ print(f"largest |exact GELU - tanh approximation| on [-7, 7]: {gap.max():.1e} at
 #
 # Training (chapter 02) needs $f'(z)$ for every activation. Each derivative is best written
 # in terms of the function's own value, which the forward pass has already computed:
-# $\sigma' = \sigma(1 - \sigma)$ and $\tanh' = 1 - \tanh^2$. For GELU the product rule gives
-# $\frac{d}{dz}\,z\,\Phi(z) = \Phi(z) + z\,\varphi(z)$.
+# $\sigma' = \sigma(1 - \sigma)$ and $\tanh' = 1 - \tanh^2$. GELU is a product, $z$ times
+# $\Phi(z)$, so the product rule gives $\frac{d}{dz}\,z\,\Phi(z) = \Phi(z) + z\,\varphi(z)$.
+# (Exercises 2 and 3 take the same steps for SiLU, $z\,\sigma(z)$, and for GELU's tanh
+# approximation.)
 
 # %%
 show_source(ref.sigmoid_grad)
@@ -195,7 +207,8 @@ show_source(ref.gelu_grad)
 # %% [markdown]
 # How do we know these formulas are right? We compare them with the slope measured
 # numerically, $\bigl(f(z + h) - f(z - h)\bigr) / 2h$, by the course's gradient checker
-# (points away from ReLU's kink at 0, where the slope jumps):
+# (points away from ReLU's kink at 0, where the slope jumps), for every activation the course
+# knows, including the exercises' softplus and SiLU:
 
 # %%
 z = rng.uniform(0.1, 3.0, 20) * rng.choice([-1.0, 1.0], 20)
@@ -217,15 +230,19 @@ for name, (f, f_grad) in ref.ACTIVATIONS.items():
 # *broadcast*: the same $\mathbf{b}$ is added to every row. $W$ is $(\text{out}, \text{in})$
 # because that is how `torch.nn.Linear` stores its weight; keeping PyTorch's layout lets us
 # copy weights between the two implementations without transposing anything.
+#
+# Turning the formula into one line of NumPy (one matrix product, one broadcast) is
+# exercise 4; here we call the course's `ref.dense_forward` and check one entry of its
+# output against the sum written out:
 
 # %%
-show_source(ref.dense_forward)
-
-# %%
-x = rng.standard_normal((5, 3))                 # N = 5 examples, D = 3 features
-w = rng.standard_normal((4, 3))                 # H = 4 neurons
-b = rng.standard_normal(4)
-print("x", x.shape, "@ w.T", w.T.shape, "+ b", b.shape, "->", ref.dense_forward(x, w, b).shape)
+x = rng.standard_normal((5, 3))                 # (N, D): N = 5 examples, D = 3 features
+w = rng.standard_normal((4, 3))                 # (H, D): H = 4 neurons, one row each
+b = rng.standard_normal(4)                      # (H,)
+y = ref.dense_forward(x, w, b)                  # (N, H)
+print("x", x.shape, " w", w.shape, " b", b.shape, " ->  y", y.shape)
+by_hand = sum(x[1, d] * w[2, d] for d in range(3)) + b[2]    # example n = 1, neuron h = 2
+print(f"y[1, 2] = {y[1, 2]:.6f};  written out, sum_d x[1, d] w[2, d] + b[2] = {by_hand:.6f}")
 
 # %% [markdown]
 # A **multi-layer perceptron** chains dense layers, with an activation after each one
@@ -243,10 +260,10 @@ print("x", x.shape, "@ w.T", w.T.shape, "+ b", b.shape, "->", ref.dense_forward(
 #   regression). Putting a ReLU there would forbid negative scores.
 #
 # The parameters are stored as one flat list $[W_1, \mathbf{b}_1, W_2, \mathbf{b}_2, \dots]$,
-# the order in which PyTorch's `model.parameters()` lists them.
-
-# %%
-show_source(ref.mlp_forward)
+# the order in which PyTorch's `model.parameters()` lists them. The forward pass of a whole
+# MLP, for any depth and any hidden activation, is exercise 5; below we call the course's
+# `ref.mlp_forward` and count what such a network holds: a layer from $D$ to $H$ units has
+# $D \cdot H$ weights and $H$ biases.
 
 # %%
 sizes = [2, 16, 16, 3]                          # 2 inputs, two hidden layers of 16, 3 outputs
@@ -267,7 +284,8 @@ print("output shape for a batch of 5:", ref.mlp_forward(params, rng.standard_nor
 #
 # That is *one* dense layer with weight $W = W_2 W_1$ and bias $\mathbf{b} = W_2\mathbf{b}_1 + \mathbf{b}_2$.
 # By induction, a stack of any number of linear layers is a single linear layer: the
-# network can only ever draw straight lines. Here is the collapse, computed:
+# network can only ever draw straight lines. Here is the collapse of two layers, computed
+# (exercise 6 folds a whole stack of them into one):
 
 # %%
 show_source(ref.collapse_linear)
@@ -344,7 +362,8 @@ print("its predictions :", (design @ coef).round(6))
 # **One hidden layer solves it exactly.** Two ReLU units are enough: $h_1 = \mathrm{relu}(x_1 - x_2)$
 # fires only for $(1, 0)$, and $h_2 = \mathrm{relu}(x_2 - x_1)$ only for $(0, 1)$. The output
 # $h_1 + h_2 = |x_1 - x_2|$ is XOR. Here are those weights, set by hand, run through the
-# same `mlp_forward` as above:
+# same `mlp_forward` as above. (XOR is the *parity* of two bits; exercise 7 asks for the
+# parity of three.)
 
 # %%
 show_source(ref.xor_params)
@@ -363,26 +382,32 @@ print("network output on the four corners:", ref.mlp_forward(xor_net, corners)[:
 # (threshold $\tfrac12$) — no longer a single straight boundary.
 
 # %%
+from matplotlib.lines import Line2D
+
 hidden = ref.relu(ref.dense_forward(corners, xor_net[0], xor_net[1]))
-colors = ["C0" if t == 0 else "C1" for t in targets]
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-axes[0].scatter(corners[:, 0], corners[:, 1], c=colors, s=120, edgecolors="k")
-axes[0].set_title("input space: not linearly separable")
-axes[0].set_xlabel("$x_1$")
-axes[0].set_ylabel("$x_2$")
-axes[1].scatter(hidden[:, 0], hidden[:, 1], c=colors, s=120, edgecolors="k")
-axes[1].plot([-0.2, 0.7], [0.7, -0.2], "k--", label="$h_1 + h_2 = 1/2$")
-axes[1].set_title("hidden space: one line suffices")
-axes[1].set_xlabel("$h_1$")
-axes[1].set_ylabel("$h_2$")
-axes[1].legend(loc="upper right")
-for ax in axes[:2]:
+classes = [("class 0 (XOR = 0)", "C0"), ("class 1 (XOR = 1)", "C1")]
+fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+panels = [("input space: not linearly separable", corners, "$x_1$", "$x_2$"),
+          ("hidden space: one line suffices", hidden, "$h_1$", "$h_2$")]
+for ax, (title, points, x_name, y_name) in zip(axes, panels):
+    for k, (name, color) in enumerate(classes):
+        ax.scatter(points[targets == k, 0], points[targets == k, 1], color=color, s=120, edgecolors="k",
+                   label=name)
+    ax.set_title(title)
+    ax.set_xlabel(x_name)
+    ax.set_ylabel(y_name)
     ax.set_xlim(-0.3, 1.3)
     ax.set_ylim(-0.3, 1.3)
     ax.set_aspect("equal")
+axes[1].plot([-0.2, 0.7], [0.7, -0.2], "k--", label="$h_1 + h_2 = 1/2$")
 explore.plot_decision_boundary(lambda p: (ref.mlp_forward(xor_net, p)[:, 0] > 0.5).astype(int),
                                corners, targets.astype(int), ax=axes[2], bounds=(-0.5, 1.5, -0.5, 1.5),
                                title="the network's two regions", point_size=120)
+axes[0].legend(loc="center", fontsize=8)
+axes[1].legend(loc="upper right", fontsize=8)
+axes[2].legend(handles=[Line2D([], [], marker="o", ls="", color=color, markeredgecolor="k", markersize=9,
+                               label=f"{name}; shaded: predicted") for name, color in classes],
+               loc="center", fontsize=8)
 fig.tight_layout()
 plt.show()
 
@@ -398,6 +423,7 @@ plt.show()
 # 3. a neuron with two inputs, $a = f(w_1 x_1 + w_2 x_2 + b)$, as a heat map. The white line
 #    is $z = 0$, the red arrow is $\mathbf{w}$. Turning $\mathbf{w}$ turns the line; $b$ moves it.
 #
+# The image is rendered at twice the screen resolution, so it stays sharp on HiDPI displays.
 # Things to try: make the sigmoid neuron almost a step function (large $|w_1|$); find
 # weights that make the two-input neuron compute AND on the corners $(0,0)\dots(1,1)$;
 # notice that no setting bends the white line.
@@ -583,6 +609,8 @@ plt.show()
 #   it can.
 # * Our NumPy functions and PyTorch agree on every activation, derivative and forward pass.
 #
-# **Next:** `exercises/01_neurons.ipynb` — write the stable sigmoid, the derivatives, a
-# dense layer, an MLP, the collapse of two layers and your own XOR network. Then chapter 02
+# **Next:** `exercises/01_neurons.ipynb` — the neighbours of what you saw here: a stable
+# softplus, the derivatives of SiLU and of the tanh-GELU, the dense layer and a whole MLP
+# (any depth, any activation) written by you, a stack of linear layers collapsed into one,
+# and a network for the parity of three bits; then four concept questions. Chapter 02
 # computes the gradients that `tt.train` took from autograd, by hand.

@@ -1,31 +1,34 @@
 # %% [markdown]
 # # 01 · Neurons and activation functions — exercises
 #
-# Seven exercises, 14 points, each a piece of the lesson `chapters/01_neurons.ipynb`:
+# Seven exercises and four concept questions, 20 points. The lesson `chapters/01_neurons.ipynb`
+# showed the ideas on *neighbouring* functions (the stable sigmoid, the exact GELU's derivative,
+# two layers collapsing, XOR by hand); here you write the ones it did not show:
 #
 # | # | you write | points |
 # |---|---|---|
-# | 1 | `sigmoid`: a sigmoid that never overflows | 2 |
-# | 2 | `activation_grads`: the derivatives of ReLU, sigmoid and tanh | 2 |
-# | 3 | `gelu_grad`: the derivative of GELU | 2 |
+# | 1 | `softplus`: log(1 + eˣ) that never overflows and never loses digits | 2 |
+# | 2 | `silu_grad`: the derivative of SiLU, x·σ(x) | 2 |
+# | 3 | `gelu_tanh_grad`: the derivative of GELU's tanh approximation | 2 |
 # | 4 | `dense_forward`: a dense layer on a batch | 2 |
-# | 5 | `mlp_forward`: a whole multi-layer perceptron | 2 |
-# | 6 | `collapse_linear`: two linear layers as one | 2 |
-# | 7 | `xor_weights`: a hand-made network that computes XOR | 2 |
+# | 5 | `mlp_forward`: a whole MLP, any depth, any activation (larger task) | 3 |
+# | 6 | `collapse_stack`: a stack of linear layers as one layer | 2 |
+# | 7 | `parity3_weights`: a hand-made network for the parity of three bits (larger task) | 3 |
+# | Q | four concept questions, answered with a value | 4 |
 #
 # **How it works.** Under each exercise is a function with `raise NotImplementedError()`
 # where your code goes, and under it a *check cell*. Run the check cell after you have run
-# your function's cell: it tests your function on several inputs (including nasty ones) and
-# shows ✓ or ✗, the points, and one message that says what is wrong. It never crashes the
-# notebook. Stuck? `check.hint("sigmoid")` shows a hint; run it again for the next one
-# (three per exercise: a nudge, then a concrete step, and last the answer itself).
-# The table at the very end checks every function again, by name, exactly as your
-# instructor's grader will, and adds up your score.
+# your function's cell: it tests your function on cases from small to large (including nasty
+# ones) and shows ✓ or ✗, the points, and one message that names what is wrong, with the
+# smallest failing case and a line that reproduces it. It never crashes the notebook.
+# Stuck? `check.hint("softplus")` shows a hint; run it again for the next one (three per
+# exercise: the idea, the approach, then something close to code). The table at the very end
+# checks every function again, by name, exactly as your instructor's grader will.
 #
-# Use NumPy only (no PyTorch) and never modify the arrays you are given. Work with whole
-# arrays rather than Python loops over the elements: whole-array code is shorter and
-# hundreds of times faster. The check of exercise 1 enforces this (it feeds 200 000 numbers
-# and rejects a function that calls `exp` once per element); the others only recommend it.
+# Use NumPy only (no PyTorch), keep float64 inputs in float64, and never modify the arrays
+# you are given. Work with whole arrays rather than Python loops over the elements: the check
+# of exercise 1 feeds 200 000 numbers and rejects a loop that calls `exp` once per element.
+# The course's own answers (`dlcourse.neurons.numpy_impl`) earn no points, even wrapped.
 
 # %%
 import math
@@ -33,105 +36,97 @@ import math
 import numpy as np
 
 from dlcourse.neurons.checks import check
-from dlcourse.neurons.numpy_impl import erf  # a vectorised error function, for exercise 3
+from dlcourse.neurons.numpy_impl import sigmoid  # the lesson's stable sigmoid, for exercise 2
 
 # %% [markdown]
-# ## Exercise 1 · A sigmoid that never overflows (2 points)
+# ## Exercise 1 · A softplus that never overflows (2 points)
 #
-# Write `sigmoid(x)`: the logistic function $\sigma(x) = 1/(1 + e^{-x})$, elementwise, for
-# an array `x` of any shape; return an array of the same shape.
+# Softplus is a smooth ReLU, $\operatorname{softplus}(x) = \log(1 + e^{x})$; its derivative is
+# the sigmoid. Write `softplus(x)`, elementwise, for an array `x` of any shape (return the
+# same shape, float64 for float64 input). Two traps, the lesson's sigmoid section in a new form:
 #
-# It must work for `x = -1000` and `x = +1000` without any overflow: the check makes NumPy
-# raise an error on overflow, so `np.exp(1000)` anywhere fails, even in a branch of
-# `np.where` whose result you then throw away (NumPy computes both branches for every
-# element). The identity $\dfrac{1}{1 + e^{-x}} = \dfrac{e^{x}}{1 + e^{x}}$ helps.
+# * $e^{1000}$ overflows: the check makes NumPy raise on overflow, so `np.exp(1000)` anywhere
+#   fails, even in a branch of `np.where` whose result you throw away;
+# * for $x = -40$, $1 + e^{-40}$ rounds to exactly 1.0, and `np.log` of it returns 0 where
+#   the answer is $4.25 \times 10^{-18}$: the check wants 6 correct digits there too.
 #
-# Work on the whole array at once: the check also runs your function on 200 000 numbers
-# and fails a Python loop that calls `exp` once per element.
+# The check also runs your function on 200 000 numbers and fails a Python loop over them.
 
 # %%
-def sigmoid(x):
-    """Elementwise logistic function, stable for any x.  x: ndarray of any shape -> same shape."""
+def softplus(x):
+    """log(1 + e^x) elementwise, stable and accurate for any x.  x: ndarray of any shape -> same shape."""
     ### BEGIN SOLUTION
     e = np.exp(-np.abs(x))                    # in (0, 1]: never overflows
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return np.maximum(x, 0) + np.log1p(e)     # log(1 + e^x) = max(x, 0) + log(1 + e^-|x|)
     ### END SOLUTION
 
 
 # %%
-check.sigmoid(sigmoid)
+check.softplus(softplus)
 
 # %% [markdown]
-# ## Exercise 2 · Derivatives of the activations (2 points)
+# ## Exercise 2 · The derivative of SiLU (2 points)
 #
-# Write `activation_grads(x)` that returns the tuple `(d_relu, d_sigmoid, d_tanh)`: three
-# arrays shaped like `x` holding the derivatives $f'(x)$ elementwise, for
+# SiLU (also called swish) gates its input with the sigmoid of itself:
+# $\operatorname{SiLU}(x) = x\,\sigma(x)$. It is GELU's cousin: the lesson differentiated
+# $x\,\Phi(x)$; here the gate is $\sigma$ instead of $\Phi$.
 #
-# * ReLU, $\max(0, x)$: slope 1 where $x > 0$, else 0 (**take 0 at exactly $x = 0$**, as
-#   PyTorch does);
-# * the sigmoid: write the derivative using $s = \sigma(x)$ (you may call your `sigmoid`);
-# * tanh (use `np.tanh`): write the derivative using $t = \tanh(x)$.
-#
-# It must also be right, and free of NaN, for `x = ±1000`.
+# Write `silu_grad(x)`: $\frac{d}{dx}\operatorname{SiLU}(x)$ elementwise, for an array of any
+# shape. Use the stable `sigmoid` imported at the top; the check includes $x = \pm 1000$.
 
 # %%
-def activation_grads(x):
-    """Derivatives of ReLU, sigmoid and tanh at x.  Returns (d_relu, d_sigmoid, d_tanh), each shaped like x."""
+def silu_grad(x):
+    """Derivative of SiLU, x * sigmoid(x), elementwise.  x: ndarray -> same shape."""
     ### BEGIN SOLUTION
-    d_relu = (x > 0).astype(float)            # the slope: 1 on the right, 0 on the left (and at 0)
     s = sigmoid(x)
-    d_sigmoid = s * (1 - s)
-    t = np.tanh(x)
-    d_tanh = 1 - t * t
-    return d_relu, d_sigmoid, d_tanh
+    return s + x * s * (1 - s)                # product rule: (x)' s + x s', with s' = s (1 - s)
     ### END SOLUTION
 
 
 # %%
-check.activation_grads(activation_grads)
+check.silu_grad(silu_grad)
 
 # %% [markdown]
-# ## Exercise 3 · The derivative of GELU (2 points)
+# ## Exercise 3 · The derivative of the tanh-GELU (2 points)
 #
-# The exact GELU is $\mathrm{GELU}(x) = x\,\Phi(x)$, where
-# $\Phi(x) = \tfrac12\bigl(1 + \operatorname{erf}(x/\sqrt2)\bigr)$ is the standard normal
-# distribution function. The derivative of $\Phi$ (not of GELU) is the standard normal
-# density $\varphi(x) = e^{-x^2/2}/\sqrt{2\pi}$; GELU itself is a product, so its
-# derivative needs the product rule.
+# The lesson wrote the derivative of the **exact** GELU. GPT-2 used the tanh approximation
 #
-# Write `gelu_grad(x)`: $\frac{d}{dx}\mathrm{GELU}(x)$ elementwise, for an array of any
-# shape. Use the vectorised `erf` imported at the top (NumPy has none of its own). This is the
-# derivative of the **exact** GELU, not of its tanh approximation.
+# $$\operatorname{GELU}_{\tanh}(x) = \tfrac12\,x\,\bigl(1 + \tanh u\bigr), \qquad
+#   u = c\,(x + 0.044715\,x^3), \quad c = \sqrt{2/\pi}.$$
+#
+# Write `gelu_tanh_grad(x)`, its derivative, elementwise. You need the product rule, the chain
+# rule, and $\tanh'(u) = 1 - \tanh^2 u$.
 
 # %%
-def gelu_grad(x):
-    """Derivative of the exact GELU x * Phi(x), elementwise.  x: ndarray -> same shape."""
+def gelu_tanh_grad(x):
+    """Derivative of 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), elementwise.  x: ndarray -> same shape."""
     ### BEGIN SOLUTION
-    cdf = 0.5 * (1 + erf(x / math.sqrt(2)))               # Phi(x)
-    pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)   # phi(x) = Phi'(x)
-    return cdf + x * pdf                                  # product rule: (x)' Phi + x Phi'
+    c = math.sqrt(2 / math.pi)
+    t = np.tanh(c * (x + 0.044715 * x ** 3))
+    du = c * (1 + 3 * 0.044715 * x * x)       # chain rule: d/dx of tanh's argument
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du
     ### END SOLUTION
 
 
 # %%
-check.gelu_grad(gelu_grad)
+check.gelu_tanh_grad(gelu_tanh_grad)
 
 # %% [markdown]
 # ## Exercise 4 · A dense layer (2 points)
 #
-# Write `dense_forward(x, w, b)`: $H$ neurons reading the same $D$ inputs, on a batch.
+# Write `dense_forward(x, w, b)`: $H$ neurons reading the same $D$ inputs, on a batch of $N$.
 #
 # * `x`: shape `(N, D)`, one example per row;
 # * `w`: shape `(H, D)`, one row of weights per neuron, the layout of `torch.nn.Linear.weight`
 #   (out, in);
 # * `b`: shape `(H,)`, one bias per neuron;
-# * return: shape `(N, H)`, the weighted sums plus biases (no activation).
+# * return: shape `(N, H)`, the weighted sums plus biases (no activation), in the input's dtype.
 #
 # One matrix product, no loops. It must work for a batch of one example too.
 
 # %%
 def dense_forward(x, w, b):
-    """x (N, D), w (H, D), b (H,) -> (N, H): x @ w.T + b."""
+    """x (N, D), w (H, D), b (H,) -> (N, H): every neuron's weighted sum plus its bias, for every example."""
     ### BEGIN SOLUTION
     return x @ w.T + b                        # (N, D) @ (D, H) -> (N, H); b is added to every row
     ### END SOLUTION
@@ -141,29 +136,31 @@ def dense_forward(x, w, b):
 check.dense_forward(dense_forward)
 
 # %% [markdown]
-# ## Exercise 5 · A multi-layer perceptron (2 points)
+# ## Exercise 5 · A whole MLP: any depth, any activation (3 points, larger task)
 #
-# Write `mlp_forward(params, x)`: the forward pass of an MLP of any depth.
+# Write `mlp_forward(params, x, activation)`: the forward pass of a multi-layer perceptron.
 #
-# * `params` is the flat list `[w1, b1, w2, b2, ..., wL, bL]`, with `wk` of shape
-#   `(H_k, H_{k-1})` and `bk` of shape `(H_k,)` (the order of PyTorch's `model.parameters()`);
+# * `params` is the flat list `[w1, b1, w2, b2, ..., wL, bL]` of $L$ dense layers, `wk` of
+#   shape `(H_k, H_{k-1})` and `bk` of shape `(H_k,)`, with $H_0 = D$ and $H_L = K$ (the order
+#   of PyTorch's `model.parameters()`); $L$ can be anything from 1 up;
 # * `x` has shape `(N, D)`;
-# * every layer is a dense layer; every layer **except the last** is followed by ReLU; the
-#   last layer stays linear;
-# * return the output of the last layer, shape `(N, H_L)`.
+# * `activation` is a function (`np.tanh`, a ReLU, a sigmoid, ...) applied after every layer
+#   **except the last**, which stays linear;
+# * return the output of the last layer, shape `(N, K)`.
 #
-# The check uses networks with 0, 1 and 2 hidden layers. You may call your `dense_forward`.
+# The check uses networks with 0 to 3 hidden layers and three activations. You may call your
+# `dense_forward`.
 
 # %%
-def mlp_forward(params, x):
-    """params [w1, b1, ..., wL, bL], x (N, D) -> (N, H_L); ReLU after every layer but the last."""
+def mlp_forward(params, x, activation):
+    """params [w1, b1, ..., wL, bL], x (N, D), activation: a function -> (N, K); linear last layer."""
     ### BEGIN SOLUTION
     num_layers = len(params) // 2
     h = x
     for k in range(num_layers):
-        h = dense_forward(h, params[2 * k], params[2 * k + 1])
+        h = dense_forward(h, params[2 * k], params[2 * k + 1])   # (N, H_k)
         if k < num_layers - 1:                # hidden layers bend, the output layer does not
-            h = np.maximum(h, 0)
+            h = activation(h)
     return h
     ### END SOLUTION
 
@@ -172,65 +169,109 @@ def mlp_forward(params, x):
 check.mlp_forward(mlp_forward)
 
 # %% [markdown]
-# ## Exercise 6 · Two linear layers are one (2 points)
+# ## Exercise 6 · A stack of linear layers is one layer (2 points)
 #
-# Two dense layers with no activation between them, $\mathbf{x} \mapsto \mathbf{x}W_1^\top + \mathbf{b}_1$
-# (from $D$ to $H$ units) and then $\mathbf{h} \mapsto \mathbf{h}W_2^\top + \mathbf{b}_2$
-# (from $H$ to $K$ units), compute the same function as one dense layer.
-#
-# Write `collapse_linear(w1, b1, w2, b2)` that returns that single layer's `(w, b)`: `w` of
-# shape `(K, D)` (still (out, in)) and `b` of shape `(K,)`, so that
-# `dense_forward(x, w, b)` equals `dense_forward(dense_forward(x, w1, b1), w2, b2)` for every `x`.
-# Shapes: `w1 (H, D)`, `b1 (H,)`, `w2 (K, H)`, `b2 (K,)`.
+# The lesson showed that two dense layers with no activation between them are one dense layer.
+# Now take a whole stack: `params = [w1, b1, ..., wL, bL]` as in exercise 5, with **no**
+# activations anywhere. Write `collapse_stack(params)` that returns the single layer `(w, b)`,
+# `w` of shape `(K, D)` (still (out, in)) and `b` of shape `(K,)`, so that
+# `dense_forward(x, w, b)` equals the whole stack applied to `x`, for every `x`. One layer
+# ($L = 1$) is allowed too.
 
 # %%
-def collapse_linear(w1, b1, w2, b2):
-    """The one linear layer (w (K, D), b (K,)) equal to layer (w1, b1) followed by layer (w2, b2)."""
+def collapse_stack(params):
+    """The one linear layer (w (K, D), b (K,)) equal to the stack of linear layers [w1, b1, ..., wL, bL]."""
     ### BEGIN SOLUTION
-    w = w2 @ w1                               # (K, H) @ (H, D): the second layer acts last
-    b = w2 @ b1 + b2                          # b1 passes through the second layer's weights too
+    w, b = params[0], params[1]               # the layers so far, as one layer
+    for k in range(2, len(params), 2):
+        w_k, b_k = params[k], params[k + 1]
+        w, b = w_k @ w, w_k @ b + b_k         # w_k (x w^T + b) + b_k, read off
     return w, b
     ### END SOLUTION
 
 
 # %%
-check.collapse_linear(collapse_linear)
+check.collapse_stack(collapse_stack)
 
 # %% [markdown]
-# ## Exercise 7 · XOR by hand (2 points)
+# ## Exercise 7 · Parity of three bits, by hand (3 points, larger task)
 #
-# A network with 2 inputs, one hidden layer of 2 **ReLU** units and 1 linear output unit,
-# computed as in exercise 5. Choose its weights so that its output is **exactly** XOR on the
-# four corners:
+# The lesson built XOR, the parity of *two* bits, from two ReLU units. Now three bits: the
+# output must be 1 when an odd number of $x_1, x_2, x_3 \in \{0, 1\}$ are 1, and 0 otherwise,
+# exactly, on all eight corners of the cube.
 #
-# | $x_1$ | $x_2$ | output |
-# |---|---|---|
-# | 0 | 0 | 0 |
-# | 0 | 1 | 1 |
-# | 1 | 0 | 1 |
-# | 1 | 1 | 0 |
-#
-# Write `xor_weights()` that returns the list `[w1, b1, w2, b2]` with shapes `(2, 2)`, `(2,)`,
-# `(1, 2)`, `(1,)`. The lesson showed one solution, $|x_1 - x_2|$; try to find a different
-# one (the check accepts any network that outputs exactly 0, 1, 1, 0).
+# The network: 3 inputs, one hidden layer of 3 **ReLU** units, 1 linear output, computed as in
+# exercise 5. Write `parity3_weights()` that returns `[w1, b1, w2, b2]` with shapes `(3, 3)`,
+# `(3,)`, `(1, 3)`, `(1,)`. No training: derive the weights (the check accepts any that work).
 
 # %%
-def xor_weights():
-    """Weights [w1 (2, 2), b1 (2,), w2 (1, 2), b2 (1,)] of a 2-2-1 ReLU network that outputs XOR."""
+def parity3_weights():
+    """Weights [w1 (3, 3), b1 (3,), w2 (1, 3), b2 (1,)] of a 3-3-1 ReLU network computing 3-bit parity."""
     ### BEGIN SOLUTION
-    # h1 = relu(x1 + x2) counts the inputs that are on; h2 = relu(x1 + x2 - 1) is on only for (1, 1).
-    # out = h1 - 2 h2 is 0, 1, 1, 2 - 2 = 0.
-    w1 = np.array([[1.0, 1.0],
-                   [1.0, 1.0]])
-    b1 = np.array([0.0, -1.0])
-    w2 = np.array([[1.0, -2.0]])
+    # Every unit reads the count s = x1 + x2 + x3 and switches on at s = 0, 1, 2; the output's
+    # slope changes by +1, -2, +2 there: 0, 1, 0, 1 for s = 0, 1, 2, 3.
+    w1 = np.ones((3, 3))
+    b1 = np.array([0.0, -1.0, -2.0])
+    w2 = np.array([[1.0, -2.0, 2.0]])
     b2 = np.array([0.0])
     return [w1, b1, w2, b2]
     ### END SOLUTION
 
 
 # %%
-check.xor_weights(xor_weights)
+check.parity3_weights(parity3_weights)
+
+# %% [markdown]
+# ## Concept questions (1 point each)
+#
+# Answer with a value: `return` a number, a shape tuple, or a choice. Work them out on paper.
+
+# %%
+def q_mlp_params():
+    """How many parameters (weights and biases) has an MLP with layer sizes [784, 128, 10]?"""
+    ### BEGIN SOLUTION
+    return 784 * 128 + 128 + 128 * 10 + 10
+    ### END SOLUTION
+
+
+# %%
+check.q_mlp_params(q_mlp_params)
+
+
+# %%
+def q_dense_shape():
+    """x has shape (32, 10), w (64, 10) and b (64,). What shape has dense_forward(x, w, b)? (a tuple)"""
+    ### BEGIN SOLUTION
+    return (32, 64)
+    ### END SOLUTION
+
+
+# %%
+check.q_dense_shape(q_dense_shape)
+
+
+# %%
+def q_sigmoid_max_slope():
+    """What is the largest value the sigmoid's derivative sigma'(z) takes, over all z?"""
+    ### BEGIN SOLUTION
+    return 0.25
+    ### END SOLUTION
+
+
+# %%
+check.q_sigmoid_max_slope(q_sigmoid_max_slope)
+
+
+# %%
+def q_collapsed_params():
+    """Linear layers 5 -> 20 -> 20 -> 3, no activations, collapse into one layer. How many parameters has it?"""
+    ### BEGIN SOLUTION
+    return 3 * 5 + 3
+    ### END SOLUTION
+
+
+# %%
+check.q_collapsed_params(q_collapsed_params)
 
 # %% [markdown]
 # ## Your score

@@ -1,287 +1,584 @@
-"""Graded checks of ``exercises/01_neurons.ipynb``: neurons, activations, dense layers, XOR.
+"""Graded checks of ``exercises/01_neurons.ipynb``: activations, dense layers, MLPs, parity.
 
-Each check runs the learner's function on several inputs (edge cases included),
-compares with ``numpy_impl``, and when the answer is wrong tries to recognise
-the classic mistake behind it (overflow, transposed weights, a forgotten or
-misplaced bias, the derivative of the sigmoid written as s, an activation on the
-output layer, ...) so the message says what to fix, not only that it is wrong.
+Every exercise has a mistake table (:class:`~dlcourse.grading.Mistake` rows):
+the classic wrong answers, each a plain wrong implementation with the
+exercise's own signature.  A check runs the learner's code on cases from small
+to large and, when an answer is wrong, recomputes the table's rows on the same
+inputs (values, or the error they raise) to name the mistake.  Mistakes that
+recomputation cannot see (overflow, a Python loop over the elements, float32
+arithmetic, a wrong weight shape) are recognised by the check itself and
+reported with their row's message.  ``tests/test_course.py`` hands every row to
+its check and proves that exactly its message comes back.
+
+Dimension letters (DESIGN.md): N batch, D input features, H hidden units, K outputs.
 """
 from __future__ import annotations
 
 import math
+import sys
+from math import exp, log1p  # bound once, like a learner's `from math import exp`: the watch on math.exp misses them
 
 import numpy as np
 
-from dlcourse.grading import CheckFailed, Checker, call, diagnose, expect, expect_close, expect_tuple
-from dlcourse.grading import CheckTimeout, matches as _close, time_limit
+from dlcourse.grading import (CheckFailed, Checker, CheckTimeout, Mistake, call, diagnose, expect,
+                              expect_close, expect_tuple, time_limit, trying)
 from dlcourse.neurons import numpy_impl as ref
 
 __all__ = ["check"]
 
 check = Checker("01_neurons")
 
-XOR_INPUTS = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
-XOR_TARGETS = np.array([0.0, 1.0, 1.0, 0.0])
-
 
 # --------------------------------------------------------------------------- helpers
 
-_PER_ELEMENT = ("too slow for a large input: exp was called once per element ({count} calls for "
-                "{size} numbers), so this is a Python loop over the elements. Use whole-array NumPy "
-                "operations: np.exp(array) computes every element in one call")
+def _fail(table, name: str, suffix: str = "") -> None:
+    """Fail with the message of row ``name`` of ``table`` (for mistakes seen by the check, not by recomputation)."""
+    row = next(r for r in table if r.name == name)
+    raise CheckFailed(f"{row.message} {suffix}".strip(), mistake=row.name)
 
 
-def _call_without_overflow(fn, *args, max_exp_calls=None):
-    """Call ``fn`` with NumPy set to raise on overflow, so that inf/NaN-making code is caught.
+def _diagnose_error(fail: CheckFailed, table, apply, suffix: str = "") -> None:
+    """Name the row that raises the very error the learner's code raised on these inputs.
 
-    A learner's own ``np.errstate(over="ignore")`` would silence that, so ``np.exp``
-    is also watched during the call: an inf from a finite input counts as overflow.
-    The calls of ``np.exp`` and ``math.exp`` are counted too: more than
-    ``max_exp_calls`` means a Python loop over the elements, stopped at once.
+    A wrong layout or a misplaced bias often does not give a wrong number but a
+    NumPy error ("matmul: Input operand 1 has a mismatch ..."): the row whose
+    wrong implementation raises the same error type with the same text is the
+    mistake behind it.
+    """
+    error = getattr(fail, "error", None)
+    if error is None:
+        return
+    helper = str(fail).rsplit(" (raised inside ", 1)
+    where = f"(raised inside {helper[1]}" if len(helper) == 2 else ""
+    for row in table:
+        try:
+            with np.errstate(all="ignore"):
+                apply(row.wrong)
+        except Exception as err:  # noqa: BLE001 - comparing with whatever the learner's code raised
+            if type(err) is type(error) and str(err) == str(error):
+                raise CheckFailed(" ".join(p for p in (row.message, where, suffix) if p), mistake=row.name) from None
+
+
+def _expect_float64(out, table, what: str) -> None:
+    """float64 in, float64 out: a float32 result (half the digits) is the row "float32"."""
+    if getattr(out, "dtype", None) == np.float32:
+        _fail(table, "float32", f"({what} came back as float32)")
+
+
+def _overflow_guarded(fn, x, table, row_name: str, count_calls: bool = False):
+    """Call ``fn(x)`` with NumPy raising on overflow; optionally count the Python calls made.
+
+    Overflow is the row ``row_name``: NumPy is set to raise, and ``np.exp`` /
+    ``math.exp`` are watched (a learner's own ``np.errstate(over="ignore")``
+    would silence NumPy).  With ``count_calls``, every Python-level call made
+    while ``fn`` runs is counted (``sys.setprofile``): a whole-array function
+    makes a handful, a loop over the elements one or more per element, even
+    with an ``exp`` imported before the check began (``from math import exp``).
+    Returns ``(out, calls)``.
     """
     real_exp, real_math_exp, overflowed, calls = np.exp, math.exp, [], [0]
-    size = np.size(args[0])
-
-    def count():
-        calls[0] += 1
-        if max_exp_calls is not None and calls[0] > max_exp_calls:
-            raise CheckFailed(_PER_ELEMENT.format(count=f"more than {max_exp_calls}", size=size))
 
     def watched_exp(*a, **k):
-        count()
         result = real_exp(*a, **k)
         if np.any(np.isinf(result) & np.isfinite(a[0])):
             overflowed.append(True)
         return result
 
     def watched_math_exp(v):
-        count()
         return real_math_exp(v)
+
+    def profile(frame, event, arg):
+        if event in ("call", "c_call"):
+            calls[0] += 1
+
+    previous = sys.getprofile()
     try:
         np.exp, math.exp = watched_exp, watched_math_exp
+        if count_calls:
+            sys.setprofile(profile)
         with np.errstate(over="raise", invalid="raise", divide="raise"):
-            out = call(fn, *args)
-        if overflowed:
-            raise CheckFailed("FloatingPointError: np.exp overflowed to inf")
-        if max_exp_calls is not None and calls[0] > max_exp_calls:  # the learner swallowed our error
-            raise CheckFailed(_PER_ELEMENT.format(count=calls[0], size=size))
-        return out
+            out = call(fn, x)
     except CheckFailed as fail:
-        text = str(fail)
-        if "FloatingPointError" in text or "OverflowError" in text:
-            raise CheckFailed(f"numerical overflow for x = {_show(args[0])} ({text.split(': ', 1)[-1]}): "
-                              "exp of a large positive number is inf. Only ever exponentiate "
-                              "-|x|, which is <= 0 (and np.where evaluates both of its branches "
-                              "for every element, so compute e = np.exp(-np.abs(x)) first)") from None
+        if isinstance(getattr(fail, "error", None), (FloatingPointError, OverflowError)):
+            _fail(table, row_name, f"(x = {_show(x)}: {fail.error})")
         raise
     finally:
+        if count_calls:
+            sys.setprofile(previous)
         np.exp, math.exp = real_exp, real_math_exp
+    if overflowed:
+        _fail(table, row_name, f"(x = {_show(x)}: np.exp overflowed to inf)")
+    return out, calls[0]
 
 
-def _show(x: np.ndarray) -> str:
+def _show(x) -> str:
     """A short, stable text form of a small array: [-1000, 0, 1000]."""
     return np.array2string(np.asarray(x), separator=", ", threshold=8,
                            formatter={"float_kind": lambda v: f"{v:.6g}"})
 
 
-def _matmul_hint(fail: CheckFailed, w_shape: tuple) -> CheckFailed:
-    """Add the (out, in) layout reminder to a shape error raised inside the learner's code."""
-    text = str(fail)
-    if any(word in text for word in ("matmul", "aligned", "mismatch", "broadcast", "shapes")):
-        return CheckFailed(f"{text}. Remember: w has shape (out, in) = {w_shape}, the layout of "
-                           "torch.nn.Linear.weight, so a batch x of shape (N, in) needs x @ w.T")
-    return fail
-
-
-# --------------------------------------------------------------------------- 1. sigmoid
-
-def _sigmoid_cases():
-    rng = np.random.default_rng(101)
-    return [np.linspace(-6.0, 6.0, 13),
-            3.0 * rng.standard_normal((3, 4)),
-            np.array([-1000.0, -50.0, -1.0, 0.0, 1.0, 50.0, 1000.0]),
-            np.array([[0.25]])]
-
-
 def _large_input():
-    """200 000 numbers: quick for whole-array NumPy, slow for a Python loop over them."""
+    """200 000 numbers: milliseconds for whole-array NumPy, seconds for a Python loop over them."""
     return 8.0 * np.random.default_rng(102).standard_normal((400, 500))
 
 
-@check.exercise(points=2, seconds=10.0, hints=[
-    "sigmoid(x) = 1 / (1 + exp(-x)). For x = -1000, exp(-x) = exp(1000) overflows to inf. "
-    "Find a form that only ever exponentiates a number <= 0.",
-    "Multiply the top and bottom of 1 / (1 + exp(-x)) by exp(x): the same function is "
-    "exp(x) / (1 + exp(x)), and that form is safe exactly where the first one is not (x < 0). "
-    "Both forms can be written with e = np.exp(-np.abs(x)), which is always in (0, 1].",
-    "e = np.exp(-np.abs(x)); return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).",
-])
-def sigmoid(fn):
-    """A numerically stable, vectorised sigmoid."""
-    for x in _sigmoid_cases():
-        out = _call_without_overflow(fn, x)
-        expected = ref.sigmoid(x)
-        what = f"sigmoid(x) for x of shape {x.shape}"
-        diagnose(out, expected, [
-            (lambda: 1 / (1 + np.exp(x)), f"{what} has the sign flipped: sigmoid(x) = 1 / (1 + exp(-x)), "
-                                          "which goes to 1 as x grows"),
-            (lambda: np.tanh(x), f"{what} returns tanh(x); the sigmoid is 1 / (1 + exp(-x)), "
-                                 "with values in (0, 1)"),
-            (lambda: ref.sigmoid_grad(x), f"{what} returns the derivative s(1 - s), not s itself"),
-        ])
-        expect_close(out, expected, what)
+def _no_loop(fn, table, row_name: str, slow_name: str):
+    """The large case: whole-array code makes a few calls, a loop over 200 000 elements hundreds of thousands."""
     x = _large_input()
-    try:  # an inner limit; the check's own 10 s limit resumes afterwards
-        with time_limit(2.0):
-            out = _call_without_overflow(fn, x, max_exp_calls=100)
+    try:  # an inner limit; the check's own limit resumes afterwards
+        with time_limit(3.0):
+            out, calls = _overflow_guarded(fn, x, table, row_name, count_calls=True)
     except CheckTimeout:
-        raise CheckFailed(f"too slow: sigmoid of {x.size} numbers took over 2 s (a whole-array version "
-                          "takes milliseconds). Avoid Python loops over the elements: use whole-array "
-                          "NumPy operations") from None
-    expect_close(out, ref.sigmoid(x), f"sigmoid(x) for x of shape {x.shape}")
-    return ("matches the reference on 5 inputs (one of 200 000 numbers) and never overflows, "
-            "even for x = ±1000")
+        _fail(table, slow_name, f"(over 3 s for {x.size} numbers)")
+    if calls > 2000:
+        _fail(table, slow_name, f"({calls} Python calls for {x.size} numbers)")
+    return x, out
 
 
-# --------------------------------------------------------------------------- 2. activation derivatives
+# --------------------------------------------------------------------------- 1. softplus
 
-def _grad_cases():
+def softplus_naive(x):
+    return np.log(1 + np.exp(x))
+
+
+def softplus_no_max(x):
+    return np.log1p(np.exp(-np.abs(x)))
+
+
+def softplus_sign_flipped(x):
+    return np.maximum(-x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def softplus_is_sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def softplus_relu_only(x):
+    return np.maximum(x, 0)
+
+
+def softplus_log_not_log1p(x):
+    return np.maximum(x, 0) + np.log(1 + np.exp(-np.abs(x)))
+
+
+def softplus_loop(x):
+    out = np.empty(np.shape(x))
+    for i, v in np.ndenumerate(x):  # exp and log1p bound by `from math import ...`
+        out[i] = max(v, 0.0) + log1p(exp(-abs(v)))
+    return out
+
+
+def softplus_float32(x):
+    x = np.asarray(x, dtype=np.float32)
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+SOFTPLUS_MISTAKES = [
+    Mistake("overflow", softplus_naive,
+            "numerical overflow: np.exp of a large positive x is inf (and np.where evaluates both of its "
+            "branches for every element, so an unsafe branch overflows even where it is not chosen). "
+            "Only ever exponentiate -|x| <= 0: log(1 + e^x) = max(x, 0) + log(1 + e^-|x|)"),
+    Mistake("no max(x, 0)", softplus_no_max,
+            "only the correction log(1 + e^-|x|) is returned: for large x softplus grows like x itself, "
+            "so add max(x, 0) in front"),
+    Mistake("sign flipped", softplus_sign_flipped,
+            "the result is softplus(-x): the sign is flipped. softplus(x) = max(x, 0) + log(1 + e^-|x|) "
+            "grows for large positive x and goes to 0 for large negative x"),
+    Mistake("returns the sigmoid", softplus_is_sigmoid,
+            "that is the sigmoid, softplus's derivative, not softplus itself: softplus(x) = log(1 + e^x)"),
+    Mistake("relu only", softplus_relu_only,
+            "that is ReLU, max(x, 0): softplus is ReLU smoothed, it adds log(1 + e^-|x|) (log 2 at x = 0)"),
+    Mistake("log instead of log1p", softplus_log_not_log1p,
+            "digits are lost for very negative x: 1 + e^-40 rounds to exactly 1.0, so log(1 + e^-|x|) "
+            "returns 0 where softplus(-40) = 4.25e-18. Use np.log1p(u), log(1 + u) without forming 1 + u"),
+    Mistake("python loop", softplus_loop,
+            "too slow: a Python loop over the elements (one exp call per number; an `exp` imported with "
+            "`from math import exp` is still a loop). Use whole-array NumPy operations, np.exp(array)"),
+    Mistake("float32", softplus_float32,
+            "float64 input was computed in float32 (about 7 digits instead of 16): keep the input's dtype, "
+            "do not convert with np.float32 / astype(np.float32)"),
+]
+
+
+def _softplus_cases():
+    rng = np.random.default_rng(101)
+    return [np.array([-0.5, 0.25]),       # both signs: a flipped sign and a missing max(x, 0) differ
+            np.array([[-1.0, 0.0, 2.0]]),
+            np.array([-1000.0, -40.0, -1.0, 0.0, 1.0, 40.0, 1000.0]),
+            3.0 * rng.standard_normal((3, 4)),
+            np.linspace(-6.0, 6.0, 13)]
+
+
+@check.exercise(points=2, seconds=15.0, mistakes=SOFTPLUS_MISTAKES, reference=ref.softplus, hints=[
+    "softplus(x) = log(1 + e^x). For x = 1000, e^x overflows to inf; for x = -40, 1 + e^x rounds to 1. "
+    "Rewrite it so that only a number <= 0 is ever exponentiated, and so that log never sees 1 + tiny.",
+    "Pull the larger term out of the sum: 1 + e^x = e^max(x, 0) * (e^-max(x, 0) + e^(x - max(x, 0))), "
+    "and one of those two exponents is 0, the other -|x|. Then log(1 + u) for a tiny u is np.log1p(u).",
+    "np.exp(-np.abs(x)) is always in (0, 1], never inf; softplus is np.maximum(x, 0) plus np.log1p of that "
+    "exponential.",
+])
+def softplus(fn):
+    """A numerically stable, accurate, vectorised softplus."""
+    table = SOFTPLUS_MISTAKES
+    for x in _softplus_cases():
+        with trying("softplus", x) as case:
+            case.got, _ = _overflow_guarded(fn, x, table, "overflow")
+            case.expected = ref.softplus(x)
+            _expect_float64(case.got, table, "softplus(x)")
+            diagnose(case.got, case.expected, table, apply=lambda wrong: wrong(x), rtol=1e-6, atol=1e-300)
+            expect_close(case.got, case.expected, f"softplus(x) for x of shape {x.shape}", atol=1e-300)
+    x, out = _no_loop(fn, table, "overflow", "python loop")
+    expect_close(out, ref.softplus(x), f"softplus(x) for x of shape {x.shape}")
+    return ("matches log(1 + e^x) to 6 digits on 6 inputs (one of 200 000 numbers), never overflows "
+            "(x = ±1000), and keeps every digit of softplus(-40) = 4.25e-18")
+
+
+# --------------------------------------------------------------------------- 2. SiLU's derivative
+
+def _s(x):
+    return ref.sigmoid(x)
+
+
+def silu_grad_sigmoid_only(x):
+    return _s(x)
+
+
+def silu_grad_half_product_rule(x):
+    s = _s(x)
+    return x * s * (1 - s)
+
+
+def silu_grad_sigmoid_derivative(x):
+    s = _s(x)
+    return s * (1 - s)
+
+
+def silu_grad_missing_x(x):
+    s = _s(x)
+    return s + s * (1 - s)
+
+
+def silu_grad_forward(x):
+    return x * _s(x)
+
+
+def silu_grad_sign(x):
+    s = _s(x)
+    return s + x * s * (s - 1)
+
+
+def silu_grad_naive_sigmoid(x):
+    s = 1 / (1 + np.exp(-x))
+    return s * (1 + x * (1 - s))
+
+
+SILU_MISTAKES = [
+    Mistake("sigmoid only", silu_grad_sigmoid_only,
+            "that is sigmoid(x) alone: SiLU is the product x * sigmoid(x), so the product rule adds a second "
+            "term, x * sigmoid'(x)"),
+    Mistake("half the product rule", silu_grad_half_product_rule,
+            "that is x * sigmoid'(x) alone: the product rule also gives (d/dx x) * sigmoid(x) = sigmoid(x); "
+            "add it"),
+    Mistake("sigmoid's derivative", silu_grad_sigmoid_derivative,
+            "that is the sigmoid's derivative s(1 - s); SiLU is x * s, whose derivative by the product rule "
+            "is s + x * s(1 - s)"),
+    Mistake("missing factor x", silu_grad_missing_x,
+            "that is s + s(1 - s): the second term of the product rule keeps the factor x, "
+            "d/dx [x s] = s + x * s'(x)"),
+    Mistake("forward instead", silu_grad_forward,
+            "that is SiLU itself, x * sigmoid(x), not its derivative"),
+    Mistake("sign of s'", silu_grad_sign,
+            "the sigmoid's derivative has the wrong sign: s'(x) = s(1 - s) >= 0, not s(s - 1)"),
+    Mistake("overflow", silu_grad_naive_sigmoid,
+            "numerical overflow in the sigmoid: 1 / (1 + np.exp(-x)) computes e^1000 for x = -1000. "
+            "Use the lesson's stable sigmoid (imported at the top as `sigmoid`)"),
+]
+
+
+def _silu_cases():
     rng = np.random.default_rng(202)
-    return [np.array([-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0]),
-            3.0 * rng.standard_normal((2, 5)),
-            np.array([-1000.0, -40.0, 40.0, 1000.0])]
+    return [np.array([[0.5]]),
+            np.array([-2.0, 0.0, 2.0]),
+            np.array([-1000.0, -40.0, -1.0, 1.0, 40.0, 1000.0]),
+            3.0 * rng.standard_normal((3, 4)),
+            np.linspace(-6.0, 6.0, 13)]
 
 
-@check.exercise(points=2, hints=[
-    "A derivative is a slope. ReLU is two straight pieces, so its slope is a step. The sigmoid and tanh "
-    "have derivatives that are neatest written in terms of the function's own output, which also "
-    "keeps them stable for x = ±1000.",
-    "With s = sigmoid(x), the sigmoid's derivative is s * (1 - s); with t = np.tanh(x), tanh's is "
-    "1 - t**2. ReLU's slope is 1 where x > 0 and 0 elsewhere (0 at exactly x = 0): a boolean mask.",
-    "d_relu = (x > 0).astype(float); s = sigmoid(x); d_sigmoid = s * (1 - s); t = np.tanh(x); "
-    "d_tanh = 1 - t**2; return d_relu, d_sigmoid, d_tanh.",
+@check.exercise(points=2, mistakes=SILU_MISTAKES, reference=ref.silu_grad, hints=[
+    "SiLU(x) = x * sigmoid(x) is a product of two functions of x: its derivative needs the product rule, "
+    "(u v)' = u' v + u v'.",
+    "Here u = x (u' = 1) and v = sigmoid(x), call it s, whose derivative the lesson showed: s' = s (1 - s). "
+    "Compute s once with the stable sigmoid and build both terms from it.",
+    "With s computed once by sigmoid(x): the first term is 1 * s, the second is x * s * (1 - s); add them.",
 ])
-def activation_grads(fn):
-    """The derivatives of ReLU, sigmoid and tanh, elementwise, as a tuple."""
-    for x in _grad_cases():
-        got = expect_tuple(call(fn, x), 3, "(d_relu, d_sigmoid, d_tanh)", "activation_grads", "arrays")
-        d_relu, d_sigmoid, d_tanh = got
-        expected = ref.relu_grad(x), ref.sigmoid_grad(x), ref.tanh_grad(x)
-        if (_close(d_sigmoid, expected[2]) and _close(d_tanh, expected[1])
-                and not _close(expected[1], expected[2])):
-            raise CheckFailed("d_sigmoid and d_tanh are swapped: return them in the order "
-                              "(d_relu, d_sigmoid, d_tanh)")
-        s, t = ref.sigmoid(x), np.tanh(x)
-        where = f"for x of shape {x.shape}"
-        diagnose(d_relu, expected[0], [
-            ((x >= 0).astype(float), f"d_relu {where} is 1 at x = 0; use slope 0 there (x > 0, not x >= 0), "
-                                     "the convention PyTorch uses"),
-            (ref.relu(x), f"d_relu {where} is relu(x) itself; the derivative is the slope: 1 where x > 0, else 0"),
-        ])
-        expect_close(d_relu, expected[0], f"d_relu {where}")
-        diagnose(d_sigmoid, expected[1], [
-            (s, f"d_sigmoid {where} is the sigmoid s itself; its derivative is s * (1 - s)"),
-            (lambda: x * (1 - x), f"d_sigmoid {where} is x * (1 - x); the formula s * (1 - s) needs "
-                                  "s = sigmoid(x), not x"),
-            (1 - s, f"d_sigmoid {where} is 1 - s; the derivative is s * (1 - s)"),
-        ])
-        expect_close(d_sigmoid, expected[1], f"d_sigmoid {where}")
-        diagnose(d_tanh, expected[2], [
-            (lambda: 1 - x ** 2, f"d_tanh {where} is 1 - x**2; the derivative is 1 - tanh(x)**2"),
-            (t, f"d_tanh {where} is tanh(x) itself; its derivative is 1 - tanh(x)**2"),
-            (1 - t, f"d_tanh {where} is 1 - tanh(x): the tanh must be squared, 1 - tanh(x)**2"),
-        ])
-        expect_close(d_tanh, expected[2], f"d_tanh {where}")
-    return "all three derivatives match on 3 inputs, including x = 0 and x = ±1000"
+def silu_grad(fn):
+    """The derivative of SiLU, x * sigmoid(x)."""
+    table = SILU_MISTAKES
+    for x in _silu_cases():
+        with trying("silu_grad", x) as case:
+            case.got, _ = _overflow_guarded(fn, x, table, "overflow")
+            case.expected = ref.silu_grad(x)
+            diagnose(case.got, case.expected, table, apply=lambda wrong: wrong(x))
+            expect_close(case.got, case.expected, f"silu_grad(x) for x of shape {x.shape}")
+    return "matches s + x s (1 - s) on 5 inputs, with no overflow at x = ±1000"
 
 
-# --------------------------------------------------------------------------- 3. GELU derivative
+# --------------------------------------------------------------------------- 3. the tanh-GELU's derivative
 
-def _gelu_cases():
+_C, _A = math.sqrt(2 / math.pi), 0.044715
+
+
+def _t(x):
+    return np.tanh(_C * (x + _A * x ** 3))
+
+
+def gelu_tanh_grad_no_chain(x):
+    t = _t(x)
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t)
+
+
+def gelu_tanh_grad_no_c(x):
+    t = _t(x)
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * (1 + 3 * _A * x * x)
+
+
+def gelu_tanh_grad_power_rule(x):
+    t = _t(x)
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _C * (1 + _A * x * x)
+
+
+def gelu_tanh_grad_first_term_only(x):
+    return 0.5 * (1 + _t(x))
+
+
+def gelu_tanh_grad_tanh_prime(x):
+    t = _t(x)
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t) * _C * (1 + 3 * _A * x * x)
+
+
+def gelu_tanh_grad_exact(x):
+    return 0.5 * (1 + ref.erf(x / math.sqrt(2))) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+
+def gelu_tanh_grad_forward(x):
+    return 0.5 * x * (1 + _t(x))
+
+
+GELU_TANH_MISTAKES = [
+    Mistake("no chain rule", gelu_tanh_grad_no_chain,
+            "the chain rule is missing: tanh's argument u = c (x + 0.044715 x^3) is itself a function of x, "
+            "so (1 - t^2) must be multiplied by du/dx"),
+    Mistake("du/dx without c", gelu_tanh_grad_no_c,
+            "du/dx lost its constant: u = c (x + 0.044715 x^3) with c = sqrt(2 / pi), so "
+            "du/dx = c (1 + 3 * 0.044715 x^2)"),
+    Mistake("power rule", gelu_tanh_grad_power_rule,
+            "the power rule is off: d/dx x^3 = 3 x^2, so du/dx = c (1 + 3 * 0.044715 x^2)"),
+    Mistake("first term only", gelu_tanh_grad_first_term_only,
+            "that is only the first term of the product rule, (1/2)(1 + t): the second, "
+            "(1/2) x * d/dx tanh(u), is missing"),
+    Mistake("tanh' = 1 - t", gelu_tanh_grad_tanh_prime,
+            "tanh's derivative is 1 - tanh(u)^2, not 1 - tanh(u): square t"),
+    Mistake("exact GELU's derivative", gelu_tanh_grad_exact,
+            "that is the exact GELU's derivative Phi(x) + x phi(x), the lesson's; this exercise wants the "
+            "derivative of the tanh approximation (they differ by up to 2e-3)"),
+    Mistake("forward instead", gelu_tanh_grad_forward,
+            "that is the tanh-GELU itself, not its derivative"),
+]
+
+
+def _gelu_tanh_cases():
     rng = np.random.default_rng(303)
-    return [np.linspace(-5.0, 5.0, 21), 2.0 * rng.standard_normal((3, 3)), np.array([-40.0, 40.0])]
+    return [np.array([[0.5]]), np.array([-1.0, 0.0, 2.0]), np.array([-40.0, 40.0]),
+            2.0 * rng.standard_normal((3, 3)), np.linspace(-5.0, 5.0, 21)]
 
 
-@check.exercise(points=2, hints=[
-    "GELU(x) = x * Phi(x) is a product of two functions of x, so its derivative needs the product "
-    "rule: (u v)' = u' v + u v'.",
-    "Here u = x (u' = 1) and v = Phi(x), whose derivative is the standard normal density "
-    "phi(x) = exp(-x**2 / 2) / sqrt(2 pi). So the derivative is Phi(x) + x phi(x). Compute "
-    "Phi(x) = 0.5 * (1 + erf(x / sqrt(2))) with the erf imported at the top.",
-    "Phi = 0.5 * (1 + erf(x / math.sqrt(2)));  phi = np.exp(-0.5 * x**2) / math.sqrt(2 * math.pi);  "
-    "return Phi + x * phi.",
+@check.exercise(points=2, mistakes=GELU_TANH_MISTAKES, reference=ref.gelu_tanh_grad, hints=[
+    "gelu_tanh(x) = (1/2) x (1 + tanh(u)) with u = c (x + 0.044715 x^3), c = sqrt(2/pi): a product of x "
+    "and a function of x, and inside that a tanh of a function of x. Product rule outside, chain rule inside.",
+    "Product rule: (1/2)(1 + t) + (1/2) x * d/dx tanh(u), with t = tanh(u). Chain rule: "
+    "d/dx tanh(u) = (1 - t^2) * du/dx, and du/dx is the derivative of c (x + 0.044715 x^3).",
+    "t = np.tanh(c * (x + 0.044715 * x**3)); du = c * (1 + 3 * 0.044715 * x**2); then put the two terms "
+    "of the product rule together from t and du.",
 ])
-def gelu_grad(fn):
-    """The derivative of the exact GELU, x * Phi(x)."""
-    for x in _gelu_cases():
-        out = call(fn, x)
-        expected = ref.gelu_grad(x)
-        where = f"gelu_grad(x) for x of shape {x.shape}"
-        cdf = 0.5 * (1 + ref.erf(x / math.sqrt(2)))
-        pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-        diagnose(out, expected, [
-            (cdf, f"{where} is Phi(x) alone: by the product rule, d/dx [x Phi(x)] = Phi(x) + x phi(x)"),
-            (x * pdf, f"{where} is x phi(x) alone: the product rule adds Phi(x), d/dx [x Phi(x)] = Phi(x) + x phi(x)"),
-            (pdf, f"{where} is phi(x) alone: that is the density, the derivative of Phi only; GELU is the "
-                  "product x Phi(x), so by the product rule its derivative is Phi(x) + x phi(x)"),
-            (cdf + pdf, f"{where} is Phi(x) + phi(x): the factor x in x phi(x) is missing (the product "
-                        "rule gives Phi(x) + x phi(x))"),
-            (cdf + x * np.exp(-0.5 * x * x), f"{where} forgot the normal density's factor 1/sqrt(2 pi): "
-                                             "phi(x) = exp(-x**2/2) / sqrt(2 pi)"),
-            (lambda: 0.5 * (1 + ref.erf(x)) + x * pdf, f"{where} uses erf(x); the normal CDF is "
-                                                       "Phi(x) = (1 + erf(x / sqrt(2))) / 2"),
-            (lambda: ref.gelu_tanh_grad(x), f"{where} is the derivative of the tanh approximation; "
-                                            "this exercise wants the exact GELU, x * Phi(x)"),
-            (lambda: ref.gelu(x), f"{where} returns GELU itself, not its derivative"),
-        ])
-        expect_close(out, expected, where, rtol=1e-6, atol=1e-9)
-    return "matches the exact derivative Phi(x) + x phi(x) on 3 inputs, including x = ±40"
+def gelu_tanh_grad(fn):
+    """The derivative of GELU's tanh approximation."""
+    table = GELU_TANH_MISTAKES
+    for x in _gelu_tanh_cases():
+        with trying("gelu_tanh_grad", x) as case:
+            case.got = call(fn, x)
+            case.expected = ref.gelu_tanh_grad(x)
+            diagnose(case.got, case.expected, table, apply=lambda wrong: wrong(x))
+            expect_close(case.got, case.expected, f"gelu_tanh_grad(x) for x of shape {x.shape}")
+    return "matches the derivative of the tanh-GELU on 5 inputs, including x = ±40"
 
 
 # --------------------------------------------------------------------------- 4. dense layer
 
+def dense_in_out_layout(x, w, b):
+    return x @ w + b
+
+
+def dense_bias_column(x, w, b):
+    return x @ w.T + b.reshape(-1, 1)
+
+
+def dense_no_bias(x, w, b):
+    return x @ w.T
+
+
+def dense_transposed_output(x, w, b):
+    return w @ x.T + b.reshape(-1, 1)
+
+
+def dense_bias_summed(x, w, b):
+    return x @ w.T + b.sum()
+
+
+def dense_float32(x, w, b):
+    return (x.astype(np.float32) @ w.T.astype(np.float32)) + b.astype(np.float32)
+
+
+DENSE_MISTAKES = [
+    Mistake("(in, out) layout", dense_in_out_layout,
+            "w was used as if its layout were (in, out) (x @ w): its layout is (out, in) = (H, D), the "
+            "layout of torch.nn.Linear.weight, so a batch x of shape (N, D) needs the transpose of w"),
+    Mistake("bias as a column", dense_bias_column,
+            "the bias was made a column of shape (H, 1), so it broadcasts along the batch axis instead of "
+            "across the H outputs: keep b of shape (H,), which NumPy adds to every row of the (N, H) result"),
+    Mistake("no bias", dense_no_bias, "the bias is missing: add b to the weighted sums"),
+    Mistake("transposed output", dense_transposed_output,
+            "the output is transposed, (H, N): the layer's output has one row per example, shape (N, H)"),
+    Mistake("bias summed", dense_bias_summed,
+            "the whole bias vector was summed into one number: each of the H neurons adds its own bias "
+            "b[h] to its own output column"),
+    Mistake("float32", dense_float32,
+            "float64 input was computed in float32 (about 7 digits instead of 16): keep the input's dtype, "
+            "do not convert with np.float32 / astype(np.float32)"),
+]
+
+
 def _dense_cases():
     rng = np.random.default_rng(404)
     cases = []
-    for n, d, h in ((4, 3, 2), (1, 5, 3), (3, 3, 3)):  # a batch of 1; a square case exposes w.T vs w
+    for n, d, h in ((1, 3, 2), (4, 3, 2), (3, 3, 3), (5, 4, 6)):  # a batch of one first; a square case
         cases.append((rng.standard_normal((n, d)), rng.standard_normal((h, d)), rng.standard_normal(h)))
     return cases
 
 
-@check.exercise(points=2, hints=[
+@check.exercise(points=2, mistakes=DENSE_MISTAKES, reference=ref.dense_forward, hints=[
     "Each of the H neurons computes a weighted sum of the D inputs plus its own bias, for each of the N "
     "examples: N * H weighted sums, which one matrix product computes all at once.",
     "Follow the shapes: x is (N, D) and w is (H, D) (PyTorch's (out, in) layout); to get (N, H) the "
-    "product must be (N, D) @ (D, H), so w needs transposing. b of shape (H,) broadcasts onto every row.",
-    "return x @ w.T + b",
+    "product must be (N, D) @ (D, H). The bias, shape (H,), lines up with the last axis of (N, H).",
+    "The product is x @ w.T, of shape (N, H); NumPy's broadcasting adds a (H,) vector to every row of it.",
 ])
 def dense_forward(fn):
-    """A dense layer on a batch: x @ w.T + b, w of shape (out, in)."""
+    """A dense layer on a batch: x (N, D), w (H, D), b (H,) -> (N, H)."""
+    table = DENSE_MISTAKES
     for x, w, b in _dense_cases():
-        where = f"dense_forward for x {x.shape}, w {w.shape}, b {b.shape}"
-        try:
-            out = call(fn, x, w, b)
-        except CheckFailed as fail:
-            raise _matmul_hint(fail, w.shape) from None
-        expected = ref.dense_forward(x, w, b)
-        n, h = expected.shape
-        if np.shape(out) == (h, n) and n != h:
-            raise CheckFailed(f"{where} returned shape {(h, n)}, expected {(n, h)}: the output has one "
-                              "row per example, (N, H); compute x @ w.T + b")
-        diagnose(out, expected, [
-            (lambda: x @ w + b, f"{where}: w was used as (in, out) (x @ w); PyTorch's layout is (out, in), "
-                                "so compute x @ w.T"),
-            (lambda: x @ w.T, f"{where}: the bias is missing; add b"),
-            (lambda: x @ w.T + b[:, None], f"{where}: the bias was added along the batch axis (b[:, None]); "
-                                           "b has one entry per output unit and is added to every row"),
-            (lambda: (x @ w.T + b).T, f"{where}: the output is transposed; it must be (N, H), "
-                                      "one row per example"),
-        ])
-        expect_close(out, expected, where)
-    return "matches x @ w.T + b on 3 batches, including a batch of 1"
+        with trying("dense_forward", x, w, b, label=f"N, D, H = {x.shape[0]}, {x.shape[1]}, {w.shape[0]}") as case:
+            try:
+                case.got = call(fn, x, w, b)
+            except CheckFailed as fail:
+                _diagnose_error(fail, table, lambda wrong: wrong(x, w, b))
+                raise
+            case.expected = ref.dense_forward(x, w, b)
+            _expect_float64(case.got, table, "dense_forward")
+            diagnose(case.got, case.expected, table, apply=lambda wrong: wrong(x, w, b))
+            expect_close(case.got, case.expected, "dense_forward(x, w, b)")
+    return "matches the dense layer on 4 batches, including a batch of one and a square layer"
 
 
-# --------------------------------------------------------------------------- 5. MLP forward
+# --------------------------------------------------------------------------- 5. an MLP of any depth, any activation
+
+def _layers(params):
+    return len(params) // 2
+
+
+def mlp_params_k(params, x, activation):
+    h = x
+    for k in range(_layers(params)):
+        h = h @ params[k].T + params[k + 1]          # params[k], not params[2k]
+        if k < _layers(params) - 1:
+            h = activation(h)
+    return h
+
+
+def mlp_activation_on_output(params, x, activation):
+    h = x
+    for k in range(_layers(params)):
+        h = activation(h @ params[2 * k].T + params[2 * k + 1])
+    return h
+
+
+def mlp_no_activation(params, x, activation):
+    h = x
+    for k in range(_layers(params)):
+        h = h @ params[2 * k].T + params[2 * k + 1]
+    return h
+
+
+def mlp_activation_on_input(params, x, activation):
+    h = activation(x)
+    for k in range(_layers(params)):
+        h = h @ params[2 * k].T + params[2 * k + 1]
+        if k < _layers(params) - 2:
+            h = activation(h)
+    return h
+
+
+def mlp_always_relu(params, x, activation):
+    h = x
+    for k in range(_layers(params)):
+        h = h @ params[2 * k].T + params[2 * k + 1]
+        if k < _layers(params) - 1:
+            h = np.maximum(h, 0)
+    return h
+
+
+def mlp_last_layer_skipped(params, x, activation):
+    h = x
+    for k in range(_layers(params) - 1):
+        h = activation(h @ params[2 * k].T + params[2 * k + 1])
+    return h
+
+
+def mlp_in_out_layout(params, x, activation):
+    h = x
+    for k in range(_layers(params)):
+        h = h @ params[2 * k] + params[2 * k + 1]
+        if k < _layers(params) - 1:
+            h = activation(h)
+    return h
+
+
+MLP_MISTAKES = [
+    Mistake("params[k] for params[2k]", mlp_params_k,
+            "layer k was read from params[k] and params[k + 1]: the list holds two arrays per layer, "
+            "[w1, b1, w2, b2, ...], so layer k (from 0) is params[2*k] and params[2*k + 1]"),
+    Mistake("activation on the output", mlp_activation_on_output,
+            "the activation was applied to the output layer too: the last layer stays linear, its raw "
+            "scores go to the loss"),
+    Mistake("no activation", mlp_no_activation,
+            "there is no activation between the layers, so the network collapses to one linear layer: "
+            "apply `activation` after every hidden layer"),
+    Mistake("activation on the input", mlp_activation_on_input,
+            "the activation was applied to the input x: apply it to each hidden layer's output instead"),
+    Mistake("always ReLU", mlp_always_relu,
+            "the hidden layers use ReLU whatever `activation` is passed: call the function given as "
+            "`activation` (np.tanh, a sigmoid, ...)"),
+    Mistake("output layer skipped", mlp_last_layer_skipped,
+            "the output layer is never applied (the loop stops one layer early): loop over all "
+            "len(params) // 2 layers, the last one without activation"),
+    Mistake("(in, out) layout", mlp_in_out_layout,
+            "a weight was used as if its layout were (in, out) (h @ w): each w_k is (out, in) = "
+            "(H_k, H_{k-1}), like torch.nn.Linear.weight, so multiply by its transpose"),
+]
+
+
+_ACTIVATION_NAMES = {ref.relu: "relu", np.tanh: "tanh", ref.sigmoid: "sigmoid"}  # the reference takes a name
+
 
 def _mlp_params(sizes, rng):
     params = []
@@ -293,191 +590,283 @@ def _mlp_params(sizes, rng):
 def _mlp_cases():
     rng = np.random.default_rng(505)
     cases = []
-    for sizes, n in (([3, 5, 2], 4), ([2, 4, 4, 3], 5), ([4, 3], 2)):
-        cases.append((sizes, _mlp_params(sizes, rng), rng.standard_normal((n, sizes[0]))))
+    for sizes, n, activation in (([3, 2], 2, ref.relu), ([3, 4, 2], 3, ref.relu), ([2, 4, 4, 3], 5, np.tanh),
+                                 ([4, 5, 3, 3, 1], 4, ref.sigmoid)):
+        cases.append((sizes, _mlp_params(sizes, rng), 2.0 * rng.standard_normal((n, sizes[0])), activation))
     return cases
 
 
-def _linear_stack(params, x, act=None, layers=None, last_act=False):
-    """Reference variants: every layer linear (act=None) or another hidden activation.
-
-    ``layers`` applies only the first few layers (an off-by-one over the layers),
-    with ``act`` after each of them but the last, and after the last one too if
-    ``last_act``.
-    """
-    applied = len(params) // 2 if layers is None else layers
-    h = x
-    for k in range(applied):
-        h = h @ params[2 * k].T + params[2 * k + 1]
-        if act is not None and (k < applied - 1 or last_act):
-            h = act(h)
-    return h
-
-
-def _missing_layers(params, x, where):
-    """(wrong output, message) for every loop that stops short of the last layer."""
-    count = len(params) // 2
-    mistakes = []
-    for applied in range(count):
-        if applied == count - 1:
-            message = (f"{where}: the output layer seems to be missing (it applied {applied} of the "
-                       f"{count} layers): loop over every (w, b) pair, "
-                       "range(len(params) // 2)")
-        elif applied == 0:
-            message = (f"{where}: returned x unchanged, no layer was applied: loop over every (w, b) "
-                       "pair, range(len(params) // 2)")
-        else:
-            message = (f"{where}: only {applied} of the {count} layers were applied: loop over "
-                       "every (w, b) pair, range(len(params) // 2)")
-        for last_act in (True, False):
-            mistakes.append((lambda a=applied, la=last_act: _linear_stack(params, x, ref.relu, a, la),
-                             message))
-    return mistakes
-
-
-@check.exercise(points=2, hints=[
+@check.exercise(points=3, mistakes=MLP_MISTAKES, reference=ref.mlp_forward, hints=[
     "An MLP is dense layers applied one after the other, each to the previous layer's output. params "
-    "holds them two at a time: (w1, b1), (w2, b2), ... Every layer except the last is followed by ReLU.",
-    "There are L = len(params) // 2 layers; layer k (from 0) uses params[2*k] and params[2*k+1]. Loop "
-    "over k in range(L), keep the running output in h (starting from x), and apply np.maximum(h, 0) "
-    "only when k < L - 1.",
-    "h = x; L = len(params) // 2; for k in range(L): h = dense_forward(h, params[2*k], params[2*k+1]); "
-    "if k < L - 1: h = np.maximum(h, 0).  Then return h.",
+    "holds them two at a time: (w1, b1), (w2, b2), ... Every layer except the last is followed by the "
+    "activation you are given.",
+    "There are L = len(params) // 2 layers; layer k (from 0) uses params[2*k] and params[2*k + 1]. Loop "
+    "over k in range(L), keep the running output in h (starting from x), and call activation(h) only "
+    "when k < L - 1.",
+    "h = x; then for each k: h = dense_forward(h, params[2*k], params[2*k + 1]), followed by "
+    "h = activation(h) for the hidden layers only; after the loop h is the output.",
 ])
 def mlp_forward(fn):
-    """The forward pass of an MLP with ReLU hidden layers and a linear output layer."""
-    labels = {0: "with no hidden layer (params = [w1, b1])", 1: "with 1 hidden layer", 2: "with 2 hidden layers"}
-    passed = []
-    for sizes, params, x in _mlp_cases():
-        depth = len(sizes) - 2
-        where = f"mlp_forward {labels[depth]} (sizes {sizes})"
-        try:
-            out = call(fn, params, x)
-            expected = ref.mlp_forward(params, x)
-            diagnose(out, expected, [
-                (lambda: ref.relu(expected), f"{where}: ReLU was applied to the output layer too; the last "
-                                             "layer stays linear, its raw scores go to the loss"),
-                (lambda: _linear_stack(params, x), f"{where}: there is no activation between the layers, so "
-                                                   "the network collapses to one linear layer; apply ReLU "
-                                                   "after every hidden layer"),
-                (lambda: _linear_stack(params, ref.relu(x), ref.relu),
-                 f"{where}: ReLU was applied to the input x; apply it after each hidden layer instead"),
-                (lambda: _linear_stack(params, x, ref.sigmoid), f"{where}: the hidden layers use the "
-                                                                "sigmoid; this network uses ReLU"),
-                (lambda: _linear_stack(params, x, np.tanh), f"{where}: the hidden layers use tanh; this "
-                                                            "network uses ReLU"),
-                *_missing_layers(params, x, where),
-            ])
-            expect_close(out, expected, where)
-        except CheckFailed as fail:
-            if "raised IndexError" in str(fail):
-                fail = CheckFailed(f"{fail}. params = [w1, b1, ..., wL, bL] holds 2 arrays per layer, so there "
-                                   "are L = len(params) // 2 layers, numbered k = 0 .. L - 1, using "
-                                   "params[2*k] and params[2*k + 1]")
-            fail = _matmul_hint(fail, params[0].shape)
-            if passed and depth == 0:
-                raise CheckFailed(f"{fail} (it works {passed[0]}; with params = [w1, b1] the network is a "
-                                  "single linear layer: no activation at all)") from None
-            if passed and "loop over every (w, b) pair" in str(fail):
-                raise CheckFailed(f"{fail} (it works {passed[0]})") from None
-            if passed:
-                raise CheckFailed(f"{fail} (it works {passed[0]}: loop over every (w, b) pair in params, "
-                                  "not a fixed number of layers)") from None
-            raise fail from None
-        passed.append(labels[depth])
-    return "matches the reference with 0, 1 and 2 hidden layers"
+    """The forward pass of an MLP of any depth with a chosen hidden activation and a linear output layer."""
+    table = MLP_MISTAKES
+    for sizes, params, x, activation in _mlp_cases():
+        name = _ACTIVATION_NAMES[activation]
+        with trying("mlp_forward", params, x, activation,
+                    label=f"sizes {sizes}, activation {name}") as case:
+            try:
+                case.got = call(fn, params, x, activation)
+            except CheckFailed as fail:
+                _diagnose_error(fail, table, lambda wrong: wrong(params, x, activation))
+                raise
+            case.expected = ref.mlp_forward(params, x, _ACTIVATION_NAMES[activation])
+            diagnose(case.got, case.expected, table, apply=lambda wrong: wrong(params, x, activation))
+            expect_close(case.got, case.expected, f"mlp_forward for sizes {sizes}")
+    return "matches the reference with 0, 1, 2 and 3 hidden layers and ReLU, tanh and sigmoid activations"
 
 
-# --------------------------------------------------------------------------- 6. collapsing linear layers
+# --------------------------------------------------------------------------- 6. a stack of linear layers is one layer
+
+def collapse_wrong_order(params):
+    w, b = params[0], params[1]
+    for k in range(2, len(params), 2):
+        w, b = w @ params[k], params[k] @ b + params[k + 1]
+    return w, b
+
+
+def collapse_bias_not_through(params):
+    w, b = params[0], params[1]
+    for k in range(2, len(params), 2):
+        w, b = params[k] @ w, b + params[k + 1]
+    return w, b
+
+
+def collapse_last_bias_only(params):
+    w = params[0]
+    for k in range(2, len(params), 2):
+        w = params[k] @ w
+    return w, params[-1]
+
+
+def collapse_two_layers_only(params):
+    if len(params) < 4:
+        return params[0], params[1]
+    return params[2] @ params[0], params[2] @ params[1] + params[3]
+
+
+def collapse_transposed(params):
+    w, b = params[0], params[1]
+    for k in range(2, len(params), 2):
+        w, b = params[k] @ w, params[k] @ b + params[k + 1]
+    return w.T, b
+
+
+def collapse_first_layer_skipped(params):
+    w, b = np.eye(params[0].shape[1]), np.zeros(params[0].shape[1])
+    for k in range(2, len(params), 2):
+        w, b = params[k] @ w, params[k] @ b + params[k + 1]
+    return w, b
+
+
+COLLAPSE_MISTAKES = [
+    Mistake("wrong order", collapse_wrong_order,
+            "the weights were multiplied in the wrong order: a later layer acts on the earlier one's output, "
+            "so it multiplies from the left, w <- w_k @ w"),
+    Mistake("bias not through later layers", collapse_bias_not_through,
+            "the biases were added as they are, but an earlier bias also passes through every later layer's "
+            "weights: b <- w_k @ b + b_k"),
+    Mistake("last bias only", collapse_last_bias_only,
+            "b is the last layer's bias alone: every earlier bias reaches the output too, through the later "
+            "layers' weights"),
+    Mistake("two layers only", collapse_two_layers_only,
+            "only the first two layers were collapsed: fold in every (w_k, b_k) pair of params, however "
+            "many there are"),
+    Mistake("transposed w", collapse_transposed,
+            "w is transposed: keep PyTorch's (out, in) layout, shape (K, D)"),
+    Mistake("first layer skipped", collapse_first_layer_skipped,
+            "the first layer is missing: start the fold from (w1, b1), not from the identity, and fold in "
+            "the layers after it"),
+]
+
 
 def _collapse_cases():
     rng = np.random.default_rng(606)
     cases = []
-    for d, h, k in ((2, 2, 2), (3, 4, 2)):  # square first: its wrong answers run and can be recognised
-        cases.append((rng.standard_normal((h, d)), rng.standard_normal(h),
-                      rng.standard_normal((k, h)), rng.standard_normal(k)))
+    for sizes in ([2, 2], [2, 2, 2], [3, 4, 2], [2, 5, 3, 4], [3, 4, 4, 2, 2]):  # square first
+        params = []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            params += [rng.standard_normal((fan_out, fan_in)), rng.standard_normal(fan_out)]
+        cases.append((sizes, params))
     return cases
 
 
-@check.exercise(points=2, hints=[
-    "Write the two layers as formulas and substitute the first into the second: "
-    "y = (x W1^T + b1) W2^T + b2. Expand, and read off the weight that multiplies x and the constant.",
-    "Expanded: y = x W1^T W2^T + b1 W2^T + b2, and W1^T W2^T = (W2 W1)^T. So the weight is W2 W1 "
-    "(shape (K, D)) and the constant collects b1 passed through the second layer, plus b2.",
-    "w = w2 @ w1 and b = w2 @ b1 + b2; return w, b.",
+def _pair_same(a, b) -> bool:
+    from dlcourse.grading import matches
+    return (isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b) == 2
+            and matches(a[0], b[0]) and matches(a[1], b[1]))
+
+
+@check.exercise(points=2, mistakes=COLLAPSE_MISTAKES, reference=ref.collapse_stack, hints=[
+    "The lesson collapsed two linear layers into one. With more layers, collapse them one at a time: the "
+    "layers seen so far are already one layer (w, b), and the next layer acts on its output.",
+    "Start from (w, b) = (w1, b1). For each later pair (w_k, b_k) substitute: w_k (x w^T + b) + b_k, read "
+    "off the new weight and bias. The loop runs over k = 2, 4, ... in the flat params list.",
+    "w, b = params[0], params[1]; then for k in range(2, len(params), 2) update both w (a product with "
+    "params[k] on the left) and b (through params[k], plus params[k + 1]).",
 ])
-def collapse_linear(fn):
-    """The single linear layer (w, b) equal to two stacked linear layers."""
+def collapse_stack(fn):
+    """The one linear layer (w, b) equal to a stack of linear layers params = [w1, b1, ..., wL, bL]."""
+    table = COLLAPSE_MISTAKES
     rng = np.random.default_rng(607)
-    for w1, b1, w2, b2 in _collapse_cases():
-        where = f"for w1 {w1.shape}, w2 {w2.shape}"
-        try:
-            got = expect_tuple(call(fn, w1, b1, w2, b2), 2, "(w, b)", "collapse_linear", "arrays")
-        except CheckFailed as fail:
-            text = str(fail)
-            if any(word in text for word in ("matmul", "aligned", "mismatch", "broadcast")):
-                raise CheckFailed(f"{text} ({where}). Shapes: w1 (H, D), w2 (K, H), b1 (H,), b2 (K,); "
-                                  "the result is w (K, D) = (K, H) @ (H, D) and b (K,)") from None
-            raise
-        w, b = got
-        want_w, want_b = ref.collapse_linear(w1, b1, w2, b2)
-        if np.shape(w) == want_w.shape[::-1] and want_w.shape[0] != want_w.shape[1]:
-            raise CheckFailed(f"w {where} has shape {np.shape(w)}, expected {want_w.shape}: "
-                              "keep PyTorch's (out, in) layout, w = w2 @ w1")
-        diagnose(w, want_w, [
-            (lambda: w1 @ w2, f"w {where} is w1 @ w2; the second layer acts last, so w = w2 @ w1"),
-            (lambda: (w2 @ w1).T, f"w {where} is transposed; keep the (out, in) layout, w = w2 @ w1"),
-        ])
-        expect_close(w, want_w, f"w {where}")
-        diagnose(b, want_b, [
-            (lambda: b1 + b2, f"b {where} is b1 + b2, but b1 also passes through the second layer: "
-                              "b = w2 @ b1 + b2"),
-            (b2, f"b {where} is b2 alone: the first bias also reaches the output, b = w2 @ b1 + b2"),
-            (lambda: w2 @ b1, f"b {where} is missing the second bias: b = w2 @ b1 + b2"),
-        ])
-        expect_close(b, want_b, f"b {where}")
-        x = rng.standard_normal((5, w1.shape[1]))
-        two_layers = ref.dense_forward(ref.dense_forward(x, w1, b1), w2, b2)
-        expect_close(ref.dense_forward(x, np.asarray(w, float), np.asarray(b, float)), two_layers,
-                     "the collapsed layer's output")
-    return "one layer (w, b) reproduces both stacked layers, for square and non-square shapes"
+    for sizes, params in _collapse_cases():
+        with trying("collapse_stack", params, label=f"sizes {sizes}") as case:
+            try:
+                got = expect_tuple(call(fn, params), 2, "(w, b)", "collapse_stack", "arrays")
+            except CheckFailed as fail:
+                _diagnose_error(fail, table, lambda wrong: wrong(params))
+                raise
+            case.got = tuple(got)
+            case.expected = ref.collapse_stack(params)
+            diagnose(case.got, case.expected, table, apply=lambda wrong: wrong(params), same=_pair_same)
+            expect_close(got[0], case.expected[0], f"w for sizes {sizes}")
+            expect_close(got[1], case.expected[1], f"b for sizes {sizes}")
+            x = rng.standard_normal((5, sizes[0]))
+            linear = x
+            for k in range(0, len(params), 2):
+                linear = ref.dense_forward(linear, params[k], params[k + 1])
+            expect_close(ref.dense_forward(x, np.asarray(got[0], float), np.asarray(got[1], float)), linear,
+                         "the collapsed layer's output")
+    return "one layer (w, b) reproduces stacks of 1 to 4 linear layers, square and not"
 
 
-# --------------------------------------------------------------------------- 7. XOR
+# --------------------------------------------------------------------------- 7. parity of three bits, by hand
 
-@check.exercise(points=2, hints=[
-    "No straight line separates XOR, so the hidden layer must bend the space: each ReLU unit should be "
-    "on for some corners and off for others, and the output combines the two units linearly.",
-    "One unit can count how many inputs are on, relu(x1 + x2) (0, 1, 1, 2), and another can fire only "
-    "when both are on, relu(x1 + x2 - 1) (0, 0, 0, 1). Which combination of the two gives 0, 1, 1, 0?",
-    "w1 = [[1, 1], [1, 1]], b1 = [0, -1], w2 = [[1, -2]], b2 = [0]: the output is "
-    "relu(x1 + x2) - 2 relu(x1 + x2 - 1), which is 0, 1, 1, 0 on the four corners.",
+CORNERS3 = np.array([[a, b, c] for a in (0.0, 1.0) for b in (0.0, 1.0) for c in (0.0, 1.0)])  # (8, 3)
+PARITY3 = CORNERS3.sum(axis=1) % 2                                                              # (8,)
+
+
+def parity_w2_vector():
+    return [np.ones((3, 3)), np.array([0.0, -1.0, -2.0]), np.array([1.0, -2.0, 2.0]), np.zeros(1)]
+
+
+def parity_linear_hidden():
+    return [np.ones((3, 3)), np.array([5.0, 5.0, 5.0]), np.array([[1.0, -2.0, 2.0]]), np.zeros(1)]
+
+
+def parity_ignores_x3():
+    w1 = np.array([[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    return [w1, np.zeros(3), np.array([[1.0, 1.0, 0.0]]), np.zeros(1)]
+
+
+def parity_misses_all_on():
+    return [np.ones((3, 3)), np.array([0.0, -1.0, -2.0]), np.array([[1.0, -2.0, 0.0]]), np.zeros(1)]
+
+
+def parity_even():
+    return [np.ones((3, 3)), np.array([0.0, -1.0, -2.0]), np.array([[-1.0, 2.0, -2.0]]), np.ones(1)]
+
+
+PARITY_MISTAKES = [
+    Mistake("w2 as a vector", parity_w2_vector,
+            "w2 must have shape (1, 3), not (3,): a weight matrix is (out, in) even for a single output unit"),
+    Mistake("linear hidden layer", parity_linear_hidden,
+            "every hidden unit is on for all eight corners or off for all eight, so the network is linear "
+            "on them, and no linear function computes parity: choose biases that switch each unit on for "
+            "some corners only"),
+    Mistake("ignores x3", parity_ignores_x3,
+            "the output does not depend on x3: parity counts all three inputs, so every hidden unit should "
+            "read x1, x2 and x3"),
+    Mistake("misses (1, 1, 1)", parity_misses_all_on,
+            "right on the seven other corners, wrong on (1, 1, 1): with s = x1 + x2 + x3 the output must "
+            "turn up again between s = 2 and s = 3, which takes one more kink (a unit that switches on at s = 2)"),
+    Mistake("even parity", parity_even,
+            "the output is 1 for an even number of ones: that is the complement of parity (1 - parity); "
+            "parity is 1 for an odd number of ones"),
+]
+
+
+@check.exercise(points=3, mistakes=PARITY_MISTAKES, reference=ref.parity3_params, hints=[
+    "Parity depends only on how many inputs are on, s = x1 + x2 + x3, which takes the values 0, 1, 2, 3. "
+    "The output must go 0, 1, 0, 1 as s grows: a zigzag, and one ReLU unit adds one kink.",
+    "Let every hidden unit read s (all weights 1) and switch on at a different count: relu(s), relu(s - 1), "
+    "relu(s - 2). The output layer then adds their slopes: choose the weight of each so the zigzag turns at "
+    "s = 1 and at s = 2.",
+    "w1 = np.ones((3, 3)) and b1 = [0, -1, -2]; the output's slope must be +1 on [0, 1], -1 on [1, 2], +1 on "
+    "[2, 3], and each output weight is the change of slope at that unit's kink (b2 = [0]).",
 ])
-def xor_weights(fn):
-    """Weights [w1, b1, w2, b2] of a 2-2-1 ReLU network that outputs XOR exactly."""
-    params = expect_tuple(call(fn), 4, "[w1, b1, w2, b2]", "xor_weights", "arrays")
-    shapes = ((2, 2), (2,), (1, 2), (1,))
-    names = ("w1", "b1", "w2", "b2")
+def parity3_weights(fn):
+    """Weights [w1 (3, 3), b1 (3,), w2 (1, 3), b2 (1,)] of a 3-3-1 ReLU network computing 3-bit parity."""
+    table = PARITY_MISTAKES
+    params = expect_tuple(call(fn), 4, "[w1, b1, w2, b2]", "parity3_weights", "arrays")
     arrays = []
-    for name, p, shape in zip(names, params, shapes):
+    for name, p, shape in zip(("w1", "b1", "w2", "b2"), params, ((3, 3), (3,), (1, 3), (1,))):
         try:
             p = np.asarray(p, dtype=np.float64)
         except (TypeError, ValueError):
             raise CheckFailed(f"{name} is a {type(p).__name__}, expected an array of shape {shape}") from None
+        if name == "w2" and p.shape == (3,):
+            _fail(table, "w2 as a vector")
         expect(p.shape == shape, f"{name} has shape {p.shape}, expected {shape} "
-                                 "(w is (out, in): 2 inputs -> 2 hidden units -> 1 output)")
+                                 "(w is (out, in): 3 inputs -> 3 hidden units -> 1 output)")
         expect(bool(np.all(np.isfinite(p))), f"{name} contains NaN or inf")
         arrays.append(p)
-    out = ref.mlp_forward(arrays, XOR_INPUTS)[:, 0]
-    if not np.allclose(out, XOR_TARGETS, atol=1e-6):
-        shown = ", ".join(f"{v:.3g}" for v in out + 0.0)  # + 0.0 turns -0 into 0
-        message = (f"your network outputs [{shown}] for (x1, x2) = (0,0), (0,1), (1,0), (1,1); "
-                   "XOR is [0, 1, 1, 0]")
-        z = XOR_INPUTS @ arrays[0].T + arrays[1]          # (4, 2) hidden pre-activations
-        on = z > 0
-        if np.all(on.all(axis=0) | (~on).all(axis=0)):
-            message += (". Each hidden unit is either on for all four inputs or off for all four, so the "
-                        "network is linear on them, and no linear function fits XOR: choose biases that "
-                        "switch a unit on for some corners only")
-        raise CheckFailed(message)
-    return "outputs exactly 0, 1, 1, 0 on the four corners: XOR solved with one hidden layer"
+    w1, b1, w2, b2 = arrays
+    z = CORNERS3 @ w1.T + b1                                   # (8, 3) hidden pre-activations
+    out = (np.maximum(z, 0) @ w2.T + b2)[:, 0]                 # (8,)
+    if np.allclose(out, PARITY3, atol=1e-6):
+        return "outputs exactly the parity of the three bits on all eight corners"
+    shown = ", ".join(f"{v:.3g}" for v in out + 0.0)          # + 0.0 turns -0 into 0
+    suffix = f"(outputs [{shown}] on the corners {_corner_names()})"
+    if np.all((z >= 0).all(axis=0) | (z <= 0).all(axis=0)):
+        _fail(table, "linear hidden layer", suffix)
+    if np.allclose(out[0::2], out[1::2]):                      # corners differing only in x3
+        _fail(table, "ignores x3", suffix)
+    if np.allclose(out, 1 - PARITY3, atol=1e-6):
+        _fail(table, "even parity", suffix)
+    wrong = ~np.isclose(out, PARITY3, atol=1e-6)
+    if wrong[-1] and wrong.sum() == 1:
+        _fail(table, "misses (1, 1, 1)", suffix)
+    raise CheckFailed(f"your network outputs [{shown}] on the corners {_corner_names()}; parity is "
+                      f"[{', '.join(str(int(v)) for v in PARITY3)}]")
+
+
+def _corner_names() -> str:
+    return ", ".join("".join(str(int(v)) for v in c) for c in CORNERS3)
+
+
+# --------------------------------------------------------------------------- concept questions
+
+check.question(
+    "q_mlp_params", answer=101770,
+    explanation="784 * 128 weights + 128 biases in the hidden layer, 128 * 10 + 10 in the output layer: "
+                "101,770. Almost all of them sit in the first layer's weight matrix.",
+    mistakes=[Mistake("no biases", 101632, "that counts the weights only: every layer has one bias per output unit too"),
+              Mistake("input biases", 102554, "the input layer computes nothing and has no biases: "
+                                              "only the 128 hidden and the 10 output units have one"),
+              Mistake("sizes added", 922, "that adds the layer sizes; a dense layer from D to H units has "
+                                          "D * H weights and H biases")])
+
+check.question(
+    "q_dense_shape", answer=(32, 64),
+    explanation="x (N, D) = (32, 10) times w.T (D, H) = (10, 64) gives one row per example and one column "
+                "per neuron, (N, H) = (32, 64); b (64,) is added to every row.",
+    mistakes=[Mistake("transposed", (64, 32), "that is transposed: the output has one row per example, (N, H)"),
+              Mistake("input shape", (32, 10), "a dense layer changes the width from D = 10 inputs to "
+                                               "H = 64 outputs (the rows of w)")])
+
+check.question(
+    "q_sigmoid_max_slope", answer=0.25,
+    explanation="sigma'(z) = sigma(z)(1 - sigma(z)) is largest where sigma(z) = 1/2, at z = 0: 1/2 * 1/2 = 1/4. "
+                "Every sigmoid layer shrinks a gradient at least fourfold (chapter 02).",
+    mistakes=[Mistake("tanh's slope", 1.0, "1 is tanh's largest slope; the sigmoid is tanh squeezed to (0, 1), "
+                                           "and its slope is at most sigma(0)(1 - sigma(0))"),
+              Mistake("sigma(0)", 0.5, "1/2 is the value sigma(0), not the slope there: "
+                                       "sigma'(0) = sigma(0)(1 - sigma(0))")])
+
+check.question(
+    "q_collapsed_params", answer=18,
+    explanation="Without activations, 5 -> 20 -> 20 -> 3 is one layer from 5 inputs to 3 outputs: "
+                "3 * 5 weights + 3 biases = 18 parameters, against 603 in the stack. Depth without "
+                "non-linearity buys nothing.",
+    mistakes=[Mistake("the stack's count", 603, "603 is the stack's own parameter count; the question asks for "
+                                                "the single layer it collapses to, from 5 inputs to 3 outputs"),
+              Mistake("no bias", 15, "the collapsed layer has a bias too (W_2 b_1 + b_2 and so on): 3 more")])

@@ -117,7 +117,8 @@ class ActivationExplorer:
     ----------
     activation : ipywidgets.Dropdown
     w1, w2, b : ipywidgets.FloatSlider
-    image : ipywidgets.Image, the rendered figure (PNG bytes in ``image.value``)
+    image : ipywidgets.Image, the rendered figure (PNG bytes in ``image.value``, rendered at
+        ``_DPI`` = 2x and displayed ``image.width`` pixels wide, sharp on HiDPI screens)
     fig : matplotlib.figure.Figure
     widget : ipywidgets.VBox, the whole explorer (displaying this object shows it)
 
@@ -130,6 +131,7 @@ class ActivationExplorer:
     _Z = np.linspace(-5.0, 5.0, 301)     # panel 1: pre-activation axis
     _X = np.linspace(-5.0, 5.0, 301)     # panel 2: the single input
     _GRID = np.linspace(-3.0, 3.0, 121)  # panel 3: each axis of the plane
+    _DPI = 144                            # 2x the 72 px per inch it is displayed at
 
     def __init__(self, activation: str = "sigmoid", w1: float = 1.0, w2: float = 1.0, b: float = 0.0):
         import ipywidgets as widgets
@@ -140,8 +142,10 @@ class ActivationExplorer:
         self.w1 = widgets.FloatSlider(value=w1, description="w1", **slider)
         self.w2 = widgets.FloatSlider(value=w2, description="w2", **slider)
         self.b = widgets.FloatSlider(value=b, description="b", **slider)
-        self.image = widgets.Image(format="png")
         self.fig = self._build_figure()
+        # Rendered at _DPI (twice the 72 px per inch of the displayed size), shown at the
+        # displayed size: sharp on HiDPI screens, the same size everywhere else.
+        self.image = widgets.Image(format="png", width=str(round(self.fig.get_figwidth() * 72)))
         for control in (self.activation, self.w1, self.w2, self.b):
             control.observe(self._on_change, names="value")
         self.widget = widgets.VBox([widgets.HBox([self.activation, self.b]),
@@ -217,7 +221,7 @@ class ActivationExplorer:
         ax_2d.set_title(f"a = f({_affine([(w1, 'x1'), (w2, 'x2')], b)})")
 
         buffer = io.BytesIO()
-        self.fig.savefig(buffer, format="png", dpi=72)
+        self.fig.savefig(buffer, format="png", dpi=self._DPI)
         self.image.value = buffer.getvalue()
 
     def decision_line(self) -> tuple[np.ndarray, np.ndarray]:

@@ -18,11 +18,12 @@ like ``torch.nn.Linear.weight``, and an MLP's parameters are the flat list
 ``[w1, b1, w2, b2, ...]``, the order of ``list(model.parameters())``.  Float
 inputs keep their dtype (float32 stays float32).
 
-Dimension letters
+Dimension letters (the course glossary, DESIGN.md)
 -----------------
 N  batch size (number of examples)
-D  input features (of the network, or of one layer)
-H  output features of one layer (hidden units)
+D  features of a dense layer's input (of the network, or of one layer)
+H  hidden units: the output features of a dense layer (H_k for layer k)
+K  outputs of the network (classes, or regression targets)
 """
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ from typing import Callable
 import numpy as np
 
 __all__ = [
-    "relu", "relu_grad", "sigmoid", "sigmoid_grad", "tanh", "tanh_grad",
-    "erf", "gelu", "gelu_grad", "gelu_tanh", "gelu_tanh_grad", "ACTIVATIONS",
-    "neuron_forward", "dense_forward", "mlp_forward", "collapse_linear", "xor_params",
+    "relu", "relu_grad", "sigmoid", "sigmoid_grad", "tanh", "tanh_grad", "softplus", "softplus_grad",
+    "silu", "silu_grad", "erf", "gelu", "gelu_grad", "gelu_tanh", "gelu_tanh_grad", "ACTIVATIONS",
+    "neuron_forward", "dense_forward", "mlp_forward", "collapse_linear", "collapse_stack", "xor_params",
+    "parity3_params",
 ]
 
 
@@ -110,6 +112,58 @@ def tanh_grad(x: np.ndarray) -> np.ndarray:
     """Derivative of tanh, ``1 - tanh(x)^2``; at most 1, at x = 0."""
     t = np.tanh(_as_float(x))
     return 1 - t * t
+
+
+# --------------------------------------------------------------------------- softplus and SiLU
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """Softplus ``log(1 + exp(x))``, a smooth ReLU, stable for any ``x``.
+
+    ``log(1 + e^x) = max(x, 0) + log(1 + e^{-|x|})``: pull the larger of
+    ``e^0`` and ``e^x`` out of the sum, so that the only exponential left is of
+    ``-|x| <= 0``.  ``log1p(u)`` is ``log(1 + u)`` without rounding ``1 + u``
+    (for ``x = -40``, ``1 + e^{-40}`` is exactly 1.0 in float64).
+
+    Parameters
+    ----------
+    x : ndarray of any shape
+
+    Returns
+    -------
+    out : ndarray shaped like ``x``, values > 0
+    """
+    x = _as_float(x)
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def softplus_grad(x: np.ndarray) -> np.ndarray:
+    """Derivative of softplus: the sigmoid, ``e^x / (1 + e^x)``."""
+    return sigmoid(x)
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    """SiLU (also "swish"), ``x * sigmoid(x)``: the input, gated by the sigmoid of itself.
+
+    Equals ``torch.nn.functional.silu``; GELU's close cousin (GELU gates with
+    the normal CDF ``Phi`` instead of the sigmoid).
+
+    Parameters
+    ----------
+    x : ndarray of any shape
+
+    Returns
+    -------
+    out : ndarray shaped like ``x``
+    """
+    x = _as_float(x)
+    return x * sigmoid(x)
+
+
+def silu_grad(x: np.ndarray) -> np.ndarray:
+    """Derivative of SiLU, by the product rule: ``s + x s (1 - s)`` with ``s = sigmoid(x)``."""
+    x = _as_float(x)
+    s = sigmoid(x)
+    return s * (1 + x * (1 - s))
 
 
 # --------------------------------------------------------------------------- GELU
@@ -206,6 +260,8 @@ ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
     "relu": (relu, relu_grad),
     "sigmoid": (sigmoid, sigmoid_grad),
     "tanh": (tanh, tanh_grad),
+    "softplus": (softplus, softplus_grad),
+    "silu": (silu, silu_grad),
     "gelu": (gelu, gelu_grad),
     "gelu_tanh": (gelu_tanh, gelu_tanh_grad),
 }
@@ -275,7 +331,7 @@ def mlp_forward(params: list[np.ndarray], x: np.ndarray, activation: str = "relu
 
     Returns
     -------
-    out : ndarray of shape (N, H_last)
+    out : ndarray of shape (N, K), K = H_L the last layer's width
     """
     if len(params) % 2:
         raise ValueError("params must be pairs [w1, b1, w2, b2, ...]")
@@ -312,6 +368,28 @@ def collapse_linear(w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarr
     return w, b
 
 
+def collapse_stack(params: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The single linear layer equal to a whole stack of linear layers (no activations).
+
+    Applies :func:`collapse_linear` from the first layer on: the layers seen so
+    far are one layer ``(w, b)``, and the next layer ``(w_k, b_k)`` turns it into
+    ``(w_k w, w_k b + b_k)``.
+
+    Parameters
+    ----------
+    params : list [w1, b1, ..., wL, bL], ``w_k`` of shape (H_k, H_{k-1}), H_0 = D, H_L = K
+
+    Returns
+    -------
+    w : ndarray of shape (K, D)
+    b : ndarray of shape (K,)
+    """
+    w, b = params[0], params[1]
+    for k in range(2, len(params), 2):
+        w, b = collapse_linear(w, b, params[k], params[k + 1])
+    return w, b
+
+
 def xor_params() -> list[np.ndarray]:
     """Hand-set weights of a 2-2-1 ReLU network that computes XOR exactly on {0, 1}^2.
 
@@ -327,5 +405,23 @@ def xor_params() -> list[np.ndarray]:
                    [-1.0, 1.0]])
     b1 = np.zeros(2)
     w2 = np.array([[1.0, 1.0]])
+    b2 = np.zeros(1)
+    return [w1, b1, w2, b2]
+
+
+def parity3_params() -> list[np.ndarray]:
+    """Hand-set weights of a 3-3-1 ReLU network: the parity of three bits (1 for an odd count).
+
+    Every hidden unit reads the count ``s = x1 + x2 + x3``; the units switch on
+    at ``s = 0, 1, 2`` and the output adds their slopes up to a zigzag through
+    the points (0, 0), (1, 1), (2, 0), (3, 1): ``relu(s) - 2 relu(s - 1) + 2 relu(s - 2)``.
+
+    Returns
+    -------
+    params : [w1 (3, 3), b1 (3,), w2 (1, 3), b2 (1,)]
+    """
+    w1 = np.ones((3, 3))
+    b1 = np.array([0.0, -1.0, -2.0])
+    w2 = np.array([[1.0, -2.0, 2.0]])
     b2 = np.zeros(1)
     return [w1, b1, w2, b2]

@@ -9,7 +9,7 @@ Everything follows its inputs' device: build the model, then
 ``model.to(dlcourse.device())``.  :func:`train` fits a model with autograd and
 Adam; how the gradients are computed is chapter 02, how Adam uses them chapter 03.
 
-Dimension letters: N batch, D input features, H hidden units, C outputs.
+Dimension letters (DESIGN.md's glossary): N batch, D input features, H hidden units, K outputs.
 """
 from __future__ import annotations
 
@@ -31,15 +31,25 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
+    "softplus": lambda x: torch.logaddexp(x, torch.zeros_like(x)),  # log(1 + e^x), stable everywhere
+    "silu": F.silu,
     "gelu": F.gelu,                                         # exact: x * Phi(x)
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # the tanh approximation
 }
 """name -> PyTorch function, the same names as ``numpy_impl.ACTIVATIONS``."""
 
 
+class _Softplus(nn.Module):
+    """``log(1 + e^x)`` exactly (``nn.Softplus`` returns ``x`` itself past its threshold of 20)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ACTIVATIONS["softplus"](x)
+
+
 def activation_module(name: str) -> nn.Module:
     """The ``nn.Module`` for an activation name (what goes inside an ``nn.Sequential``)."""
     modules = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU,
+               "softplus": _Softplus, "silu": nn.SiLU,
                "gelu_tanh": lambda: nn.GELU(approximate="tanh")}
     if name not in modules:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(modules)}")
@@ -143,9 +153,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "cross
 
     Parameters
     ----------
-    model : maps (N, D) to (N, C)
+    model : maps (N, D) to (N, K)
     x : tensor of shape (N, D)
-    y : int64 tensor of shape (N,) for ``"cross_entropy"``; tensor of shape (N, C) for ``"mse"``
+    y : int64 tensor of shape (N,) for ``"cross_entropy"``; tensor of shape (N, K) for ``"mse"``
     loss : ``"cross_entropy"`` (classification) or ``"mse"`` (regression)
     steps : number of gradient steps
     lr : Adam's learning rate
