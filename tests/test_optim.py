@@ -319,6 +319,42 @@ def test_live_loss_plot_updates(digits):
     assert len(x) == 3 and y[-1] < y[0]
 
 
+def test_live_loss_plot_displays_a_png_image_and_updates_it(monkeypatch):
+    """In a notebook the live plot is a PNG Image under one display id (never a bare Figure)."""
+    import IPython.display
+
+    from dlcourse.optim import explore
+    shown, updated = [], []
+
+    class Handle:
+        def update(self, obj):
+            updated.append(obj)
+
+    def fake_display(obj, display_id=False):
+        shown.append(obj)
+        return Handle()
+    monkeypatch.setattr(explore, "ipython_shell", lambda: object())
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    live = explore.LiveLossPlot("test", epochs=2, min_interval=0.0)
+    h = ref.History(train_loss=[2.0], val_loss=[2.1], val_acc=[0.1])
+    live(h)
+    h.train_loss.append(1.0), h.val_loss.append(1.2), h.val_acc.append(0.5)
+    live(h)
+    assert len(shown) == 1 and len(updated) == 1
+    for obj in shown + updated:
+        assert isinstance(obj, IPython.display.Image) and obj.data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_race_widget_labels_fit_and_image_is_png():
+    from dlcourse.optim.explore import optimizer_race
+    race = optimizer_race("bowl")
+    for control in (race.surface, race.lr_sgd, race.lr_adaptive, race.momentum, race.steps):
+        width = int(control.style.description_width.rstrip("px"))
+        assert 7 * len(control.description) <= width, control.description  # ~7 px a character at 13 px font
+        assert control.layout.width == "480px"
+    assert bytes(race.image.value[:4]) == b"\x89PNG"
+
+
 def test_plots_build():
     import matplotlib.pyplot as plt
     from dlcourse.optim import explore
@@ -338,6 +374,13 @@ def test_race_draws_sgd_on_top_and_schedule_legend_outside():
     paths = [line for line in ax.get_lines() if line.get_label() in explore.RACERS]
     assert paths[-1].get_label() == "SGD" and paths[-1].get_zorder() > max(p.get_zorder() for p in paths[:-1])
     assert [t.get_text() for t in ax.get_legend().get_texts()] == list(explore.RACERS)  # legend keeps the order
+    styles = {(p.get_color(), p.get_linestyle(), p.get_marker()) for p in paths}
+    assert len({c for c, _, _ in styles}) == len({ls for _, ls, _ in styles}) == len(paths) == 4
+    assert not any(str(p.get_color()).lower() in ("white", "#ffffff", "w") for p in paths)
+    ends = [line for line in ax.get_lines() if line.get_markersize() >= 10 and line.get_marker() != "*"]
+    assert len(ends) == 4  # one end marker per racer
+    star = next(line for line in ax.get_lines() if line.get_marker() == "*")
+    assert star.get_zorder() > max(line.get_zorder() for line in ax.get_lines() if line is not star)
     plt.close(ax.figure)
     fig = explore.plot_schedules({"a": lambda e: 1.0, "b": lambda e: 2.0, "c": lambda e: 1.0}, 5)
     ax = fig.axes[0]

@@ -10,11 +10,15 @@
 * :class:`OptimizerRace` (made by :func:`optimizer_race`) races SGD, momentum,
   RMSprop and Adam from the same start on a surface you choose, with sliders.
 
-Figures are made with ``matplotlib.figure.Figure`` where they are updated in
-place (live plots, the widget), so pyplot does not show a second copy.
+Figures that are updated in place (live plots, the widget) are
+``matplotlib.figure.Figure`` objects outside pyplot, so pyplot never shows a
+second copy; they reach the notebook as PNG images (:func:`figure_png`), which
+every front end shows (a bare Figure can print as ``<Figure size ...>`` on Colab
+when pyplot has drawn nothing yet).
 """
 from __future__ import annotations
 
+import io
 import math
 import time
 from typing import Callable, Optional, Sequence
@@ -28,9 +32,16 @@ from dlcourse.data import SURFACES, surface as get_surface
 from dlcourse.optim.numpy_impl import History, minimize
 from dlcourse.runtime import ipython_shell
 
-__all__ = ["plot_surface", "plot_surfaces", "plot_paths", "plot_learning_rates",
+__all__ = ["figure_png", "plot_surface", "plot_surfaces", "plot_paths", "plot_learning_rates",
            "plot_histories", "plot_schedules", "LiveLossPlot", "RACERS", "RACE_DEFAULTS",
            "race_paths", "OptimizerRace", "optimizer_race"]
+
+
+def figure_png(fig) -> bytes:
+    """The figure rendered as PNG bytes (for ``IPython.display.Image``)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------- contour maps
@@ -40,7 +51,8 @@ def plot_surface(surface, ax=None, resolution: int = 200, levels: int = 30):
 
     Levels are spaced logarithmically above the lowest value on the grid, so
     flat valleys (Rosenbrock's) show as much detail as steep walls.  The
-    surface's ``minimum`` is marked with a star.  Returns the axes.
+    surface's ``minimum`` is marked with a star, drawn above everything that is
+    added later (paths), so a zig-zag never hides it.  Returns the axes.
     """
     s = get_surface(surface) if isinstance(surface, str) else surface
     if ax is None:
@@ -54,7 +66,8 @@ def plot_surface(surface, ax=None, resolution: int = 200, levels: int = 30):
                 norm=LogNorm(), cmap="viridis", alpha=0.85)
     ax.contour(xs, ys, shifted, levels=np.geomspace(shifted.min(), shifted.max(), levels),
                norm=LogNorm(), colors="white", linewidths=0.3, alpha=0.5)
-    ax.plot(*s.minimum, marker="*", color="red", markersize=12, linestyle="none")
+    ax.plot(*s.minimum, marker="*", color="red", markeredgecolor="white", markeredgewidth=0.8,
+            markersize=14, linestyle="none", zorder=10, label="_minimum")
     ax.set(xlim=(xmin, xmax), ylim=(ymin, ymax), xlabel="$w_1$", ylabel="$w_2$", title=s.name)
     return ax
 
@@ -69,33 +82,51 @@ def plot_surfaces(names: Sequence[str] = SURFACES):
     return fig
 
 
+# The racers' styles: a colour, a line style and a marker each, so that paths that overlap stay
+# distinguishable (Adam's curve runs over momentum's on the bowl), and none is white.
+PATH_STYLES = {
+    "SGD": dict(color="black", ls="-", marker="o"),
+    "momentum": dict(color="#ff7f0e", ls="--", marker="s"),
+    "RMSprop": dict(color="#e377c2", ls="-.", marker="^"),
+    "Adam": dict(color="#d62728", ls=":", marker="D"),
+}
+
+
 def plot_paths(ax, paths: dict, colors: Optional[dict] = None, markevery: int = 0,
                on_top: Sequence[str] = ()):
-    """Draw optimisation paths ``{label: (K, 2) array}`` on a contour map ``ax``.
+    """Draw optimisation paths ``{label: (steps + 1, 2) array}`` on a contour map ``ax``.
 
-    Paths named in ``on_top`` are drawn last, thicker, with a white outline and
-    a dot every 10 steps, so a short path (SGD crawling along a valley) stays
-    visible under longer ones.  Non-finite points (a diverged run) are simply
-    not drawn; the axes keep their limits.
+    Each path gets its own colour, line style and marker (:data:`PATH_STYLES`
+    for the racers' labels, ``C0``, ``C1``, ... otherwise), a dot every
+    ``markevery`` steps (0: about 8 dots along the path), and a large marker at
+    its last finite point, edged in white.  Paths named in ``on_top`` are drawn
+    last (a short path, SGD crawling along a valley, stays visible under longer
+    ones).  Non-finite points (a diverged run) are not drawn; the axes keep their
+    limits.  The legend lists the paths in the given order.
     """
-    from matplotlib import patheffects
     xlim, ylim = ax.get_xlim(), ax.get_ylim()
     labels = list(paths)
-    colors = {label: (colors or {}).get(label, f"C{i}") for i, label in enumerate(labels)}
     order = [lab for lab in labels if lab not in on_top] + [lab for lab in labels if lab in on_top]
     lines = {}
-    for label in order:
+    for i, label in enumerate(labels):
+        style = dict(PATH_STYLES.get(label, dict(color=f"C{i}", ls="-", marker="o")))
+        if colors and label in colors:
+            style["color"] = colors[label]
+        lines[label] = style
+    for rank, label in enumerate(order):
         path = paths[label]
-        if label in on_top:
-            style = dict(lw=2.6, zorder=4, marker="o", markevery=10, markersize=4,
-                         path_effects=[patheffects.withStroke(linewidth=4.5, foreground="white")])
-        else:
-            style = dict(lw=1.6, zorder=2, marker="." if markevery else None,
-                         markevery=markevery or None, markersize=4)
-        lines[label] = ax.plot(path[:, 0], path[:, 1], "-", color=colors[label], label=label, **style)[0]
-        ax.plot(*path[0], "o", color="white", markeredgecolor="black", zorder=5)
+        style = lines[label]
+        finite = path[np.all(np.isfinite(path), axis=1)]
+        every = markevery or max(1, len(path) // 8)
+        lines[label] = ax.plot(path[:, 0], path[:, 1], color=style["color"], ls=style["ls"], lw=1.8,
+                               marker=style["marker"], markevery=every, markersize=4, label=label,
+                               zorder=3 + rank * 0.1)[0]
+        if len(finite):
+            ax.plot(*finite[-1], marker=style["marker"], color=style["color"], markersize=10,
+                    markeredgecolor="white", markeredgewidth=1.2, linestyle="none", zorder=6)
+        ax.plot(*path[0], "o", color="white", markeredgecolor="black", zorder=7)
     ax.set(xlim=xlim, ylim=ylim)
-    ax.legend([lines[lab] for lab in labels], labels, loc="upper right", fontsize=8, framealpha=0.8)
+    ax.legend([lines[lab] for lab in labels], labels, loc="upper right", fontsize=8, framealpha=0.85)
     return ax
 
 
@@ -224,11 +255,14 @@ class LiveLossPlot:
     def _show(self) -> None:
         if ipython_shell() is None:
             return
-        from IPython.display import display
+        from IPython.display import Image, display
+        # PNG bytes, not the Figure: a Figure outside pyplot may print as "<Figure size ...>"
+        # (Colab, when no pyplot figure was drawn before); an Image shows everywhere.
+        image = Image(data=figure_png(self.fig), format="png")
         if self._handle is None:
-            self._handle = display(self.fig, display_id=True)
+            self._handle = display(image, display_id=True)
         else:
-            self._handle.update(self.fig)
+            self._handle.update(image)
         self._shown_at = time.perf_counter()  # after rendering: rendering never takes over
 
 
@@ -279,27 +313,30 @@ class OptimizerRace:
     paths : ``{label: (K, 2) path}`` of the latest race
     final : ``{label: f at the last finite point}`` of the latest race
     fig : the Figure (contour map with paths, and loss against step)
+    image : the ``ipywidgets.Image`` that shows ``fig`` as PNG
     widget : the whole thing, an ``ipywidgets.VBox``
     """
 
     def __init__(self, surface: str = "rosenbrock"):
         import ipywidgets as w
         lr_sgd, lr_adaptive, steps = RACE_DEFAULTS[surface]
-        style = {"description_width": "110px"}
-        layout = w.Layout(width="420px")
+        # Explicit widths: JupyterLab cuts a description longer than its box ("lr SGD/momen...");
+        # 170 px holds the longest label at the default font, and 480 px leaves the slider room.
+        style = {"description_width": "170px"}
+        layout = w.Layout(width="480px", min_width="480px")
         self.surface = w.Dropdown(options=list(SURFACES), value=surface, description="surface",
                                   style=style, layout=layout)
         self.lr_sgd = w.FloatLogSlider(value=lr_sgd, base=10, min=-4, max=0, step=0.05,
-                                       description="lr SGD/momentum", readout_format=".1e",
+                                       description="lr (SGD, momentum)", readout_format=".1e",
                                        style=style, layout=layout)
         self.lr_adaptive = w.FloatLogSlider(value=lr_adaptive, base=10, min=-3, max=0, step=0.05,
-                                            description="lr RMSprop/Adam", readout_format=".1e",
+                                            description="lr (RMSprop, Adam)", readout_format=".1e",
                                             style=style, layout=layout)
         self.momentum = w.FloatSlider(value=0.9, min=0.0, max=0.99, step=0.01, description="momentum",
                                       style=style, layout=layout)
         self.steps = w.IntSlider(value=steps, min=10, max=500, step=10, description="steps",
                                  style=style, layout=layout)
-        self.output = w.Output()
+        self.image = w.Image(format="png", layout=w.Layout(width="100%", max_width="1000px"))
         self.fig = Figure(figsize=(11, 4.2), layout="constrained")
         self.paths: dict[str, np.ndarray] = {}
         self.final: dict[str, float] = {}
@@ -308,7 +345,7 @@ class OptimizerRace:
         for control in (self.lr_sgd, self.lr_adaptive, self.momentum, self.steps):
             control.observe(self.update, names="value")
         controls = w.VBox([self.surface, self.lr_sgd, self.lr_adaptive, self.momentum, self.steps])
-        self.widget = w.VBox([controls, self.output])
+        self.widget = w.VBox([controls, self.image])
         self.update()
 
     def _on_surface(self, change=None) -> None:
@@ -338,22 +375,19 @@ class OptimizerRace:
         self.fig.clear()
         ax_map, ax_loss = self.fig.subplots(1, 2, width_ratios=[1.2, 1])
         plot_surface(s, ax_map)
-        plot_paths(ax_map, self.paths, on_top=("SGD",))
-        for i, (label, path) in enumerate(self.paths.items()):
+        plot_paths(ax_map, self.paths, on_top=("momentum", "SGD"))
+        for label, path in self.paths.items():
+            style = PATH_STYLES[label]
             with np.errstate(all="ignore"):
                 gap = s.f(path) - s.f(s.minimum)
             if s.name == "saddle":  # no minimum: plot the value itself
-                ax_loss.plot(s.f(path), color=f"C{i}", label=label)
+                ax_loss.plot(s.f(path), color=style["color"], ls=style["ls"], label=label)
             else:
-                ax_loss.semilogy(np.maximum(gap, 1e-16), color=f"C{i}", label=label)
+                ax_loss.semilogy(np.maximum(gap, 1e-16), color=style["color"], ls=style["ls"], label=label)
         ax_loss.set(xlabel="step", title="f(w)" if s.name == "saddle" else "f(w) - f(w*)")
         ax_loss.legend(fontsize=8)
-        if ipython_shell() is None:  # tests and scripts: the figure is all there is
-            return
-        from IPython.display import display
-        self.output.clear_output(wait=True)
-        with self.output:
-            display(self.fig)
+        # an ipywidgets Image of PNG bytes: shows the same in JupyterLab, classic Jupyter and Colab
+        self.image.value = figure_png(self.fig)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
