@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from dlcourse.backprop.numpy_impl import mlp_loss_and_grads
 from dlcourse.data import load_digits, surface
 from dlcourse.optim import numpy_impl as ref
 from dlcourse.optim import torch_impl
@@ -147,7 +146,8 @@ def test_exercise_schedule_matches_torch():
 
 
 def test_train_epoch_reference_equals_the_solution():
-    params, states, x, y = __import__("dlcourse.optim.checks", fromlist=["_epoch_problem"])._epoch_problem(3)
+    from dlcourse.optim.checks import _epoch_problem
+    params, states, x, y = _epoch_problem(3)
     ours = ref.train_epoch(params, states, x, y, 4, np.random.default_rng(1), lr=0.01)
     theirs = solution(STEM, "train_epoch")(params, states, x, y, 4, np.random.default_rng(1), lr=0.01)
     for a, b in zip(ours[0], theirs[0]):
