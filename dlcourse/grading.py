@@ -334,6 +334,11 @@ def call(fn: Callable, *args, allow_mutation: bool = False, record: list | None 
         fail = CheckFailed(f"{_name_of(fn)} raised {type(err).__name__}: {err}{where}")
         fail.error = err  # for checks that translate the error into the mistake behind it
         raise fail from None
+    watch = _Watch.active
+    if watch is not None and inspect.isgenerator(out):
+        # a wrapper that returns the course's generator: its code runs later, when the
+        # check iterates, outside the learner's frames, where the trace cannot see who made it
+        watch.hit = watch.hit or watch.forbidden(out.gi_code)
     if not allow_mutation:
         for i, (old, new) in enumerate(zip(before, args)):
             if not _same(old, new):
