@@ -154,9 +154,10 @@ with np.errstate(over="raise", invalid="raise"):
     print("sigmoid([-1000, 0, 1000]) =", ref.sigmoid(z))
 
 # %% [markdown]
-# The same trick, pulling $e^{\max(z, 0)}$ out before taking an exponential, makes
-# **softplus** $\log(1 + e^{z})$, a smooth ReLU whose derivative is the sigmoid, safe too:
-# that is exercise 1.
+# The same idea (rewrite the formula so that the only exponential ever computed is
+# $e^{-|z|} \le 1$) makes **softplus** $\log(1 + e^{z})$, a smooth ReLU whose derivative is
+# the sigmoid, safe too: that is exercise 1, with one more trap (`log` of a number that rounds
+# to exactly 1.0).
 #
 # ### GELU needs the error function
 #

@@ -53,7 +53,7 @@ def plot_decision_boundary(predict: Callable[[np.ndarray], np.ndarray], x: np.nd
     Parameters
     ----------
     predict : maps an (M, 2) float64 array of points to (M,) integer labels, or to
-        (M, C) scores (the class is the argmax)
+        (M, K) scores for K classes (the class is the argmax)
     x : ndarray of shape (N, 2);  y : ndarray of shape (N,) integer labels
     ax : matplotlib axes to draw into (default: a new figure)
     bounds : (xmin, xmax, ymin, ymax); default: the data's range plus a margin
