@@ -783,6 +783,7 @@ class _Exercise:
     seconds: float
     mistakes: tuple = ()        # the mistake table: Mistake rows
     references: tuple = ()      # the course's own answers to this exercise (never accepted)
+    helpers: tuple = ()         # course functions that do a part of the exercise (not to be called)
     question: bool = False      # a concept question, answered with a value
     _forbidden: dict = field(default_factory=dict, repr=False)
 
@@ -792,7 +793,7 @@ class _Exercise:
         The references are the registered ones plus any course function named
         like the exercise's target (outside the checks themselves).
         """
-        keys = _code_keys(self.references)
+        keys = _code_keys(self.references + self.helpers)
         cache = self._forbidden
 
         def test(code):
@@ -822,20 +823,22 @@ class Checker:
 
     # registering --------------------------------------------------------
     def exercise(self, points: float = 1, hints: list[str] | tuple[str, ...] = (),
-                 target: str | None = None, seconds: float = 20.0, mistakes=(), reference=()):
+                 target: str | None = None, seconds: float = 20.0, mistakes=(), reference=(), forbid=()):
         """Register a check body for the exercise of the same name.
 
         ``target`` is the name the learner defines in the notebook (default: the
         check's own name); ``seconds`` is the time limit for the whole check;
         ``mistakes`` is the exercise's mistake table (:class:`Mistake` rows);
         ``reference`` is the course's own answer (a function or class, or several):
-        handed in, wrapped or subclassed, it earns no points.
+        handed in, wrapped or subclassed, it earns no points; ``forbid`` lists course
+        functions that do a part of the exercise (chapter 02's ``topological_order``
+        for ``Value.backward``): a learner's code that calls one earns no points either.
         """
         def register(body):
             if not hints:
                 raise ValueError(f"exercise {body.__name__!r} needs at least one hint")
             self._register(_Exercise(body.__name__, body, float(points), list(hints), target or body.__name__,
-                                     seconds, tuple(mistakes), _as_tuple(reference)))
+                                     seconds, tuple(mistakes), _as_tuple(reference), _as_tuple(forbid)))
             return body
         return register
 
@@ -914,6 +917,10 @@ class Checker:
     def references(self, name: str) -> tuple:
         """The course's own answers to exercise ``name`` (which the lessons must not display)."""
         return self._exercises[name].references
+
+    def forbidden_helpers(self, name: str) -> tuple:
+        """Course functions that do a part of exercise ``name`` (the lessons must not display them either)."""
+        return self._exercises[name].helpers
 
     def is_question(self, name: str) -> bool:
         return self._exercises[name].question

@@ -482,3 +482,18 @@ def test_numpy_side_does_not_import_torch():
     code = ("import sys, dlcourse.backprop.numpy_impl, dlcourse.backprop.engine, dlcourse.backprop.checks; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_backward_built_on_the_course_topological_order_earns_nothing():
+    from checktools import solution
+    from dlcourse.backprop import engine
+    Value = solution("02_backprop", "value_backward")
+
+    def backward(self):
+        self.grad = 1.0
+        for node in reversed(engine.topological_order(self)):
+            node._backward()
+
+    Borrowing = type("Value", (Value,), {"backward": backward})
+    result = check.run("value_backward", Borrowing)
+    assert result.status == "course code" and "topological_order" in result.message

@@ -111,7 +111,8 @@ def test_concept_question_right_and_wrong(stem, name):
 
 def _reference_functions():
     for stem, name in EXERCISES:
-        for reference in checker(stem).references(name):
+        check = checker(stem)
+        for reference in check.references(name) + check.forbidden_helpers(name):
             members = [reference]
             if inspect.isclass(reference):
                 members = [v for v in vars(reference).values() if inspect.isfunction(v)]

@@ -483,7 +483,7 @@ def _describe_node(spec, i) -> str:
     return f"`{label}` ({'an input' if not edges else f'made by {op}'})"
 
 
-@check.exercise(points=3, target="Value", reference=RefValue,
+@check.exercise(points=3, target="Value", reference=RefValue, forbid=topological_order,
                 mistakes=VALUE_BACKWARD_MISTAKES, hints=[
     "A node may pass its gradient on to its children only once it has received ALL of it, from every node "
     "that uses it. So: first put the nodes in an order where each comes after all its children, then walk "
