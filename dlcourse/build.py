@@ -10,8 +10,10 @@ Sources of truth are text files (clean diffs, lintable):
 
 Every notebook gets, from the one place that holds the repository URL
 (:data:`REPOSITORY`): an "Open in Colab" badge, a first code cell that installs
-the package on Colab only, Colab GPU metadata, and fixed cell ids.  The README's
-course map is regenerated between its markers from the same data.
+the package on Colab only (see :func:`setup_cell`), the dlcourse version it was
+built with (``metadata.dlcourse.version``), Colab GPU metadata when it uses
+PyTorch (see :func:`uses_gpu`), and fixed cell ids.  The README's course map is
+regenerated between its markers from the same data.
 
 ``python -m dlcourse.build`` executes every notebook and stores its outputs (the
 committed outputs are what nbval compares against).  ``--check`` executes
@@ -24,12 +26,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+
+from dlcourse import __version__
 
 REPOSITORY = "dlcourse/dlcourse"  # GitHub owner/name: the only place the URL lives
 BRANCH = "main"
@@ -71,26 +76,68 @@ def badge(path: str) -> str:
             f"({colab_url(path)})")
 
 
-SETUP_CELL = f'''\
-# Set-up: on Google Colab this installs the course package (about a minute);
-# anywhere else it does nothing, because the README's install command already did.
+def setup_cell(version: str = __version__) -> str:
+    """The first code cell of every notebook.
+
+    On Colab it installs the package from GitHub.  pip runs with
+    ``GIT_TERMINAL_PROMPT=0``, so a missing or private repository fails at once
+    instead of waiting for a password, and a failure shows the end of pip's own
+    error output and what to check.  Everywhere it then compares the installed
+    package with the ``version`` this notebook was built with
+    (:func:`dlcourse.runtime.check_version`), silently when they agree.
+    """
+    return f'''\
+# Set-up: on Google Colab this installs the course package (about a minute); anywhere
+# else the README's install command already did.  Then it checks that the package is
+# the version this notebook was made for (and says nothing when it is).
+import os
 import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "dlcourse @ git+https://github.com/{REPOSITORY}@{BRANCH}"], check=True)'''
+    print("Installing dlcourse from https://github.com/{REPOSITORY} ...")
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                          "dlcourse @ git+https://github.com/{REPOSITORY}@{BRANCH}"],
+                         capture_output=True, text=True, env={{**os.environ, "GIT_TERMINAL_PROMPT": "0"}})
+    if pip.returncode != 0:
+        print("pip says:", *pip.stderr.strip().splitlines()[-12:], sep="\\n")
+        raise RuntimeError(
+            "Installing dlcourse failed; pip's reason is printed above. Check that "
+            "https://github.com/{REPOSITORY} opens in your browser (\\"could not read Username\\" means the "
+            "repository is missing or private, not that you must log in), then run this cell again.")
+import dlcourse
+
+if "google.colab" in sys.modules:
+    print("dlcourse", dlcourse.__version__, "is installed.")
+dlcourse.runtime.check_version("{version}")'''
 
 
-def notebook_metadata(stem: str, kind: str) -> dict:
-    return {
+SETUP_CELL = setup_cell()
+
+# A notebook asks Colab for a GPU runtime only when it uses PyTorch: one of its
+# code cells imports torch or a ``torch_impl`` twin, or calls ``device(...)``.
+# NumPy-only notebooks (the exercises of chapters 01-03) open on a CPU runtime,
+# which Colab hands out at once and which spends none of the learner's GPU quota.
+GPU_CODE = re.compile(r"^\s*(?:import|from)\s+torch\b|\btorch_impl\b|\bdevice\(", re.MULTILINE)
+
+
+def uses_gpu(code_sources: list[str]) -> bool:
+    """Whether a notebook with these code cells should ask Colab for a GPU (see :data:`GPU_CODE`)."""
+    return any(GPU_CODE.search(source) for source in code_sources)
+
+
+def notebook_metadata(stem: str, kind: str, gpu: bool = True, version: str = __version__) -> dict:
+    colab = {"provenance": [], "toc_visible": True}
+    metadata = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
-        # Colab opens a GPU runtime when the notebook asks for one.
-        "accelerator": "GPU",
-        "colab": {"provenance": [], "gpuType": "T4", "toc_visible": True},
-        "dlcourse": {"chapter": stem, "kind": kind},
+        "colab": colab,
+        "dlcourse": {"chapter": stem, "kind": kind, "version": version},
     }
+    if gpu:  # Colab opens a GPU runtime when the notebook asks for one
+        metadata["accelerator"] = "GPU"
+        colab["gpuType"] = "T4"
+    return metadata
 
 
 # --------------------------------------------------------------------------- sources → notebooks
@@ -158,7 +205,7 @@ def render(target: Target, root: Path = ROOT) -> nbformat.NotebookNode:
         cells.append(nbformat.v4.new_markdown_cell(
             "> **Your exercise notebook.** Fill in every `# YOUR CODE HERE`, run the check cell under it, "
             "and ask `check.hint(\"name\")` when stuck. Run all cells to see your score at the end."))
-    cells.append(nbformat.v4.new_code_cell(SETUP_CELL))
+    cells.append(nbformat.v4.new_code_cell(setup_cell()))
     for index, cell in enumerate(parsed.cells):
         source = cell.source
         if target.kind == "exercises" and cell.cell_type == "code":
@@ -170,7 +217,9 @@ def render(target: Target, root: Path = ROOT) -> nbformat.NotebookNode:
             cells.append(nbformat.v4.new_markdown_cell(source, metadata=meta))
         else:
             cells.append(nbformat.v4.new_code_cell(source, metadata=meta))
-    nb = nbformat.v4.new_notebook(cells=cells, metadata=notebook_metadata(target.stem, target.kind))
+    # Solutions and exercises decide alike, from the whole source (solution regions included).
+    gpu = uses_gpu([c.source for c in parsed.cells if c.cell_type == "code"])
+    nb = nbformat.v4.new_notebook(cells=cells, metadata=notebook_metadata(target.stem, target.kind, gpu))
     nb.nbformat, nb.nbformat_minor = 4, 5
     for i, cell in enumerate(nb.cells):
         cell.id = f"{target.kind[:3]}-{i:03d}"  # fixed ids: no churn between builds

@@ -26,7 +26,7 @@ import sys
 import numpy as np
 
 __all__ = ["device", "seed", "in_colab", "show_source", "set_threads",
-           "configure_torch", "default_threads", "ipython_shell"]
+           "configure_torch", "default_threads", "ipython_shell", "check_version"]
 
 
 def in_colab() -> bool:
@@ -129,6 +129,31 @@ def ipython_shell():
     except ImportError:
         return None
     return get_ipython()
+
+
+def check_version(built_with: str) -> bool:
+    """Say so, clearly, when the installed dlcourse is not the one a notebook was built with.
+
+    Every notebook's set-up cell calls this with the version the build recorded
+    (``metadata.dlcourse.version``).  A lesson or a check from one version run
+    against the package of another can fail in confusing ways, so a mismatch is
+    named with its fix.  Prints nothing when the versions agree (stored notebook
+    outputs stay the same); returns whether they agree.
+    """
+    from dlcourse import __version__
+    if built_with == __version__:
+        return True
+    if in_colab():
+        fix = ("Runtime > Restart session, then run the notebook again from the top; if this message "
+               "stays, your copy of the notebook is from another version: open it afresh from the "
+               "course map in the README.")
+    else:
+        fix = ("Update both to the same version: git pull, then python -m pip install -r requirements.txt, "
+               "then restart the kernel.")
+    print(f"dlcourse version mismatch: this notebook was built with dlcourse {built_with}, "
+          f"but this Python has dlcourse {__version__}, so lessons and checks may not match. {fix}",
+          file=sys.stderr)
+    return False
 
 
 set_threads()

@@ -1,10 +1,14 @@
 """The notebook build: deterministic, stamps Colab from one URL, strips solutions, detects stale notebooks."""
+import subprocess
+import sys
 import textwrap
+import types
 from pathlib import Path
 
 import nbformat
 import pytest
 
+import dlcourse
 from dlcourse import build
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,8 +82,9 @@ def test_render_is_deterministic_and_stamped(tmp_path):
         assert first == second
         ids = [c.id for c in first.cells]
         assert len(set(ids)) == len(ids)
-        assert first.metadata["accelerator"] == "GPU"
-        assert first.metadata["dlcourse"] == {"chapter": "42_demo", "kind": target.kind}
+        assert "accelerator" not in first.metadata  # the demo sources are NumPy-only
+        assert first.metadata["dlcourse"] == {"chapter": "42_demo", "kind": target.kind,
+                                              "version": dlcourse.__version__}
         rel = target.output.relative_to(root).as_posix()
         assert build.colab_url(rel) in first.cells[0].source
         setup = next(c for c in first.cells if c.cell_type == "code")
@@ -134,3 +139,129 @@ def test_every_graded_chapter_has_its_three_notebooks():
 def test_main_check_mode_reports(capsys):
     assert build.main(["--check"]) == 0
     assert "up to date" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- Colab GPU metadata
+
+@pytest.mark.parametrize("code, gpu", [
+    ("import torch", True),
+    ("import numpy as np\nimport torch.nn.functional as F", True),
+    ("from torch import nn", True),
+    ("from dlcourse.neurons import torch_impl as tt", True),
+    ("from dlcourse.optim.torch_impl import train_torch", True),
+    ("dev = dlcourse.device()", True),
+    ("import numpy as np\nfrom dlcourse.neurons.numpy_impl import sigmoid", False),
+    ("x = y.to(device)  # a name, not a call", False),
+    ("print('torch is for later')", False),
+    ("import torchvision_free_module", False),
+])
+def test_uses_gpu_rule(code, gpu):
+    assert build.uses_gpu(["import numpy as np", code]) is gpu
+
+
+def test_gpu_metadata_only_on_notebooks_that_use_pytorch(tmp_path):
+    root = demo_tree(tmp_path)
+    (root / "chapters" / "43_torch.py").write_text(
+        "# %% [markdown]\n# Mentions `dlcourse.device()` in text only.\n\n# %%\nimport torch\n")
+    (root / "chapters" / "44_text.py").write_text(
+        "# %% [markdown]\n# `import torch` and `device()` in markdown do not count.\n\n# %%\nprint(1)\n")
+    asked = {t.output.relative_to(root).as_posix(): build.render(t, root).metadata for t in build.targets(root)}
+    assert asked["chapters/43_torch.ipynb"]["accelerator"] == "GPU"
+    assert asked["chapters/43_torch.ipynb"]["colab"]["gpuType"] == "T4"
+    for numpy_only in ("chapters/44_text.ipynb", "chapters/42_demo.ipynb",
+                       "solutions/42_demo.ipynb", "exercises/42_demo.ipynb"):
+        assert "accelerator" not in asked[numpy_only] and "gpuType" not in asked[numpy_only]["colab"]
+
+
+def test_course_notebooks_ask_for_a_gpu_exactly_when_their_source_uses_pytorch():
+    for target in build.targets(ROOT):
+        text = target.source.read_text(encoding="utf-8")
+        code_uses_torch = any(line.strip().startswith(("import torch", "from torch")) or "torch_impl" in line
+                              for line in text.splitlines() if not line.lstrip().startswith("#"))
+        metadata = build.render(target, ROOT).metadata
+        assert ("accelerator" in metadata) == code_uses_torch, target.output.relative_to(ROOT)
+
+
+# --------------------------------------------------------------------------- the set-up cell
+
+def run_setup_cell(source=None):
+    exec(compile(source or build.setup_cell(), "setup cell", "exec"), {})
+
+
+@pytest.fixture
+def on_colab(monkeypatch):
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+
+
+def test_setup_cell_outside_colab_installs_nothing_and_prints_nothing(monkeypatch, capsys):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("pip must not run outside Colab"))
+    run_setup_cell()
+    assert capsys.readouterr() == ("", "")
+
+
+def test_setup_cell_on_colab_shows_pips_reason_and_what_to_check(on_colab, monkeypatch, capsys):
+    calls = []
+    stderr = "\n".join([f"noise {i}" for i in range(30)] + [
+        "  fatal: could not read Username for 'https://github.com': terminal prompts disabled",
+        "ERROR: Failed to build 'dlcourse' when git clone ... did not run successfully."])
+
+    def failing_pip(command, **kwargs):
+        calls.append((command, kwargs))
+        return subprocess.CompletedProcess(command, 1, stdout="", stderr=stderr)
+
+    monkeypatch.setattr(subprocess, "run", failing_pip)
+    with pytest.raises(RuntimeError, match="repository is missing or private"):
+        run_setup_cell()
+    (command, kwargs), = calls
+    assert command[-1] == f"dlcourse @ git+https://github.com/{build.REPOSITORY}@{build.BRANCH}"
+    assert kwargs["env"]["GIT_TERMINAL_PROMPT"] == "0"  # fail at once, never wait for a password
+    out = capsys.readouterr().out
+    assert "could not read Username" in out and "Failed to build 'dlcourse'" in out
+    assert "noise 3" not in out  # only the tail of pip's output
+
+
+def test_setup_cell_on_colab_with_a_missing_repository_fails_with_gits_reason(on_colab, tmp_path, capsys):
+    """The real pip and git, pointed at a repository that does not exist."""
+    source = build.setup_cell().replace(f"git+https://github.com/{build.REPOSITORY}@{build.BRANCH}",
+                                        f"git+file://{tmp_path}/missing-repository@main")
+    with pytest.raises(RuntimeError, match="pip's reason is printed above"):
+        run_setup_cell(source)
+    reason = capsys.readouterr().out.split("pip says:", 1)[1]
+    assert "missing-repository" in reason  # pip's (and git's) own words, whatever their version
+
+
+def test_setup_cell_on_colab_prints_the_installed_version(on_colab, monkeypatch, capsys):
+    monkeypatch.setattr(subprocess, "run", lambda command, **kw: subprocess.CompletedProcess(command, 0, "", ""))
+    run_setup_cell()
+    out, err = capsys.readouterr()
+    assert f"dlcourse {dlcourse.__version__} is installed." in out and err == ""
+
+
+def test_setup_cell_names_a_version_mismatch(monkeypatch, capsys):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    run_setup_cell(build.setup_cell(version="0.0.1"))
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"built with dlcourse 0.0.1, but this Python has dlcourse {dlcourse.__version__}" in err
+    assert "pip install -r requirements.txt" in err
+
+
+def test_check_version_is_silent_when_versions_agree(capsys):
+    assert dlcourse.runtime.check_version(dlcourse.__version__) is True
+    assert capsys.readouterr() == ("", "")
+    assert dlcourse.runtime.check_version("99.0") is False
+
+
+def test_committed_setup_cells_and_metadata_record_the_package_version():
+    for target in build.targets(ROOT):
+        nb = build.render(target, ROOT)
+        assert nb.metadata["dlcourse"]["version"] == dlcourse.__version__
+        setup = next(c for c in nb.cells if c.cell_type == "code")
+        assert f'check_version("{dlcourse.__version__}")' in setup.source
+
+
+def test_package_version_matches_pyproject():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["version"] == dlcourse.__version__
