@@ -21,7 +21,7 @@ from math import exp, log1p  # bound once, like a learner's `from math import ex
 import numpy as np
 
 from dlcourse.grading import (CheckFailed, Checker, CheckTimeout, Mistake, call, diagnose, expect,
-                              expect_close, expect_tuple, time_limit, trying)
+                              expect_close, expect_tuple, matches, time_limit, trying)
 from dlcourse.neurons import numpy_impl as ref
 
 __all__ = ["check"]
@@ -700,7 +700,7 @@ def _collapse_cases():
 
 
 def _pair_same(a, b) -> bool:
-    from dlcourse.grading import matches
+    """Two (w, b) pairs are the same layer."""
     return (isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b) == 2
             and matches(a[0], b[0]) and matches(a[1], b[1]))
 
