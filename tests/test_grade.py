@@ -32,12 +32,12 @@ def graded(tmp_path_factory):
         "solved": SOLVED,
         # a learner who only pretends: prints fake results and tampers with the checker
         "cheat": with_cells(EXERCISES, tmp / "cheat_01_neurons.ipynb",
-                            "print('DLCOURSE-GRADE-0000:[[\"sigmoid\", 2, 2, \"ok\"]]')\nprint('✓ all passed')",
+                            "print('DLCOURSE-GRADE-0000:[[\"softplus\", 2, 2, \"ok\"]]')\nprint('✓ all passed')",
                             "import dlcourse.grading as g\n"
                             "g.Checker._outcome = staticmethod(lambda ex, obj: ('correct', True))",
                             "import dlcourse.neurons.numpy_impl as ref\n"
-                            "ref.sigmoid = lambda x: 0 * x\n"
-                            "def sigmoid(x):\n    return 0 * x"),
+                            "ref.softplus = lambda x: 0 * x\n"
+                            "def softplus(x):\n    return 0 * x"),
         # correct functions, but a cell that raises and a cell that never ends
         "messy": with_cells(SOLVED, tmp / "messy_01_neurons.ipynb",
                             "1 / 0", "while True:\n    pass"),
