@@ -338,10 +338,22 @@ def test_subclass_of_the_engine_value_is_course_code():
 
 
 def test_value_backward_names_the_wrong_node_by_label_and_operation():
+    def own_order(root):  # the learner's own depth-first sort (the course's is refused)
+        order, seen = [], set()
+
+        def visit(node):
+            if id(node) not in seen:
+                seen.add(id(node))
+                for child in node.children:
+                    visit(child)
+                order.append(node)
+        visit(root)
+        return order
+
     class DoublesExp(solution(STEM, "value_backward")):  # not a table row: a bug in one edge only
         def backward(self):
             self.grad = 1.0
-            for node in reversed(topological_order(self)):
+            for node in reversed(own_order(self)):
                 for child, local in zip(node.children, node.local_grads):
                     child.grad += local * node.grad * (2 if node.op == "exp" else 1)
     result = check.run("value_backward", DoublesExp)
