@@ -131,18 +131,19 @@ def ipython_shell():
     return get_ipython()
 
 
-def check_version(built_with: str) -> bool:
+def check_version(built_with: str) -> None:
     """Say so, clearly, when the installed dlcourse is not the one a notebook was built with.
 
     Every notebook's set-up cell calls this with the version the build recorded
     (``metadata.dlcourse.version``).  A lesson or a check from one version run
     against the package of another can fail in confusing ways, so a mismatch is
-    named with its fix.  Prints nothing when the versions agree (stored notebook
-    outputs stay the same); returns whether they agree.
+    named with its fix.  Shows nothing when the versions agree, and returns
+    None so that, as the last line of a cell, it displays nothing either (stored
+    notebook outputs stay the same).
     """
     from dlcourse import __version__
     if built_with == __version__:
-        return True
+        return
     if in_colab():
         fix = ("Runtime > Restart session, then run the notebook again from the top; if this message "
                "stays, your copy of the notebook is from another version: open it afresh from the "
@@ -153,7 +154,6 @@ def check_version(built_with: str) -> bool:
     print(f"dlcourse version mismatch: this notebook was built with dlcourse {built_with}, "
           f"but this Python has dlcourse {__version__}, so lessons and checks may not match. {fix}",
           file=sys.stderr)
-    return False
 
 
 set_threads()

@@ -107,6 +107,9 @@ def test_build_twice_writes_identical_notebooks_and_check_notices_edits(tmp_path
     for target in build.targets(root):
         build.build_one(target, execute_it=True, root=root)
     structure = {p: build._structure(nbformat.read(p, 4)) for p in snapshot}
+    for path in snapshot:  # executed locally, the set-up cell installs nothing and shows nothing
+        setup = next(c for c in nbformat.read(path, 4).cells if c.cell_type == "code")
+        assert setup.outputs == [], (path, setup.outputs)
     assert all(build._structure(nbformat.reads(text, 4)) == structure[p] for p, text in snapshot.items())
     assert build.check(root) == []
 
@@ -248,9 +251,10 @@ def test_setup_cell_names_a_version_mismatch(monkeypatch, capsys):
 
 
 def test_check_version_is_silent_when_versions_agree(capsys):
-    assert dlcourse.runtime.check_version(dlcourse.__version__) is True
+    assert dlcourse.runtime.check_version(dlcourse.__version__) is None  # a cell's last line: shows nothing
     assert capsys.readouterr() == ("", "")
-    assert dlcourse.runtime.check_version("99.0") is False
+    assert dlcourse.runtime.check_version("99.0") is None
+    assert "built with dlcourse 99.0" in capsys.readouterr().err
 
 
 def test_committed_setup_cells_and_metadata_record_the_package_version():
