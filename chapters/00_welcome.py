@@ -178,7 +178,26 @@ practice.double(double)
 practice.scoreboard()
 
 # %% [markdown]
-# ## 6 · Grading (for instructors)
+# ## 6 · Saving and handing in your work
+#
+# **On your own machine** the notebooks are files in the course folder: *File → Save
+# Notebook* (Ctrl+S, or ⌘S on a Mac) writes your answers into `exercises/NN_topic.ipynb`,
+# and that file is what you hand in.
+#
+# **On Colab** a notebook opened from a badge lives only in your browser session: when the
+# session ends, your changes are gone. So:
+#
+# * to keep working another day: *File → Save a copy in Drive*, and open that copy next time;
+# * to hand in: *File → Download → Download .ipynb*, and submit the downloaded file.
+#
+# Either way, before you hand in, run the notebook once from a fresh start (*Kernel → Restart
+# Kernel and Run All Cells* in JupyterLab, *Runtime → Restart session and run all* on Colab)
+# and look at the score table at the end: the grader runs your notebook exactly like that.
+# Name the file after the chapter, `01_neurons.ipynb` (rename a `Copy of 01_neurons.ipynb`;
+# the ` (1)` a browser adds is fine), so the grader knows which chapter's checks to run.
+
+# %% [markdown]
+# ## 7 · Grading (for instructors)
 #
 # Learners hand in their exercise notebooks. The grader runs each one in a fresh Python
 # kernel, with a time limit per cell, then runs the chapter's checks itself on the
@@ -188,8 +207,12 @@ practice.scoreboard()
 # python -m dlcourse.grade submissions/*/01_neurons.ipynb --csv grades.csv
 # ```
 #
-# ## 7 · Where to go next
+# ## 8 · Where to go next
 #
 # Open `chapters/01_neurons.ipynb`: what a single artificial neuron computes, why it
 # needs a non-linear activation, and how a few of them together solve a problem no
 # straight line can. Then try `exercises/01_neurons.ipynb`.
+#
+# Something not working on your machine? In a terminal, in the course folder, run
+# `python -m dlcourse.doctor`: it checks your set-up line by line, and the README's
+# *Troubleshooting* section says what to do with its answer.
