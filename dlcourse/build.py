@@ -274,7 +274,10 @@ def course_map(root: Path = ROOT) -> str:
         exercises, twins = "—", "—"
         if concept:
             check = importlib.import_module(f"dlcourse.{concept}.checks").check
-            exercises = f"[{len(check.names)} graded, {check.max_points:g} pts](exercises/{stem}.ipynb)"
+            questions = sum(check.is_question(n) for n in check.names)
+            graded = len(check.names) - questions
+            exercises = (f"[{graded} graded + {questions} questions, {check.max_points:g} pts]"
+                         f"(exercises/{stem}.ipynb)")
             twins = "✓ / ✓"
         link = f"[{title}](chapters/{stem}.ipynb)"
         colab = f"lesson {badge(f'chapters/{stem}.ipynb')}"

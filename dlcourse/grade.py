@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import secrets
 import sys
 from collections import Counter
@@ -67,9 +68,13 @@ def _chapter_of(nb, path: Path, forced: str | None) -> str:
     stamped = nb.metadata.get("dlcourse", {}).get("chapter")
     if stamped in concepts:
         return stamped
-    for stem in concepts:
-        if path.stem.startswith(stem) or path.stem.startswith(stem[:3]):
-            return stem
+    # The chapter number anywhere in the name: "01_neurons (1)", "Copy of 01_neurons" (a browser's or
+    # Drive's copy), "jsmith - 01_neurons"; a name that starts with it wins.
+    numbers = re.findall(r"(?<![0-9])([0-9]{2})_", path.stem)
+    for number in numbers:
+        for stem in concepts:
+            if stem.startswith(number + "_"):
+                return stem
     raise ValueError("cannot tell which chapter this is (no dlcourse metadata, no NN_ in the file name); "
                      "pass --chapter")
 

@@ -340,16 +340,26 @@ def call(fn: Callable, *args, allow_mutation: bool = False, record: list | None 
         # check iterates, outside the learner's frames, where the trace cannot see who made it
         watch.hit = watch.hit or watch.forbidden(out.gi_code)
     if not allow_mutation:
-        for i, (old, new) in enumerate(zip(before, args)):
-            if not _same(old, new):
-                raise CheckFailed(f"{_name_of(fn)} mutated its input (argument {i + 1}) in place; "
-                                  "compute a new array instead (e.g. x = x * 2, not x *= 2)",
-                                  mistake="mutated input")
-        for k, old in before_kw.items():
-            if not _same(old, kwargs[k]):
-                raise CheckFailed(f"{_name_of(fn)} mutated its input {k!r} in place; compute a new array instead",
-                                  mistake="mutated input")
+        changed = [(_parameter_name(fn, i), new) for i, (old, new) in enumerate(zip(before, args))
+                   if not _same(old, new)]
+        changed += [(f"`{k}`", kwargs[k]) for k, old in before_kw.items() if not _same(old, kwargs[k])]
+        if changed:
+            what, value = changed[0]
+            fix = ("build a new list instead of changing the one you were given"
+                   if isinstance(value, list) else "compute a new array instead (x = x * 2, not x *= 2)")
+            raise CheckFailed(f"{_name_of(fn)} mutated its input {what} in place; {fix}", mistake="mutated input")
     return out
+
+
+def _parameter_name(fn, index: int) -> str:
+    """"`dout` (argument 1)" for the parameter at position ``index`` (from 0), as far as it can be told."""
+    try:
+        names = [p.name for p in inspect.signature(fn).parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        names = []
+    ordinal = f"argument {index + 1}"
+    return f"`{names[index]}` ({ordinal})" if index < len(names) else ordinal
 
 
 # --------------------------------------------------------------------------- watching the learner's code run
@@ -469,6 +479,13 @@ def _course_origin(obj) -> str | None:
     if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
         obj = type(obj)  # a callable instance: judge its class
     classes = obj.__mro__ if inspect.isclass(obj) else (obj,)
+    if inspect.isclass(obj):  # a course method set on the learner's class (Value.backward = ...)
+        for klass in obj.__mro__[:-1]:
+            for attr, member in vars(klass).items():
+                member = _unwrap(getattr(member, "__func__", member))
+                code = getattr(member, "__code__", None)
+                if code is not None and os.path.realpath(code.co_filename).startswith(_DLCOURSE_DIR):
+                    return f"{member.__module__}.{member.__qualname__} (as {obj.__name__}.{attr})"
     for item in classes:
         module = getattr(item, "__module__", None) or ""
         code = getattr(item, "__code__", None)
@@ -598,52 +615,78 @@ def first_wrong_stage(recorded: list, stages: list[tuple[str, Any, str]]) -> Non
 
 # --------------------------------------------------------------------------- the smallest failing case
 
-def _literal(value, limit: int = 60) -> str:
-    """Python source that rebuilds ``value`` (small arrays in full, large ones by shape)."""
+def _literal(value, limit: int = 60, imports: set | None = None) -> str:
+    """Python source that rebuilds ``value`` (small arrays in full, large ones by shape).
+
+    Classes and functions from a module (a NamedTuple cache, an activation) add
+    their import to ``imports``, so that the line runs in a fresh cell too.
+    """
+    imports = set() if imports is None else imports
     if isinstance(value, np.ndarray):
         if value.size > limit:
             return f"<array of shape {value.shape}, dtype {value.dtype}>"
         body = np.array2string(value, separator=", ", precision=8, max_line_width=10_000,
                                threshold=limit + 1, floatmode="maxprec")
-        dtype = "" if value.dtype == np.float64 else f", dtype=np.{value.dtype}"
-        if value.dtype.kind == "i" and value.dtype == np.int_:
-            dtype = ""
+        dtype = "" if value.dtype in (np.float64, np.int_) else f", dtype=np.{value.dtype}"
         return f"np.array({body}{dtype})"
     if isinstance(value, (np.floating, np.integer)):
         return repr(value.item())
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple state
-        inner = ", ".join(f"{f}={_literal(v, limit)}" for f, v in zip(value._fields, value))
-        return f"{type(value).__name__}({inner})"
+    if isinstance(value, np.random.Generator):
+        return "np.random.default_rng(0)"  # a generator's state has no short literal
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a NamedTuple state or cache
+        inner = ", ".join(f"{f}={_literal(v, limit, imports)}" for f, v in zip(value._fields, value))
+        return f"{_importable(type(value), imports)}({inner})"
     if isinstance(value, (list, tuple)):
-        inner = ", ".join(_literal(v, limit) for v in value)
+        inner = ", ".join(_literal(v, limit, imports) for v in value)
         return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k!r}: {_literal(v, limit)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k!r}: {_literal(v, limit, imports)}" for k, v in value.items()) + "}"
     if callable(value):
-        return getattr(value, "__name__", "<function>")
+        return _importable(value, imports)
     return repr(value)
 
 
+def _importable(obj, imports: set) -> str:
+    """The name to write for ``obj`` in a reproducing line, recording the import it needs."""
+    name = getattr(obj, "__name__", None) or type(obj).__name__
+    module = getattr(obj, "__module__", None)
+    if module and module not in ("__main__", "builtins") and not module.startswith("solution_") \
+            and getattr(sys.modules.get(module), name, None) is obj:
+        imports.add(f"from {module} import {name}")
+    return name
+
+
 def reproduce(name: str, *args, **kwargs) -> str:
-    """A one-line call that reproduces a case, e.g. ``sigmoid(np.array([-1.0, 0.0]))``."""
-    parts = [_literal(a) for a in args] + [f"{k}={_literal(v)}" for k, v in kwargs.items()]
-    return f"{name}({', '.join(parts)})"
+    """A one-line call that reproduces a case, e.g. ``sigmoid(np.array([-1.0, 0.0]))``.
+
+    Prefixed with the imports it needs (``from dlcourse.backprop.numpy_impl import LinearCache; ...``).
+    """
+    imports: set = set()
+    parts = [_literal(a, imports=imports) for a in args]
+    parts += [f"{k}={_literal(v, imports=imports)}" for k, v in kwargs.items()]
+    line = f"{name}({', '.join(parts)})"
+    return "; ".join(sorted(imports) + [line])
 
 
 class _Case:
     """The case a check is trying; describes itself when it fails (see :func:`trying`)."""
 
-    def __init__(self, name: str, args: tuple, kwargs: dict, label: str):
-        self.name, self.args, self.kwargs, self.label = name, args, kwargs, label
+    def __init__(self, name: str, args: tuple, kwargs: dict, label: str, call_text: str | None):
+        # the inputs as they were before the learner's code ran (it may change them in place)
+        self.name, self.label, self.call_text = name, label, call_text
+        self.args, self.kwargs = _snapshot(tuple(args)), _snapshot(dict(kwargs))
         self.got = self.expected = _UNSET
 
     def describe(self) -> str:
-        lines = [f"smallest failing case{f' ({self.label})' if self.label else ''}:"]
-        if self.got is not _UNSET:
-            lines.append(f"  got      {_literal(self.got)}")
-        if self.expected is not _UNSET:
-            lines.append(f"  expected {_literal(self.expected)}")
-        lines.append(f"reproduce it in a new cell:  {reproduce(self.name, *self.args, **self.kwargs)}")
+        call_line = self.call_text or reproduce(self.name, *self.args, **self.kwargs)
+        label = f" ({self.label})" if self.label else ""
+        shown = [(word, value) for word, value in (("got", self.got), ("expected", self.expected))
+                 if value is not _UNSET]
+        if not shown:
+            return f"failing case{label}; reproduce it in a new cell:  {call_line}"
+        lines = [f"smallest failing case{label}:"]
+        lines += [f"  {word:<8} {_literal(value)}" for word, value in shown]
+        lines.append(f"reproduce it in a new cell:  {call_line}")
         return "\n".join(lines)
 
 
@@ -651,7 +694,7 @@ _UNSET = object()
 
 
 @contextmanager
-def trying(name: str, *args, label: str = "", **kwargs):
+def trying(name: str, *args, label: str = "", call_text: str | None = None, **kwargs):
     """Run one case of a check; if it fails, the failure shows the case and a call that reproduces it.
 
     Checks try their cases from the smallest to the largest, so the first
@@ -663,9 +706,12 @@ def trying(name: str, *args, label: str = "", **kwargs):
                 case.expected = ref.sigmoid(x)
                 expect_close(case.got, case.expected, "sigmoid(x)")
 
-    Setting ``case.got`` / ``case.expected`` is optional: what is set is shown.
+    Setting ``case.got`` / ``case.expected`` is optional: what is set is shown; set
+    them to the values the failing comparison is about.  ``call_text`` replaces the
+    generated reproducing line where the call is not a plain function call
+    (``list(minibatches(5, 2, np.random.default_rng(2)))``).
     """
-    case = _Case(name, args, kwargs, label)
+    case = _Case(name, args, kwargs, label, call_text)
     try:
         yield case
     except CheckFailed as fail:
@@ -719,8 +765,15 @@ def expect_close(got, expected, what: str = "the output", rtol: float = 1e-6,
         raise CheckFailed(f"{what} is None: did you forget a `return`?")
     if isinstance(got, tuple) and not all(np.isscalar(item) for item in got):
         raise CheckFailed(f"{what} is a tuple of {len(got)} items, expected one array of shape {expected.shape}")
-    if hasattr(got, "detach"):  # a torch tensor: compare its values
-        got = got.detach().cpu().numpy()
+    if isinstance(got, list) and expected.ndim > 0:
+        raise CheckFailed(f"{what} is a list; return a NumPy array of shape {expected.shape} "
+                          "(np.array(...) or np.stack(...) turns a list into one)", mistake="list")
+    if hasattr(got, "detach"):  # a torch tensor (a PyTorch twin's output): compare its values
+        got = got.detach().cpu().numpy().astype(np.float64)
+    if getattr(got, "dtype", None) in (np.float32, np.float16) and expected.dtype == np.float64:
+        raise CheckFailed(f"{what} is {got.dtype} where the input was float64: keep float64 all the way "
+                          "(no .astype(np.float32), no np.float32(...) constants, no float32 arrays)",
+                          mistake="float32")
     try:
         got = np.asarray(got, dtype=np.float64 if expected.dtype.kind in "fiub" else None)
     except (TypeError, ValueError):
@@ -858,14 +911,31 @@ class Checker:
             if isinstance(want, str):
                 return isinstance(got, str) and got.strip().lower() == want.strip().lower()
             if isinstance(want, tuple):
+                if isinstance(got, np.ndarray) and got.ndim == 1:
+                    got = got.tolist()
                 return isinstance(got, (tuple, list)) and len(got) == len(want) and \
                     all(same(g, w) for g, w in zip(got, want))
             if isinstance(want, bool) or isinstance(got, (bool, str)) or got is None:
-                return got is want or got == want
+                return type(got) is type(want) and got == want  # True is no answer to "how many?"
+            if isinstance(want, (int, np.integer)):  # a count: exactly that number
+                return isinstance(got, (int, float, np.integer, np.floating)) and float(got) == float(want)
             try:
                 return bool(np.isclose(float(got), float(want), rtol=rtol, atol=0))
             except (TypeError, ValueError):
                 return False
+
+        def form(value) -> str | None:
+            """What is wrong with the *form* of an answer (a number given as a string, ...)."""
+            if isinstance(answer, bool):
+                return None if isinstance(value, bool) else "answer True or False"
+            if isinstance(answer, (int, float)) and not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or isinstance(value, bool):
+                return f"return a number, not a {type(value).__name__} ({value!r})"
+            if isinstance(answer, tuple) and not isinstance(value, (tuple, list, np.ndarray)):
+                return f"return a shape as a tuple of numbers, such as (2, 3), not a {type(value).__name__}"
+            if isinstance(answer, str) and not isinstance(value, str):
+                return f"answer with one of the letters {', '.join(repr(c) for c in choices or (answer,))}"
+            return None
 
         def body(obj):
             value = call(obj) if callable(obj) else obj
@@ -876,6 +946,9 @@ class Checker:
             for row in mistakes:
                 if same(value, row.wrong):
                     raise CheckFailed(row.message, mistake=row.name)
+            problem = form(value)
+            if problem:
+                raise CheckFailed(problem, mistake="answer's form")
             if choices is not None and not any(same(value, c) for c in choices):
                 raise CheckFailed(f"{value!r} is not one of the choices: answer one of "
                                   f"{', '.join(repr(c) for c in choices)}")
@@ -988,6 +1061,9 @@ class Checker:
             return Hint(name, "", 0, 0, f"no exercise {name!r} in {self.chapter}; "
                                         f"exercises: {', '.join(self.names)}")
         hints = self._exercises[name].hints
+        if not hints:
+            return Hint(name, "", 0, 0, f"{name} is a concept question: it has no hints; reread the lesson "
+                                        "section it names, and its explanation shows once you answer it right")
         if number is None:
             number = min(self._hints_shown.get(name, 0) + 1, len(hints))
         if not 1 <= number <= len(hints):

@@ -49,8 +49,6 @@ def test_downloaded_names_that_start_with_the_chapter(tmp_path, name):
 
 @pytest.mark.parametrize("name", ["Copy of 01_neurons.ipynb", "Copy of 01_neurons (2).ipynb",
                                   "jsmith - 01_neurons.ipynb"])
-@pytest.mark.xfail(strict=False, reason="grade._chapter_of only looks for NN_ at the start of the "
-                                        "file name; the proposed fix searches the whole name")
 def test_renamed_copies_without_metadata(tmp_path, name):
     assert chapter_of(tmp_path, name) == "01_neurons"
 

@@ -179,12 +179,17 @@ def test_registration_rules():
         check.exercise(points=1, hints=["h"])(make_checker)
 
 
-def test_expect_close_accepts_torch_tensors_and_lists():
+def test_expect_close_accepts_torch_tensors_refuses_lists_and_float32():
     torch = pytest.importorskip("torch")
     expect_close(torch.tensor([1.0, 2.0]), np.array([1.0, 2.0]))
-    expect_close([1.0, 2.0], np.array([1.0, 2.0]))
+    expect_close(np.array([1.0, 2.0]), np.array([1.0, 2.0]))
     with pytest.raises(CheckFailed, match="max error 1"):
-        expect_close([1.0, 3.0], np.array([1.0, 2.0]), rtol=0)
+        expect_close(np.array([1.0, 3.0]), np.array([1.0, 2.0]), rtol=0)
+    with pytest.raises(CheckFailed, match="is a list; return a NumPy array of shape \\(2,\\)"):
+        expect_close([1.0, 2.0], np.array([1.0, 2.0]))
+    with pytest.raises(CheckFailed, match="is float32 where the input was float64") as fail:
+        expect_close(np.array([1.0, 2.0], dtype=np.float32), np.array([1.0, 2.0]))
+    assert fail.value.mistake == "float32"
 
 
 def test_a_limit_inside_a_limit_keeps_the_outer_one():
@@ -423,3 +428,53 @@ def test_concept_question_explains_once_right_and_names_wrong_values():
     assert check.q_choice(" B ").passed and check.q_choice("a").message == "a converges, slowly"
     assert "not one of the choices" in check.q_choice("z").message
     assert check.q_choice(lambda: (_ for _ in ()).throw(NotImplementedError())).status == "not implemented"
+
+
+def test_a_course_method_attached_to_a_learners_class_is_course_code():
+    from dlcourse.backprop import engine
+    check = Checker("99_demo")
+
+    @check.exercise(points=1, hints=["h"], target="Value")
+    def value_backward(cls):
+        return "ok"
+
+    class Mine:
+        def __init__(self, data):
+            self.data = data
+    Mine.backward = engine.Value.backward
+    result = check.value_backward(Mine)
+    assert result.status == "course code" and "as Mine.backward" in result.message
+
+
+def test_questions_want_exact_counts_and_say_when_the_form_is_wrong():
+    check = Checker("99_demo")
+    check.question("q_count", answer=101770, explanation="count them.")
+    check.question("q_rate", answer=0.2, explanation="2 / L.")
+    check.question("q_shape", answer=(32, 64), explanation="(N, H).")
+    assert not check.q_count(101760).passed and check.q_count(101770.0).passed
+    assert check.q_count(True).message == "return a number, not a bool (True)"
+    assert check.q_rate(0.2001).passed and check.q_rate("0.2").message.startswith("return a number, not a str")
+    assert check.q_shape(np.array([32, 64])).passed
+    assert check.q_shape("(32, 64)").message.startswith("return a shape as a tuple")
+    assert "concept question: it has no hints" in repr(check._hint("q_count"))
+
+
+def test_the_reproducing_line_brings_its_imports_and_shows_the_inputs_before_a_mutation():
+    from dlcourse.backprop.numpy_impl import LinearCache
+    line = reproduce("linear_backward", np.ones(1), LinearCache(np.ones(1), np.ones(1)))
+    assert line.startswith("from dlcourse.backprop.numpy_impl import LinearCache; linear_backward(")
+    check = Checker("99_demo")
+
+    @check.exercise(points=1, hints=["h"])
+    def shift(fn):
+        x = np.array([1.0, 2.0])
+        with trying("shift", x):
+            expect_close(call(fn, x), x + 1)
+        return "ok"
+
+    def in_place(values):
+        values += 1
+        return values
+    result = check.shift(in_place)
+    assert "mutated its input `values` (argument 1) in place" in result.message
+    assert "shift(np.array([1., 2.]))" in result.details

@@ -433,7 +433,8 @@ def test_check_passes_solution_and_shows_no_failing_case(name):
 def test_failures_show_the_smallest_case_and_a_reproducing_call():
     result = check.nesterov_step(_row("nesterov_step", "uphill").wrong)
     assert "smallest failing case (step 1 of a run with momentum 0.9 from a filled buffer)" in result.details
-    assert "reproduce it in a new cell:  nesterov_step(np.array([" in result.details
+    assert ("reproduce it in a new cell:  from dlcourse.optim.numpy_impl import SGDState; "
+            "nesterov_step(np.array([") in result.details
     result = check.gd_minimize(_row("gd_minimize", "uphill").wrong)
     assert "gd_minimize(bowl_grad, np.array([-4. ,  1.5]), 0.05, 3)" in result.details
 
