@@ -249,11 +249,30 @@ def _canonical(nb: nbformat.NotebookNode, fresh: nbformat.NotebookNode) -> nbfor
     return nb
 
 
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_PLACEHOLDER = "[an interactive widget: run this cell to see it]"
+
+
+def widget_placeholders(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Replace the text a stored widget output falls back to by a line that says what it is.
+
+    Before its cell runs, a widget has no model in the browser, and JupyterLab
+    shows the output's ``text/plain``: a raw repr (``VBox(children=(Dropdown(…``)
+    or a progress bar frozen at 0 %.  Neither tells a learner what to do.
+    """
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if WIDGET_MIME in data:
+                data["text/plain"] = WIDGET_PLACEHOLDER
+    return nb
+
+
 def build_one(target: Target, execute_it: bool = True, root: Path = ROOT) -> str:
     fresh = render(target, root)
     nb = nbformat.from_dict(fresh)
     if execute_it:
-        nb = _canonical(execute(nb, target.output.parent), fresh)
+        nb = widget_placeholders(_canonical(execute(nb, target.output.parent), fresh))
     target.output.parent.mkdir(parents=True, exist_ok=True)
     nbformat.validate(nb)
     target.output.write_text(nbformat.writes(nb, version=4) + "\n", encoding="utf-8")

@@ -269,3 +269,21 @@ def test_package_version_matches_pyproject():
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert project["version"] == dlcourse.__version__
+
+
+def test_stored_widget_outputs_say_what_they_are_before_the_cell_runs():
+    from dlcourse.build import WIDGET_MIME, WIDGET_PLACEHOLDER, widget_placeholders
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("w")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={
+        WIDGET_MIME: {"model_id": "x", "version_major": 2, "version_minor": 0},
+        "text/plain": "VBox(children=(Dropdown(description='surface'"}),
+        nbformat.v4.new_output("display_data", data={"text/plain": "<Figure size 640x480 with 1 Axes>"})]
+    widget_placeholders(nb)
+    assert nb.cells[0].outputs[0].data["text/plain"] == WIDGET_PLACEHOLDER
+    assert nb.cells[0].outputs[1].data["text/plain"].startswith("<Figure")
+
+
+def test_committed_lessons_store_no_raw_widget_repr():
+    for path in sorted((ROOT / "chapters").glob("*.ipynb")):
+        text = path.read_text(encoding="utf-8")
+        assert "VBox(children=" not in text and "HBox(children=" not in text, path.name
