@@ -144,6 +144,31 @@ class ReluSlopeIsOutput(RefValue):
         return RefValue(out, (self,), (out,), "relu")
 
 
+class PowIntegerExponent(RefValue):
+    """n = int(n): a ** 0.5 becomes a ** 0."""
+
+    def __pow__(self, n):
+        n = int(n)
+        return RefValue(self.data ** n, (self,), (n * self.data ** (n - 1),), f"**{n}")
+
+
+class PowChangesInput(RefValue):
+    """Writes the result into the input's data."""
+
+    def __pow__(self, n):
+        old = self.data
+        self.data = old ** n
+        return RefValue(self.data, (self,), (n * old ** (n - 1),), "**")
+
+
+class MulGradsAsValues(RefValue):
+    """local_grads=(other, self): Values where numbers belong."""
+
+    def __mul__(self, other):
+        other = _wrap(other)
+        return RefValue(self.data * other.data, (self, other), (other, self), "*")
+
+
 VALUE_OPS_MISTAKES = (
     Mistake("mul local derivatives swapped", MulSwapped,
             "the local derivatives of a * b are swapped: d(ab)/da is b (other.data) and d(ab)/db is a (self.data)"),
@@ -166,6 +191,15 @@ VALUE_OPS_MISTAKES = (
             "else 0"),
     Mistake("relu slope is its output", ReluSlopeIsOutput,
             "relu's local derivative is its output max(x, 0); it is the slope, 1 where the input is > 0, else 0"),
+    Mistake("exponent made an integer", PowIntegerExponent,
+            "a ** 0.5 came out as a ** 0: the exponent was turned into an integer (int(n)); use n as it is given, "
+            "the power rule n·a^(n-1) holds for any real n"),
+    Mistake("input data changed", PowChangesInput,
+            "an operation changed the data of its input (self.data = ...): an operation must leave its inputs as "
+            "they are and put its result only into the new Value it returns"),
+    Mistake("local derivatives as Values", MulGradsAsValues,
+            "local_grads must be plain numbers, such as other.data and self.data, not Value objects such as other "
+            "and self: a local derivative is the number computed now, from the data at hand"),
 )
 
 _A, _B = 0.7, -1.3
@@ -176,6 +210,7 @@ _OPS = [
     ("3 * a - b", "__mul__", lambda a, b: 3 * a - b, "3 * a calls __rmul__, which uses __mul__"),
     ("a ** 3", "__pow__", lambda a, b: a ** 3, "d(a^n)/da = n a^(n-1)"),
     ("b ** -2", "__pow__", lambda a, b: b ** -2, "d(b^n)/db = n b^(n-1)"),
+    ("a ** 0.5", "__pow__", lambda a, b: a ** 0.5, "d(a^n)/da = n a^(n-1), for a fractional n too"),
     ("a.exp()", "exp", lambda a, b: a.exp(), "d(e^a)/da = e^a"),
     ("a.log()", "log", lambda a, b: a.log(), "d(ln a)/da = 1/a"),
     ("a.relu()", "relu", lambda a, b: a.relu(), "the slope of relu is 1 where the input is positive"),
@@ -256,6 +291,10 @@ def value_ops(cls):
             expect(out is not None, f"{expr} returned None: did you forget a `return`?")
             expect(all(hasattr(out, k) for k in ("data", "children", "local_grads")),
                    f"{expr} returned a {type(out).__name__}, expected a Value")
+            if not (_close(a.data, leaves[0], rtol=0, atol=0) and _close(b.data, leaves[1], rtol=0, atol=0)):
+                _fail(VALUE_OPS_MISTAKES, "input data changed", f"(seen on {expr})")
+            if any(hasattr(g, "local_grads") for node in topological_order(out) for g in tuple(node.local_grads)):
+                _fail(VALUE_OPS_MISTAKES, "local derivatives as Values", f"(seen on {expr})")
             got = _op_signature(cls, build, leaves)
             want = _op_signature(RefValue, build, leaves)
             diagnose(got, want, VALUE_OPS_MISTAKES, same=_same_signature,
@@ -309,6 +348,40 @@ class BackwardForwardOrder(RefValue):
     def backward(self):
         self.grad = 1.0
         for node in _dfs_order(self):
+            for child, local in zip(node.children, node.local_grads):
+                child.grad += local * node.grad
+
+
+class BackwardPreOrder(RefValue):
+    def backward(self):
+        order, seen = [], set()
+
+        def visit(node):
+            if id(node) not in seen:
+                seen.add(id(node))
+                order.append(node)  # before its children: depth-first PRE-order
+                for child in node.children:
+                    visit(child)
+        visit(self)
+        self.grad = 1.0
+        for node in order:
+            for child, local in zip(node.children, node.local_grads):
+                child.grad += local * node.grad
+
+
+class BackwardVisitedByData(RefValue):
+    def backward(self):
+        order, seen = [], set()
+
+        def visit(node):
+            if node.data not in seen:  # keyed by the value: equal numbers count as one node
+                seen.add(node.data)
+                for child in node.children:
+                    visit(child)
+                order.append(node)
+        visit(self)
+        self.grad = 1.0
+        for node in reversed(order):
             for child, local in zip(node.children, node.local_grads):
                 child.grad += local * node.grad
 
@@ -392,6 +465,10 @@ VALUE_BACKWARD_MISTAKES = (
     Mistake("topological order not reversed", BackwardForwardOrder,
             "the nodes were visited in topological order (inputs first); backward must go through them in "
             "REVERSED topological order, output first"),
+    Mistake("depth-first pre-order", BackwardPreOrder,
+            "your order lists a node BEFORE its children (appended before visiting them: depth-first pre-order), so "
+            "a node reached first by one path passes its gradient on before the other paths into it have delivered "
+            "theirs. Append a node AFTER visiting its children (post-order), then walk that list reversed"),
     Mistake("breadth-first order", BackwardBreadthFirst,
             "the nodes were visited breadth-first from the output: a node reached early by a short path passes its "
             "gradient on before the longer paths into it have delivered theirs. Build a topological order "
@@ -399,6 +476,9 @@ VALUE_BACKWARD_MISTAKES = (
     Mistake("depth-first search without a visited set", BackwardNoVisitedSet,
             "your depth-first search has no visited set: a node reachable by two paths is listed twice and passes "
             "its gradient on twice. Keep a set of visited nodes and skip a node already in it"),
+    Mistake("visited set keyed by value", BackwardVisitedByData,
+            "your visited set is keyed by the nodes' values (.data): two different nodes that hold the same number "
+            "count as one, and the second is never visited. Put the nodes themselves (or id(node)) in the set"),
     Mistake("recursive push", BackwardRecursivePush,
             "a node passed its gradient on before it had received all of it (a recursive push visits a shared "
             "node once per path): build a topological order first, then go through it in reverse"),
@@ -424,9 +504,15 @@ _GRAPHS = {
         ("d", "tanh", 4.0, [(2, 0.5)])],
     "c = a * a, one node used twice by the same operation": [
         ("a", "", 1.5, []), ("c", "*", 2.25, [(0, 1.5), (0, 1.5)])],
+    "a long and a short path into c: m = tanh(c), p = m * 3, out = p + c": [
+        ("a", "", 0.5, []), ("c", "exp", 1.6, [(0, 1.6)]), ("m", "tanh", 0.9, [(1, 0.2)]),
+        ("p", "*", 2.7, [(2, 3.0)]), ("out", "+", 4.3, [(3, 1.0), (1, 1.0)])],
     "a diamond: u = exp(a), v = u * a, w = u + v": [
         ("a", "", 1.0, []), ("u", "exp", 2.0, [(0, 2.0)]), ("v", "*", 3.0, [(1, 3.0), (0, 5.0)]),
         ("w", "+", 4.0, [(1, 7.0), (2, 11.0)])],
+    "two nodes with equal data: r = exp(x) * exp(y), x = y = 1": [
+        ("x", "", 1.0, []), ("y", "", 1.0, []), ("ex", "exp", math.e, [(0, math.e)]),
+        ("ey", "exp", math.e, [(1, math.e)]), ("r", "*", math.e ** 2, [(2, math.e), (3, math.e)])],
     "a neuron o = tanh(x1*w1 + x2*w2 + b)": [
         ("x1", "", 1.5, []), ("w1", "", -0.5, []), ("x2", "", -1.0, []), ("w2", "", 2.0, []), ("b", "", 0.5, []),
         ("x1w1", "*", -0.75, [(0, -0.5), (1, 1.5)]), ("x2w2", "*", -2.0, [(2, 2.0), (3, -1.0)]),
@@ -491,8 +577,9 @@ def _describe_node(spec, i) -> str:
     "Build the order with a depth-first search that remembers which nodes it has already visited and appends "
     "a node after visiting its children. Seed the output's gradient with 1, then, for each node of the "
     "reversed order, hand each child its share: local derivative times the node's gradient, added (+=).",
-    "def visit(node): if node is new: mark it; visit each child; order.append(node) ... then self.grad = 1.0 "
-    "and for node in reversed(order): for child, local in zip(node.children, node.local_grads): child.grad ...",
+    "A helper visit(node) that returns at once for a node in `seen`, else adds it, visits its children and "
+    "only then appends it to `order`. After visit(self): seed self.grad, and walk reversed(order), pairing "
+    "node.children with node.local_grads (zip).",
 ])
 def value_backward(cls):
     """Value.backward(): gradients of every node by the chain rule, in reverse topological order."""
@@ -528,7 +615,8 @@ def value_backward(cls):
                           "into it: child.grad += local * node.grad")
             raise CheckFailed(f"on {what}, node {_describe_node(spec, i)} has grad {got[i]:.6g}, expected "
                               f"{want[i]:.6g}: {likely}")
-    return f"right gradients on {len(_GRAPHS)} graphs, including shared nodes and a node used twice"
+    return (f"right gradients on {len(_GRAPHS)} graphs, including shared nodes, a node used twice and nodes "
+            "with equal data")
 
 
 # =========================================================================== 3 · linear_backward
@@ -546,6 +634,11 @@ def linear_dx_with_w_transposed(dout, cache):
 def linear_db_not_summed(dout, cache):
     x, w = cache
     return dout @ w, dout.T @ x, dout
+
+
+def linear_db_keepdims(dout, cache):
+    x, w = cache
+    return dout @ w, dout.T @ x, dout.sum(axis=0, keepdims=True)
 
 
 def linear_db_axis1(dout, cache):
@@ -575,6 +668,9 @@ LINEAR_MISTAKES = (
     Mistake("dx uses w.T", linear_dx_with_w_transposed,
             "dx = dout @ w.T does not fit: dout is (N, H) and w is (H, D), so dout @ w already gives x's shape "
             "(N, D) (each x[n, d] reached out[n, h] through w[h, d])"),
+    Mistake("db keepdims", linear_db_keepdims,
+            "db has shape (1, H): the sum kept the batch axis (keepdims=True); b has shape (H,), so sum over axis 0 "
+            "without keepdims"),
     Mistake("db not summed", linear_db_not_summed,
             "db has the shape of dout (N, H): the bias is shared by the whole batch, so sum dout over the batch, "
             "axis 0"),
@@ -603,7 +699,9 @@ LINEAR_MISTAKES = (
 def linear_backward(fn):
     """linear_backward(dout, cache) -> dx, dw, db for out = x @ w.T + b."""
     rng = np.random.default_rng(20)
-    for n, d, h in ((1, 2, 3), (4, 3, 5), (3, 4, 4)):  # (4, 4): a square w, where a transpose keeps the shape
+    # a batch of 2 first: with N = 1, db summed with keepdims and db not summed at all look the same;
+    # (4, 4): a square w, where a transpose keeps the shape
+    for n, d, h in ((2, 2, 3), (1, 2, 3), (4, 3, 5), (3, 4, 4)):
         x, w = rng.standard_normal((n, d)), rng.standard_normal((h, d))
         dout = rng.standard_normal((n, h))
         cache = ref.LinearCache(x, w)
@@ -616,7 +714,7 @@ def linear_backward(fn):
             for name, g, w_ in zip(("dx", "dw", "db"), got, want):
                 expect(g is not None, f"{name} is None: every input of the layer gets a gradient")
                 expect_close(g, w_, name)
-    return "dx, dw and db match on 3 cases, including a batch of 1 and a square weight"
+    return "dx, dw and db match on 4 cases, including a batch of 1 and a square weight"
 
 
 # =========================================================================== 4 · activation_backward (relu, tanh)
@@ -671,7 +769,7 @@ ACTIVATION_MISTAKES = (
 )
 
 
-@check.exercise(points=2, reference=ref.activation_backward,
+@check.exercise(points=2, reference=ref.activation_backward, forbid=(ref.relu_backward, ref.tanh_backward),
                 mistakes=ACTIVATION_MISTAKES, hints=[
     "An elementwise function has one local derivative per entry, so the backward pass is an elementwise "
     "product: dout times the slope at each entry. Write the slope with the OUTPUT, which the forward pass "
@@ -728,6 +826,45 @@ def sce_max_without_keepdims(logits, y):
     return -np.log(p[np.arange(n), y]).mean(), d / n
 
 
+def sce_global_max(logits, y):
+    n = len(y)
+    z = logits - logits.max()  # the maximum of the whole batch, not of each row
+    lse = np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -(z - lse)[np.arange(n), y].mean()
+    d = np.exp(z - lse)
+    d[np.arange(n), y] -= 1
+    return loss, d / n
+
+
+def sce_sum_without_keepdims(logits, y):
+    n = len(y)
+    z = logits - logits.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=1))  # shape (N,): lines up with the columns, not the rows
+    loss = -(z - lse)[np.arange(n), y].mean()
+    d = np.exp(z - lse)
+    d[np.arange(n), y] -= 1
+    return loss, d / n
+
+
+def sce_fancy_index_in_loss(logits, y):
+    n = len(y)
+    log_p = ref.log_softmax(logits)
+    return -log_p[:, y].mean(), ref.softmax_cross_entropy(logits, y)[1]
+
+
+def sce_log_clipped(logits, y):
+    n = len(y)
+    p = ref.softmax(logits)
+    d = p.copy()
+    d[np.arange(n), y] -= 1
+    return -np.log(p[np.arange(n), y] + 1e-12).mean(), d / n  # the epsilon caps each term at 27.6
+
+
+def sce_sign_flipped(logits, y):
+    loss, d = ref.softmax_cross_entropy(logits, y)
+    return loss, -d
+
+
 def sce_fancy_index_columns(logits, y):
     n = len(y)
     p = ref.softmax(logits)
@@ -775,12 +912,27 @@ SCE_MISTAKES = (
             "np.log(softmax(logits)) underflows: a class 1000 below the best gets probability exactly 0 and "
             "log(0) = -inf. Compute log-softmax directly, shifted - log(sum(exp(shifted))), with shifted = "
             "logits minus the row maximum"),
+    Mistake("global max", sce_global_max,
+            "you subtracted the maximum of the whole batch (logits.max() without an axis): a row far below it, "
+            "here one near -1000, underflows to exp = 0 everywhere and log(0) = -inf. Subtract each row's own "
+            "maximum: logits.max(axis=1, keepdims=True)"),
+    Mistake("sum without keepdims", sce_sum_without_keepdims,
+            "the row sums exp(shifted).sum(axis=1) have shape (N,), which does not line up with the rows of "
+            "logits (N, K) (on a square batch it silently divides by the wrong row's sum): keep the axis, "
+            ".sum(axis=1, keepdims=True), shape (N, 1)"),
+    Mistake("log of clipped softmax", sce_log_clipped,
+            "the loss is too small for a true class far below the best: np.log(p + eps) (or a clipped p) caps each "
+            "term at -log(eps), while the true loss there is about 1000. Compute log-softmax directly, shifted - "
+            "log(sum(exp(shifted))), with no epsilon"),
     Mistake("max without keepdims", sce_max_without_keepdims,
             "logits.max(axis=1) has shape (N,), which does not line up with the rows of logits (N, K): "
             "keep the axis, logits.max(axis=1, keepdims=True), shape (N, 1)"),
     Mistake("p[:, y] fancy indexing", sce_fancy_index_columns,
             "p[:, y] picks the columns y for EVERY example (an N×N block); to pick one entry per row, index "
             "with the row numbers too: p[np.arange(N), y]"),
+    Mistake("p[:, y] in the loss", sce_fancy_index_in_loss,
+            "the loss picks log_p[:, y], the columns y for EVERY example (an N×N block), and averages all of "
+            "them; pick one entry per row: log_p[np.arange(N), y]"),
     Mistake("loss summed", sce_loss_summed,
             "the loss is the sum over the batch; take the mean (divide by N)"),
     Mistake("dlogits not divided by N", sce_not_divided,
@@ -789,6 +941,9 @@ SCE_MISTAKES = (
             "dlogits is missing the one-hot term: subtract 1 at the true class of each row, then divide by N"),
     Mistake("softmax over axis 0", sce_axis0,
             "the softmax was normalised over axis 0 (the batch); each ROW must sum to 1: use axis=1"),
+    Mistake("gradient sign flipped", sce_sign_flipped,
+            "dlogits has the wrong sign: it is (onehot - p) / N; the gradient of the loss is softmax MINUS "
+            "one-hot, (p - onehot) / N"),
     Mistake("one-hot added", sce_onehot_plus,
             "dlogits adds the one-hot target; the gradient is softmax MINUS one-hot, (p - onehot) / N"),
 )
@@ -799,20 +954,46 @@ def _sce_cases():
     big = np.array([[1000.0, -1000.0, 0.0, 3.0, -2.0],     # the true class sits at -1000
                     [-1000.0, 1000.0, 999.0, 0.0, 5.0],
                     [800.0, -800.0, 0.0, 799.0, 5.0]])
+    far_apart = np.array([[1000.0, 0.0],       # exp(1000) overflows
+                          [-1000.0, -999.0]])  # 2000 below the batch's maximum: underflows
     return [("a batch of 1", rng.standard_normal((1, 3)), np.array([2])),
+            # square: a reduction without keepdims broadcasts silently, along the wrong axis
+            ("a square batch, N = K = 3", rng.standard_normal((3, 3)) * 2, np.array([1, 0, 2])),
             ("a batch of 5", rng.standard_normal((5, 4)) * 2, np.array([0, 3, 1, 1, 2])),
+            ("two rows far apart, one near +1000, one near -1000", far_apart, np.array([0, 1])),
             ("logits of ±1000, one true class at -1000", big, np.array([1, 2, 3]))]
 
 
-@check.exercise(points=3, reference=ref.softmax_cross_entropy, mistakes=SCE_MISTAKES, hints=[
+def _sce_unstable(logits, y, loss, dlogits, want) -> str | None:
+    """The row that explains a NaN or inf in a result for huge logits, from where it went wrong."""
+    try:
+        loss = float(loss)
+        d = np.asarray(dlogits, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if np.isfinite(loss) and np.all(np.isfinite(d)) or d.shape != want[1].shape:
+        return None
+    row_max = logits.max(axis=1)
+    wrong = ~np.all(np.isclose(d, want[1], rtol=1e-7, atol=1e-12), axis=1)
+    if np.any(wrong & (row_max > 709)):
+        return "no max shift"   # exp(> 709) overflows: a row with a huge maximum went wrong
+    if np.any(wrong) and np.all(row_max[wrong] < logits.max() - 700):
+        return "global max"     # only the rows far below the batch's maximum went wrong
+    if not np.any(wrong):
+        return "log of softmax"  # the gradient is right, only the log of a probability of 0 broke the loss
+    return None
+
+
+@check.exercise(points=3, reference=ref.softmax_cross_entropy, forbid=ref.log_softmax,
+                mistakes=SCE_MISTAKES, hints=[
     "Two facts from the lesson: -log softmax(z)[y] = log(sum_k exp(z_k)) - z_y, and its gradient is "
     "softmax(z) - onehot(y); for a batch, average the loss and divide the gradient by N. For ±1000, never "
     "exponentiate a large positive number and never take the log of a probability that may be 0.",
     "Shift every row by its maximum (keep the axis so it broadcasts), compute log-softmax from the shifted "
     "logits with log-sum-exp, pick one entry per row for the loss, and build dlogits from exp(log-softmax) "
     "minus 1 at the true classes.",
-    "shifted = logits - logits.max(axis=1, keepdims=True); log_p = shifted - np.log(...sum over axis 1...); "
-    "loss = -log_p[np.arange(N), y].mean(); dlogits = (np.exp(log_p) with 1 subtracted at [np.arange(N), y]) / N",
+    "shifted = logits - logits.max(axis=1, keepdims=True); log_p = shifted - np.log(<row sums of "
+    "exp(shifted), axis kept>); the loss averages log_p[np.arange(N), y]; dlogits starts from np.exp(log_p).",
 ])
 def softmax_cross_entropy(fn):
     """softmax_cross_entropy(logits, y) -> (mean loss, dlogits), stable for huge logits."""
@@ -828,14 +1009,15 @@ def softmax_cross_entropy(fn):
                                        f"{np.shape(loss)}")
             diagnose((loss, dlogits), want, SCE_MISTAKES, same=_same_sce,
                      apply=lambda wrong: wrong(logits, y))
-            finite = bool(np.isfinite(np.asarray(loss, dtype=np.float64))) and \
-                bool(np.all(np.isfinite(np.asarray(dlogits, dtype=np.float64))))
-            if not finite:
-                _fail(SCE_MISTAKES, "no max shift" if not np.all(np.isfinite(np.asarray(dlogits, float)))
-                      else "log of softmax")
+            unstable = _sce_unstable(logits, y, loss, dlogits, want)
+            if unstable:
+                _fail(SCE_MISTAKES, unstable)
+            if np.abs(logits).max() > 100 and np.isfinite(loss) and loss < want[0] - 1e-6 and \
+                    _close(dlogits, want[1], rtol=1e-7, atol=1e-12):
+                _fail(SCE_MISTAKES, "log of clipped softmax")
             expect_close(loss, want[0], "the loss", rtol=1e-7)
             expect_close(dlogits, want[1], "dlogits", rtol=1e-7, atol=1e-12)
-    return "loss and dlogits match on 3 batches, including logits of ±1000 and a batch of 1"
+    return "loss and dlogits match on 5 batches, including logits of ±1000, rows far apart and a batch of 1"
 
 
 def _same_sce(a, b) -> bool:
