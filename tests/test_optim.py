@@ -146,8 +146,8 @@ def test_exercise_schedule_matches_torch():
 
 
 def test_train_epoch_reference_equals_the_solution():
-    from dlcourse.optim.checks import _epoch_problem
-    params, states, x, y = _epoch_problem(3)
+    from dlcourse.optim.checks import epoch_problem
+    params, states, x, y = epoch_problem(3)
     ours = ref.train_epoch(params, states, x, y, 4, np.random.default_rng(1), lr=0.01)
     theirs = solution(STEM, "train_epoch")(params, states, x, y, 4, np.random.default_rng(1), lr=0.01)
     for a, b in zip(ours[0], theirs[0]):
@@ -432,7 +432,7 @@ def test_check_passes_solution_and_shows_no_failing_case(name):
 
 def test_failures_show_the_smallest_case_and_a_reproducing_call():
     result = check.nesterov_step(_row("nesterov_step", "uphill").wrong)
-    assert "smallest failing case (step 1 of a run with momentum 0.9 from a filled buffer)" in result.details
+    assert "smallest failing case (step 1 of a run with momentum 0.9 from a filled buffer; w shown)" in result.details
     assert ("reproduce it in a new cell:  from dlcourse.optim.numpy_impl import SGDState; "
             "nesterov_step(np.array([") in result.details
     result = check.gd_minimize(_row("gd_minimize", "uphill").wrong)
@@ -519,22 +519,252 @@ def test_train_epoch_mistakes_never_splice_a_hint_into_max_error():
 
 def test_train_epoch_names_the_state_changed_in_place():
     result = check.train_epoch(_row("train_epoch", "states changed in place").wrong)
-    assert "(states[0].step)" in result.message
+    assert "(states[0].exp_avg)" in result.message
     train_epoch = solution(STEM, "train_epoch")
 
-    def exp_avg_in_place(params, states, x, y, batch_size, rng, lr=1e-3):
+    def states_list_assigned(params, states, x, y, batch_size, rng, lr=1e-3):
         new_params, new_states, loss = train_epoch(params, states, x, y, batch_size, rng, lr)
-        for s, new in zip(states, new_states):
-            s.exp_avg[...] = new.exp_avg
+        states[:] = new_states
         return new_params, new_states, loss
-    result = check.train_epoch(exp_avg_in_place)
-    assert result.mistake == "states changed in place" and "(states[0].exp_avg)" in result.message
+    result = check.train_epoch(states_list_assigned)
+    assert result.mistake == "states list items replaced"
 
     def copies_first(params, states, x, y, batch_size, rng, lr=1e-3):  # right, and leaves its inputs alone
         params = [p.copy() for p in params]
         states = [ref.AdamState(s.step, s.exp_avg.copy(), s.exp_avg_sq.copy()) for s in states]
         return train_epoch(params, states, x, y, batch_size, rng, lr)
     assert check.train_epoch(copies_first).passed
+
+
+# --------------------------------------------------------------------------- the learner's review (issue 5)
+# Each test below runs the learner's own code from the review of chapter 03.
+
+from dlcourse.backprop.numpy_impl import mlp_loss_and_grads  # noqa: E402  (the learner's notebook imports)
+from dlcourse.optim import numpy_impl as optim_np  # noqa: E402
+from dlcourse.optim.numpy_impl import AdamState, RMSpropState, SGDState  # noqa: E402
+
+
+def test_review_train_epoch_replacing_list_items_is_not_called_changing_arrays():
+    def train_epoch(params, states, x, y, batch_size, rng, lr=1e-3):
+        total = 0.0
+        for idx in optim_np.minibatches(len(x), batch_size, rng):
+            loss, grads = mlp_loss_and_grads(params, x[idx], y[idx])
+            for i in range(len(params)):
+                params[i], states[i] = optim_np.adam_step(params[i], grads[i], states[i], lr=lr)
+            total += loss * len(idx)
+        return params, states, total / len(x)
+    result = check.train_epoch(train_epoch)
+    assert result.mistake == "params list items replaced"
+    assert result.message.startswith("train_epoch replaced the items of the list `params` it was given")
+    assert "changed the parameter arrays" not in result.message and "`states`" in result.message
+    # the reproducing line builds the real case
+    assert ("from dlcourse.optim.checks import epoch_problem; params, states, x, y = epoch_problem(31); "
+            "train_epoch(params, states, x, y, 5, np.random.default_rng(31), lr=0.01)") in result.details
+
+
+def test_review_adamw_t_from_zero_kept_in_the_state_is_named_not_overflow():
+    def adamw_step(w, dw, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        b1, b2 = betas
+        t = state.step
+        w2 = w * (1 - lr * weight_decay)
+        g = dw
+        m = b1 * state.exp_avg + (1 - b1) * g
+        v = b2 * state.exp_avg_sq + (1 - b2) * g * g
+        mh = m / (1 - b1 ** t)
+        vh = v / (1 - b2 ** t)
+        return w2 - lr * mh / (np.sqrt(vh) + eps), AdamState(t, m, v)
+    result = check.adamw_step(adamw_step)
+    assert result.mistake == "t counted from 0, counter not advanced"
+    assert "overflow" not in result.message and "NaN at step 1" in result.message
+
+
+def test_review_nesterov_in_place_shows_the_inputs_before_and_names_the_parameter():
+    def nesterov_step(w, dw, state, lr, momentum=0.9):
+        buf = state.momentum_buffer
+        buf *= momentum; buf += dw
+        w -= lr * (dw + momentum * buf)
+        return w, SGDState(buf)
+    result = check.nesterov_step(nesterov_step)
+    assert "mutated its input `w` (argument 1) in place" in result.message
+    # the reproducing line shows the case's inputs as they were before the call
+    assert ("nesterov_step(np.array([0.34558419, 0.82161814]), np.array([0.27646735, 4.35457616]), "
+            "SGDState(momentum_buffer=np.array([ 0.33043708, -1.30315723])), lr=0.05, momentum=0.9)"
+            in result.details)
+
+
+def test_review_minibatches_identity_by_chance_is_not_called_unshuffled():
+    def minibatches(n, batch_size, rng):
+        rng.random()
+        idx = rng.permutation(n)
+        for i in range(0, n, batch_size):
+            yield idx[i:i + batch_size]
+    assert np.array_equal(np.concatenate(list(minibatches(5, 2, np.random.default_rng(2)))), np.arange(5))
+    result = check.minibatches(minibatches)
+    assert result.passed, result.message  # a valid shuffle (one extra draw before it) is accepted
+
+
+def test_review_minibatches_unshuffled_is_still_named_and_reproducible():
+    def minibatches(n, batch_size, rng):
+        idx = np.arange(n)
+        for i in range(0, n, batch_size):
+            yield idx[i:i + batch_size]
+    result = check.minibatches(minibatches)
+    assert result.mistake == "not shuffled"
+    assert "list(minibatches(5, 2, np.random.default_rng(2)))" in result.details
+
+
+def test_review_minibatches_list_is_not_a_generator():
+    def minibatches(n, batch_size, rng):
+        idx = rng.permutation(n)
+        return [idx[i:i + batch_size] for i in range(0, n, batch_size)]
+    result = check.minibatches(minibatches)
+    assert result.mistake == "list instead of generator" and "(it returned a list)" in result.message
+
+
+def test_review_minibatches_new_permutation_prefix_is_named():
+    def minibatches(n, batch_size, rng):
+        for i in range(0, n, batch_size):
+            yield rng.permutation(n)[:min(batch_size, n - i)]
+    assert check.minibatches(minibatches).mistake == "new permutation per batch, first items"
+
+
+def test_review_q_lr_limit_as_a_string_asks_for_a_number():
+    result = check.q_lr_limit(lambda: "0.2")
+    assert not result.passed and result.message.startswith("return a number")
+
+
+def test_review_rmsprop_state_dropped_or_plain_tuple_fails():
+    def dropped(w, dw, state, lr=1e-2, alpha=0.99, eps=1e-8):
+        s = alpha * state.square_avg + (1 - alpha) * dw**2
+        return w - lr * dw / (np.sqrt(s) + eps), RMSpropState(s, None)
+
+    def plain_tuple(w, dw, state, lr=1e-2, alpha=0.99, eps=1e-8):
+        s = alpha * state.square_avg + (1 - alpha) * dw * dw
+        return w - lr * dw / (np.sqrt(s) + eps), (s, state.momentum_buffer)
+    assert check.rmsprop_step(dropped).mistake == "momentum buffer dropped"
+    assert check.rmsprop_step(plain_tuple).mistake == "plain tuple state"
+
+
+def test_review_train_epoch_on_the_optimizer_class_earns_nothing():
+    def train_epoch(params, states, x, y, batch_size, rng, lr=1e-3):
+        opt = optim_np.Optimizer(params, "adam", lr=lr); opt.states = list(states)
+        total = 0.0
+        for idx in optim_np.minibatches(len(x), batch_size, rng):
+            loss, grads = mlp_loss_and_grads(params, x[idx], y[idx])
+            params = opt.step(params, grads); total += loss * len(idx)
+        return params, opt.states, total / len(x)
+    assert check.train_epoch(train_epoch).mistake == "Optimizer class used"
+
+
+def test_review_reproducing_lines_run_in_a_fresh_namespace():
+    result = check.gd_minimize(_row("gd_minimize", "uphill").wrong)
+    line = result.details.split("reproduce it in a new cell:  ")[1].splitlines()[0]
+    namespace = {"np": np, "gd_minimize": _row("gd_minimize", "uphill").wrong}
+    exec(line, namespace)  # noqa: S102 - bowl_grad's import comes with the line
+    result = check.minibatches(_row("minibatches", "last batch dropped").wrong)
+    line = result.details.split("reproduce it in a new cell:  ")[1].splitlines()[0]
+    assert line == "list(minibatches(5, 2, np.random.default_rng(2)))"
+    wrong = _row("train_epoch", "lr not passed").wrong
+    result = check.train_epoch(wrong)
+    line = result.details.split("reproduce it in a new cell:  ")[1].splitlines()[0]
+    exec(line, {"np": np, "train_epoch": wrong})  # noqa: S102
+
+
+def test_review_state_mistakes_show_the_state_not_equal_ws():
+    """Where w is right and the state is wrong, got/expected are the state field, not two equal ws."""
+    cases = [("adamw_step", "stores corrected moments", "state.exp_avg shown"),
+             ("adamw_step", "step not advanced", "state.step shown"),
+             ("adamw_step", "decay both coupled and decoupled", "state.exp_avg shown"),
+             ("nesterov_step", "state not returned", "state.momentum_buffer shown")]
+    for name, mistake, label in cases:
+        result = getattr(check, name)(_row(name, mistake).wrong)
+        assert result.mistake == mistake and label in result.details, (mistake, result.details)
+        got, expected = [line for line in result.details.splitlines() if line.strip().startswith(("got", "exp"))]
+        assert got.split()[1:] != expected.split()[1:]
+    result = check.train_epoch(_row("train_epoch", "states never updated").wrong)
+    assert "params[0] shown" in result.details  # its parameters differ first, and that is what is shown
+
+
+def test_review_warmup_cosine_float32_is_named():
+    def warmup_cosine_lr(epoch, base_lr, warmup, total, eta_min=0.0):
+        if epoch < warmup:
+            return base_lr * (epoch + 1) / warmup
+        t, T = epoch - warmup, total - warmup
+        return np.float32(eta_min + 0.5 * (base_lr - eta_min) * (1 + np.cos(np.pi * t / T)))
+    result = check.warmup_cosine_lr(warmup_cosine_lr)
+    assert result.mistake == "float32" and "np.float32" in result.message
+
+
+def test_review_generic_messages_now_have_rows():
+    """The learner's variants that got a generic "max error" message now get their row."""
+    base = """
+def train_epoch(params, states, x, y, batch_size, rng, lr=1e-3):
+    params, states = list(params), list(states)
+    total, count = 0.0, 0
+    for idx in {BATCHES}:
+        loss, grads = mlp_loss_and_grads(params, x[idx], y[idx])
+        {UPDATE}
+        {ACC}
+    return params, states, {RET}
+"""
+    good_update = """new = [optim_np.adam_step(p, g, s, lr=lr) for p, g, s in zip(params, grads, states)]
+        params = [p for p, _ in new]; states = [s for _, s in new]"""
+
+    def mk(BATCHES="optim_np.minibatches(len(x), batch_size, rng)", UPDATE=good_update,
+           ACC="total += loss * len(idx); count += len(idx)", RET="total / count"):
+        namespace = {"np": np, "optim_np": optim_np, "mlp_loss_and_grads": mlp_loss_and_grads}
+        exec(base.format(BATCHES=BATCHES, UPDATE=UPDATE, ACC=ACC, RET=RET), namespace)  # noqa: S102
+        return namespace["train_epoch"]
+    epoch_cases = [
+        (mk(ACC="total += loss; count += len(idx)"), "batch means divided by N"),
+        (mk(RET="total"), "loss summed, not divided"),
+        (mk(UPDATE="""new = [optim_np.adam_step(p, g, s, lr=lr) for p, g, s in zip(params, grads, states)]
+        params = [p for p, _ in new]"""), "states never updated"),
+        (mk(UPDATE="""new = [optim_np.adam_step(p, g, s, lr=lr) for p, g, s in zip(params, grads, states)]
+        states = [s for _, s in new]"""), "params never updated"),
+        (mk(BATCHES="list(optim_np.minibatches(len(x), batch_size, rng))[:-1]"), "last batch skipped"),
+        (mk(UPDATE="""new = [optim_np.adam_step(p, g, s, lr=lr) for p, g, s in zip(params, grads, states)]
+        params = [p for p, _ in new]; states = [s for _, s in new]
+        loss, _ = mlp_loss_and_grads(params, x[idx], y[idx])"""), "loss after the update"),
+    ]
+    for fn, mistake in epoch_cases:
+        assert check.train_epoch(fn).mistake == mistake, mistake
+
+    def nesterov_step(w, dw, state, lr, momentum=0.9):
+        v = 0.9 * state.momentum_buffer + dw
+        return w - lr * (dw + 0.9 * v), SGDState(v)
+    assert check.nesterov_step(nesterov_step).mistake == "momentum hard-coded"
+
+    def rmsprop_alpha(w, dw, state, lr=1e-2, alpha=0.99, eps=1e-8):
+        s = 0.99 * state.square_avg + 0.01 * dw * dw
+        return w - lr * dw / (np.sqrt(s) + eps), RMSpropState(s, state.momentum_buffer)
+    assert check.rmsprop_step(rmsprop_alpha).mistake == "alpha hard-coded"
+
+    def rmsprop_eps(w, dw, state, lr=1e-2, alpha=0.99, eps=1e-8):
+        s = alpha * state.square_avg + (1 - alpha) * dw * dw
+        return w - lr * dw / (np.sqrt(s) + 1e-8), RMSpropState(s, state.momentum_buffer)
+    assert check.rmsprop_step(rmsprop_eps).mistake == "eps hard-coded"
+
+    def adamw_both(w, dw, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        b1, b2 = betas; t = state.step + 1
+        g = dw + weight_decay * w
+        m = b1 * state.exp_avg + (1 - b1) * g
+        v = b2 * state.exp_avg_sq + (1 - b2) * g * g
+        return (w * (1 - lr * weight_decay) - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps),
+                AdamState(t, m, v))
+    assert check.adamw_step(adamw_both).mistake == "decay both coupled and decoupled"
+
+    def adamw_no_decay(w, dw, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        b1, b2 = betas
+        t = state.step + 1
+        w2 = w * (1 - lr * weight_decay)
+        g = dw
+        m = b1 * state.exp_avg + (1 - b1) * g
+        v = b2 * state.exp_avg_sq + (1 - b2) * g * g
+        mh = m / (1 - b1 ** t)
+        vh = v / (1 - b2 ** t)
+        return w - lr * mh / (np.sqrt(vh) + eps), AdamState(t, m, v)
+    assert check.adamw_step(adamw_no_decay).mistake == "no decay"
 
 
 def test_train_epoch_wrong_arity_is_reported():

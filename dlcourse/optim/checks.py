@@ -14,6 +14,7 @@ units, K classes, P any parameter shape.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import random
 from typing import Callable, NamedTuple
@@ -58,18 +59,35 @@ class _StepCase(NamedTuple):
     fields: tuple = None   # the state fields to compare (None: the check's default)
 
 
-def _as_state(got, cls, fn_name: str):
-    """The learner's returned state as ``cls`` (a NamedTuple), or a precise complaint."""
+def _as_state(got, cls, fn_name: str, table=()):
+    """The learner's returned state as ``cls`` (a NamedTuple), or a precise complaint.
+
+    A plain tuple is refused: the next step reads the state's fields by name.  When
+    the exercise's table has a row "plain tuple state", its message is given.
+    """
     if isinstance(got, cls):
         return got
     fields = cls._fields
-    if isinstance(got, tuple) and len(got) == len(fields):
-        return cls(*got)
-    if all(hasattr(got, f) for f in fields):
-        return cls(*(getattr(got, f) for f in fields))
     example = f"{cls.__name__}({', '.join(fields)})"
+    if isinstance(got, tuple) and not hasattr(got, "_fields") and len(got) == len(fields):
+        if any(row.name == "plain tuple state" for row in table):
+            _fail(table, "plain tuple state")
+        raise CheckFailed(f"the state {fn_name} returned is a plain tuple; return {example}, whose "
+                          "fields the next step reads by name")
+    if not isinstance(got, tuple) and all(hasattr(got, f) for f in fields):
+        return cls(*(getattr(got, f) for f in fields))
     raise CheckFailed(f"the state {fn_name} returned is a {type(got).__name__}; "
                       f"return a new {example}")
+
+
+def _first_difference(got_w, got_state, exp_w, exp_state, fields):
+    """(what, got, expected) of the first of w and the state's fields that differs, or None."""
+    if not _close(got_w, exp_w):
+        return "w", got_w, exp_w
+    for field in fields:
+        if not _close(getattr(got_state, field), getattr(exp_state, field)):
+            return f"state.{field}", getattr(got_state, field), getattr(exp_state, field)
+    return None
 
 
 def _run_steps(fn, fn_name: str, cls, cases, reference, compare_fields, table, steps=20):
@@ -85,11 +103,13 @@ def _run_steps(fn, fn_name: str, cls, cases, reference, compare_fields, table, s
             hyper = case.hyper[k]
             with trying(fn_name, w, dw, state, label=f"step {k + 1} of {case.what}", **hyper) as tried:
                 got = expect_tuple(call(fn, w, dw, state, **hyper), 2, "(w, state)", fn_name, types=(tuple,))
-                got_w, got_state = got[0], _as_state(got[1], cls, fn_name)
+                got_w, got_state = got[0], _as_state(got[1], cls, fn_name, table)
                 exp_w, exp_state = reference(w, dw, state, **hyper)
-                tried.got, tried.expected = got_w, exp_w
                 fields = compare_fields if case.fields is None else case.fields
-                if not _same_step(got_w, got_state, exp_w, exp_state, fields):
+                differs = _first_difference(got_w, got_state, exp_w, exp_state, fields)
+                if differs is not None:
+                    what, tried.got, tried.expected = differs  # show what the failing comparison is about
+                    tried.label = f"step {k + 1} of {case.what}; {what} shown"
                     where = f"(first seen at step {k + 1} of {case.what})"
                     diagnose((got_w, got_state), (exp_w, exp_state), table,
                              apply=lambda wrong, w=w, dw=dw, state=state, hyper=hyper:
@@ -323,6 +343,11 @@ def nesterov_average(w, dw, state, lr, momentum=0.9):
     return w - lr * (dw + momentum * buf), ref.SGDState(buf)
 
 
+def nesterov_momentum_hard_coded(w, dw, state, lr, momentum=0.9):
+    v = 0.9 * state.momentum_buffer + dw   # the argument `momentum` is never read
+    return w - lr * (dw + 0.9 * v), ref.SGDState(v)
+
+
 NESTEROV_MISTAKES = (
     Mistake("state not returned", nesterov_state_not_returned,
             "the returned state still holds the old momentum buffer: return SGDState(new_buffer) so that "
@@ -352,6 +377,9 @@ NESTEROV_MISTAKES = (
     Mistake("averaged buffer", nesterov_average,
             "your buffer is an average, v = μv + (1 − μ)g; PyTorch's buffer is a decayed sum, "
             "v = μv + g (no (1 − μ) factor)"),
+    Mistake("momentum hard-coded", nesterov_momentum_hard_coded,
+            "the step uses μ = 0.9 whatever `momentum` is passed: use the argument momentum, in the "
+            "buffer and in the look-ahead"),
 )
 
 
@@ -434,6 +462,26 @@ def rms_lr_twice(w, dw, state, lr=1e-2, alpha=0.99, eps=1e-8):
     return w - lr * lr * dw / (np.sqrt(s) + eps), ref.RMSpropState(s, state.momentum_buffer)
 
 
+def rms_eps_hard_coded(w, dw, state, lr=1e-2, alpha=0.99, eps=1e-8):
+    s = alpha * state.square_avg + (1 - alpha) * dw * dw
+    return w - lr * dw / (np.sqrt(s) + 1e-8), ref.RMSpropState(s, state.momentum_buffer)
+
+
+def rms_alpha_hard_coded(w, dw, state, lr=1e-2, alpha=0.99, eps=1e-8):
+    s = 0.99 * state.square_avg + 0.01 * dw * dw
+    return w - lr * dw / (np.sqrt(s) + eps), ref.RMSpropState(s, state.momentum_buffer)
+
+
+def rms_buffer_dropped(w, dw, state, lr=1e-2, alpha=0.99, eps=1e-8):
+    s = alpha * state.square_avg + (1 - alpha) * dw * dw
+    return w - lr * dw / (np.sqrt(s) + eps), ref.RMSpropState(s, None)
+
+
+def rms_plain_tuple(w, dw, state, lr=1e-2, alpha=0.99, eps=1e-8):
+    s = alpha * state.square_avg + (1 - alpha) * dw * dw
+    return w - lr * dw / (np.sqrt(s) + eps), (s, state.momentum_buffer)
+
+
 RMS_MISTAKES = (
     Mistake("state not returned", rms_state_not_returned,
             "the returned state still holds the old square_avg: return RMSpropState(new_square_avg, "
@@ -457,6 +505,17 @@ RMS_MISTAKES = (
             "the squared gradient"),
     Mistake("lr twice", rms_lr_twice,
             "the step is lr² · g / (sqrt(s) + eps): the learning rate is applied twice"),
+    Mistake("eps hard-coded", rms_eps_hard_coded,
+            "the step adds 1e-8 whatever `eps` is passed: use the argument eps, sqrt(square_avg) + eps"),
+    Mistake("alpha hard-coded", rms_alpha_hard_coded,
+            "the average uses 0.99 whatever `alpha` is passed: use the argument, "
+            "alpha·square_avg + (1 − alpha)·g²"),
+    Mistake("momentum buffer dropped", rms_buffer_dropped,
+            "the returned state's momentum_buffer is None: pass the buffer you were given on unchanged, "
+            "RMSpropState(new_square_avg, state.momentum_buffer)"),
+    Mistake("plain tuple state", rms_plain_tuple,
+            "the state is a plain tuple; return RMSpropState(new_square_avg, state.momentum_buffer), "
+            "whose fields the next step reads by name (state.square_avg)"),
 )
 
 
@@ -486,7 +545,8 @@ def rmsprop_step(fn):
              scale=1e-3),
         case("a run with alpha 0.5 and eps 0.1", 5, 14, 0.05, 0.5, 0.1),
     ]
-    _run_steps(fn, "rmsprop_step", ref.RMSpropState, cases, _rms_ref, ["square_avg"], RMS_MISTAKES)
+    _run_steps(fn, "rmsprop_step", ref.RMSpropState, cases, _rms_ref, ["square_avg", "momentum_buffer"],
+               RMS_MISTAKES)
     return "matches torch.optim.RMSprop's update for 20 steps in 4 runs, including tiny gradients"
 
 
@@ -620,12 +680,40 @@ def adamw_betas_swapped(w, dw, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, wei
     return ref.adamw_step(w, dw, state, lr, betas[::-1], eps, weight_decay)
 
 
+def adamw_t_from_zero_kept(w, dw, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    b1, b2 = betas
+    t = state.step   # 0 on the first step, and returned as it is: the counter never moves
+    m = b1 * state.exp_avg + (1 - b1) * dw
+    v = b2 * state.exp_avg_sq + (1 - b2) * dw * dw
+    update = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    return w * (1 - lr * weight_decay) - lr * update, ref.AdamState(t, m, v)
+
+
+def adamw_decay_twice(w, dw, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    update, new_state = _adam_update(dw + weight_decay * w, state, betas, eps)
+    return w * (1 - lr * weight_decay) - lr * update, new_state
+
+
+def adamw_no_decay(w, dw, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    update, new_state = _adam_update(dw, state, betas, eps)
+    return w - lr * update, new_state
+
+
+def adamw_eps_hard_coded(w, dw, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    update, new_state = _adam_update(dw, state, betas, 1e-8)
+    return w * (1 - lr * weight_decay) - lr * update, new_state
+
+
 ADAMW_MISTAKES = (
     Mistake("built on adam_step", adamw_via_adam_step,
             "your adamw_step calls the course's adam_step: this exercise is Adam's update written out "
             "yourself (m, v, bias correction, step) plus the decoupled decay"),
     Mistake("step not advanced", adamw_step_not_advanced,
             "the returned state's step counter did not advance: return AdamState(state.step + 1, m, v)"),
+    Mistake("t counted from 0, counter not advanced", adamw_t_from_zero_kept,
+            "t = state.step is 0 on the first step, so the bias correction divides by 1 − β⁰ = 0 (NaN at "
+            "step 1), and the state returns that same t, so the counter never moves: use t = state.step + 1, "
+            "both in 1 − βᵗ and in the returned AdamState(t, m, v)"),
     Mistake("t counted from 0", adamw_t_from_zero,
             "the bias correction uses t = state.step, which is 0 on the first step (1 − β⁰ = 0: a division "
             "by zero, hence inf/NaN): this is step t = state.step + 1"),
@@ -658,6 +746,14 @@ ADAMW_MISTAKES = (
     Mistake("stores corrected moments", adamw_stores_corrected,
             "the state holds the bias-corrected m̂ and v̂; store the raw averages m and v (the correction "
             "is recomputed from t at every step)"),
+    Mistake("decay both coupled and decoupled", adamw_decay_twice,
+            "the decay is applied twice: the weights shrink by w·(1 − lr·λ) (right) AND λw is added to the "
+            "gradient (Adam's L2, wrong here): feed the plain gradient dw to m and v"),
+    Mistake("no decay", adamw_no_decay,
+            "the weights are not decayed (the step starts from w itself, not from the shrunk w·(1 − lr·λ)): "
+            "take the Adam step from the decayed weights"),
+    Mistake("eps hard-coded", adamw_eps_hard_coded,
+            "the step adds 1e-8 whatever `eps` is passed: use the argument, sqrt(v̂) + eps"),
     Mistake("betas swapped", adamw_betas_swapped,
             "β₁ and β₂ are swapped: β₁ (0.9) is for the gradient average m, β₂ (0.999) for the squared one v"),
 )
@@ -763,7 +859,16 @@ def schedule_eta_min_not_subtracted(epoch, base_lr, warmup, total, eta_min=0.0):
     return eta_min + base_lr * (1 + math.cos(math.pi * (epoch - warmup) / (total - warmup))) / 2
 
 
+def schedule_float32(epoch, base_lr, warmup, total, eta_min=0.0):
+    if epoch < warmup:
+        return np.float32(base_lr * (epoch + 1) / warmup)
+    return np.float32(_cos(epoch - warmup, base_lr, total - warmup, eta_min))
+
+
 SCHEDULE_MISTAKES = (
+    Mistake("float32", schedule_float32,
+            "the learning rate is a np.float32, which keeps only about 7 digits: return a Python float "
+            "(math.cos, or float(...) around a NumPy result; no np.float32)"),
     Mistake("warm-up too long", schedule_warmup_too_long,
             "the warm-up lasts one epoch too long (epoch <= warmup): at epoch = warmup the rate overshoots "
             "base_lr; warm up while epoch < warmup, then the cosine starts at base_lr"),
@@ -830,6 +935,8 @@ def warmup_cosine_lr(fn):
                         raise CheckFailed(f"{fail} (warmup = 0 means no warm-up at all: only the cosine "
                                           "part; test epoch < warmup before dividing by warmup)") from None
                     raise
+                if isinstance(got, (np.float32, np.float16)):
+                    _fail(SCHEDULE_MISTAKES, "float32", f"(got {got!r} at epoch {epoch})")
                 value = _float_rate(got)
                 expected = ref.warmup_cosine_lr(epoch, base_lr, warmup, total, eta_min)
                 tried.got, tried.expected = value, expected
@@ -885,6 +992,16 @@ def batches_new_permutation_each(n, batch_size, rng):
         yield rng.permutation(n)[start:start + batch_size]
 
 
+def batches_new_permutation_prefix(n, batch_size, rng):
+    for start in range(0, n, batch_size):
+        yield rng.permutation(n)[:min(batch_size, n - start)]
+
+
+def batches_list_returned(n, batch_size, rng):
+    order = rng.permutation(n)
+    return [order[start:start + batch_size] for start in range(0, n, batch_size)]
+
+
 MINIBATCH_MISTAKES = (
     Mistake("not shuffled", batches_in_order,
             "the examples come in their original order 0, 1, 2, ...: shuffle them, one "
@@ -905,17 +1022,24 @@ MINIBATCH_MISTAKES = (
     Mistake("new permutation per batch", batches_new_permutation_each,
             "every batch slices a new permutation, so some examples repeat and others never appear: draw "
             "one rng.permutation(n) before the loop and slice that one"),
+    Mistake("new permutation per batch, first items", batches_new_permutation_prefix,
+            "every batch takes the first items of a new permutation, so some examples repeat and others "
+            "never appear: draw one rng.permutation(n) before the loop and walk through it, slice by slice"),
+    Mistake("list instead of generator", batches_list_returned,
+            "minibatches returns a list of all the batches; the exercise asks for a generator: `yield` "
+            "each batch inside the loop, so that the batches are made one at a time, when the training "
+            "loop asks for the next"),
 )
 
 
-def _collect(fn, n, batch_size, seed) -> list[np.ndarray]:
-    """The batches of ``fn(n, batch_size, default_rng(seed))``, the global generators seeded too."""
+def _collect(fn, n, batch_size, seed) -> tuple[list[np.ndarray], bool]:
+    """The batches of ``fn(n, batch_size, default_rng(seed))``, the global generators seeded too,
+    and whether ``fn`` returned a generator."""
     random.seed(seed)
     np.random.seed(seed)
     out = call(fn, n, batch_size, np.random.default_rng(seed))  # drawing from rng is no mutation
     if out is None:
-        raise CheckFailed("minibatches returned None: `yield` each batch's index array "
-                          "(or return a list of them)")
+        raise CheckFailed("minibatches returned None: `yield` each batch's index array inside the loop")
     try:
         batches = list(out)
     except TypeError:
@@ -933,7 +1057,25 @@ def _collect(fn, n, batch_size, seed) -> list[np.ndarray]:
                f"batch {i} holds {arr.dtype} values: yield integer indices into the data set "
                "(e.g. order[start:start + batch_size])")
         result.append(arr.astype(np.int64))
-    return result
+    return result, inspect.isgenerator(out)
+
+
+def _in_order(batches, n, batch_size) -> tuple[bool, bool]:
+    """(every index in its original order, every batch a run of consecutive indices)."""
+    in_order = bool(batches) and n > 1 and np.array_equal(np.concatenate(batches), np.arange(n))
+    consecutive = n > batch_size > 1 and all(np.array_equal(b, np.arange(b[0], b[0] + len(b)))
+                                             for b in batches if len(b))
+    return in_order, consecutive
+
+
+def _shuffles_a_larger_case(fn) -> bool:
+    """Whether ``fn`` shuffles 40 examples (so that an unshuffled small case was chance: 1 in n!)."""
+    try:
+        batches, _ = _collect(fn, 40, 8, 6)
+    except CheckFailed:
+        return False
+    in_order, consecutive = _in_order(batches, 40, 8)
+    return _cover_problem(batches, 40, 8) is None and not in_order and not consecutive
 
 
 def _same_batches(a, b) -> bool:
@@ -986,28 +1128,31 @@ def minibatches(fn):
     py_state, np_state = random.getstate(), np.random.get_state()  # a learner may draw from these
     try:
         for n, batch_size, seed in [(5, 2, 2), (10, 3, 3), (12, 4, 5), (7, 1, 4), (5, 8, 1), (40, 8, 6)]:
-            with trying("minibatches", n, batch_size, np.random.default_rng(seed)) as tried:
-                got = _collect(fn, n, batch_size, seed)
+            line = f"list(minibatches({n}, {batch_size}, np.random.default_rng({seed})))"
+            with trying("minibatches", n, batch_size, seed, call_text=line) as tried:
+                got, generated = _collect(fn, n, batch_size, seed)
                 tried.got = got
-                if _same_batches(got, list(ref.minibatches(n, batch_size, np.random.default_rng(seed)))):
-                    continue
-                problem = _cover_problem(got, n, batch_size)
-                shuffled = not np.array_equal(np.concatenate(got), np.arange(n)) if got and n > 1 else True
-                consecutive = n > batch_size > 1 and all(np.array_equal(b, np.arange(b[0], b[0] + len(b)))
-                                                         for b in got if len(b))
-                if problem or not shuffled or consecutive:
-                    _name_batch_mistake(got, n, batch_size, seed)
-                    if consecutive and not problem and shuffled:
-                        _fail(MINIBATCH_MISTAKES, "only the batch order shuffled")
-                    expect(problem is None, f"{problem} (n={n}, batch_size={batch_size})")
-                    _fail(MINIBATCH_MISTAKES, "not shuffled")
+                if not _same_batches(got, list(ref.minibatches(n, batch_size, np.random.default_rng(seed)))):
+                    problem = _cover_problem(got, n, batch_size)
+                    in_order, consecutive = _in_order(got, n, batch_size)
+                    if (in_order or consecutive) and not problem and _shuffles_a_larger_case(fn):
+                        in_order = consecutive = False  # this shuffle happened to keep the order: chance
+                    if problem or in_order or consecutive:
+                        _name_batch_mistake(got, n, batch_size, seed)
+                        if consecutive and not problem and not in_order:
+                            _fail(MINIBATCH_MISTAKES, "only the batch order shuffled")
+                        expect(problem is None, f"{problem} (n={n}, batch_size={batch_size})")
+                        _fail(MINIBATCH_MISTAKES, "not shuffled")
+                if not generated:
+                    _fail(MINIBATCH_MISTAKES, "list instead of generator",
+                          f"(it returned a {type(call(fn, n, batch_size, np.random.default_rng(seed))).__name__})")
         n, batch_size = 40, 8
-        with trying("minibatches", n, batch_size, np.random.default_rng(7)):
-            first = _collect(fn, n, batch_size, 7)
+        with trying("minibatches", call_text="list(minibatches(40, 8, np.random.default_rng(7)))"):
+            first, _ = _collect(fn, n, batch_size, 7)
             random.seed(8)
             np.random.seed(8)  # the global generators moved on; rng did not
             again = [np.asarray(b) for b in call(fn, n, batch_size, np.random.default_rng(7))]
-            other = _collect(fn, n, batch_size, 9)
+            other, _ = _collect(fn, n, batch_size, 9)
             if not _same_batches(first, again) or _same_batches(first, other):
                 _name_batch_mistake(first, n, batch_size, 7)
                 _fail(MINIBATCH_MISTAKES, "global generator")
@@ -1140,17 +1285,114 @@ def epoch_params_in_place(params, states, x, y, batch_size, rng, lr=1e-3):
 
 def epoch_states_in_place(params, states, x, y, batch_size, rng, lr=1e-3):
     new_params, new_states, mean_loss = _epoch(params, states, x, y, batch_size, rng, lr)
+    for s, new in zip(states, new_states):
+        s.exp_avg[...] = new.exp_avg
+        s.exp_avg_sq[...] = new.exp_avg_sq
+    return new_params, new_states, mean_loss
+
+
+def epoch_list_items_replaced(params, states, x, y, batch_size, rng, lr=1e-3):
+    total = 0.0
+    for idx in ref.minibatches(len(x), batch_size, rng):
+        loss, grads = _loss_and_grads(params, x[idx], y[idx])
+        for i in range(len(params)):
+            params[i], states[i] = ref.adam_step(params[i], grads[i], states[i], lr=lr)
+        total += loss * len(idx)
+    return params, states, total / len(x)
+
+
+def epoch_states_list_replaced(params, states, x, y, batch_size, rng, lr=1e-3):
+    new_params, new_states, mean_loss = _epoch(params, states, x, y, batch_size, rng, lr)
     states[:] = new_states
     return new_params, new_states, mean_loss
 
 
+def epoch_states_never_updated(params, states, x, y, batch_size, rng, lr=1e-3):
+    params, states, total = list(params), list(states), 0.0
+    for idx in ref.minibatches(len(x), batch_size, rng):
+        loss, grads = _loss_and_grads(params, x[idx], y[idx])
+        new = [ref.adam_step(p, g, s, lr=lr) for p, g, s in zip(params, grads, states)]
+        params = [p for p, _ in new]           # states is never reassigned
+        total += loss * len(idx)
+    return params, states, total / len(x)
+
+
+def epoch_params_never_updated(params, states, x, y, batch_size, rng, lr=1e-3):
+    params, states, total = list(params), list(states), 0.0
+    for idx in ref.minibatches(len(x), batch_size, rng):
+        loss, grads = _loss_and_grads(params, x[idx], y[idx])
+        new = [ref.adam_step(p, g, s, lr=lr) for p, g, s in zip(params, grads, states)]
+        states = [s for _, s in new]           # params is never reassigned
+        total += loss * len(idx)
+    return params, states, total / len(x)
+
+
+def epoch_last_batch_skipped(params, states, x, y, batch_size, rng, lr=1e-3):
+    total, count = 0.0, 0
+    for idx in list(ref.minibatches(len(x), batch_size, rng))[:-1]:
+        loss, grads = _loss_and_grads(params, x[idx], y[idx])
+        new = [ref.adam_step(p, g, s, lr=lr) for p, g, s in zip(params, grads, states)]
+        params, states = [p for p, _ in new], [s for _, s in new]
+        total += loss * len(idx)
+        count += len(idx)
+    return params, states, total / count
+
+
+def epoch_loss_not_divided(params, states, x, y, batch_size, rng, lr=1e-3):
+    return _epoch(params, states, x, y, batch_size, rng, lr,
+                  loss_of=lambda losses, sizes, n, b: sum(a * s for a, s in zip(losses, sizes)))
+
+
+def epoch_batch_means_over_n(params, states, x, y, batch_size, rng, lr=1e-3):
+    return _epoch(params, states, x, y, batch_size, rng, lr,
+                  loss_of=lambda losses, sizes, n, b: sum(losses) / n)
+
+
+def epoch_loss_after_update(params, states, x, y, batch_size, rng, lr=1e-3):
+    total = 0.0
+    for idx in ref.minibatches(len(x), batch_size, rng):
+        _, grads = _loss_and_grads(params, x[idx], y[idx])
+        new = [ref.adam_step(p, g, s, lr=lr) for p, g, s in zip(params, grads, states)]
+        params, states = [p for p, _ in new], [s for _, s in new]
+        loss, _ = _loss_and_grads(params, x[idx], y[idx])   # the loss of the parameters after the step
+        total += float(loss) * len(idx)
+    return params, states, total / len(x)
+
+
+def epoch_with_optimizer_class(params, states, x, y, batch_size, rng, lr=1e-3):
+    opt = ref.Optimizer(params, "adam", lr=lr)
+    opt.states = list(states)
+    total = 0.0
+    for idx in ref.minibatches(len(x), batch_size, rng):
+        loss, grads = _loss_and_grads(params, x[idx], y[idx])
+        params = opt.step(params, grads)
+        total += loss * len(idx)
+    return params, opt.states, total / len(x)
+
+
 EPOCH_MISTAKES = (
+    Mistake("Optimizer class used", epoch_with_optimizer_class,
+            "train_epoch uses the course's Optimizer class, which carries the states for you; this "
+            "exercise is about carrying them yourself: call optim_np.adam_step(p, g, s, lr=lr) for every "
+            "parameter and keep the new parameters and states it returns"),
     Mistake("params changed in place", epoch_params_in_place,
-            "train_epoch changed the parameter arrays it was given in place: compute new arrays "
-            "(p - ..., as adam_step does) and return them in a new list"),
+            "train_epoch changed the parameter arrays it was given in place (p -= ..., p[...] = ...): "
+            "compute new arrays, as adam_step does, and return them in a new list"),
     Mistake("states changed in place", epoch_states_in_place,
-            "train_epoch changed the states it was given in place: adam_step returns a new AdamState; "
-            "collect those in a new list and return it, leaving the input list as it was"),
+            "train_epoch changed the arrays inside the AdamStates it was given in place: adam_step returns "
+            "a new AdamState; keep those in a new list, leaving the input states as they were"),
+    Mistake("params list items replaced", epoch_list_items_replaced,
+            "train_epoch replaced the items of the list `params` it was given (params[i] = ...): the arrays "
+            "are untouched, but the caller's list now holds the new ones; build and return a new list"),
+    Mistake("states list items replaced", epoch_states_list_replaced,
+            "train_epoch replaced the items of the list `states` it was given (states[i] = ..., "
+            "states[:] = ...): collect the new AdamStates in a new list and return that"),
+    Mistake("states never updated", epoch_states_never_updated,
+            "the states returned are the ones given, and every batch's Adam step started from them: after "
+            "each batch keep the new AdamStates too (states = [s for _, s in ...]), not only the parameters"),
+    Mistake("params never updated", epoch_params_never_updated,
+            "the parameters returned are the ones given, and every batch's gradient was taken at them: "
+            "after each batch keep the new parameters too (params = [p for p, _ in ...]), not only the states"),
     Mistake("state not carried", epoch_state_not_carried,
             "every batch starts Adam from the states given at the start of the epoch: keep each "
             "parameter's new AdamState and pass it to the next batch's adam_step"),
@@ -1166,6 +1408,9 @@ EPOCH_MISTAKES = (
     Mistake("rng ignored", epoch_rng_ignored,
             "the batches do not come from the rng given: draw them with "
             "optim_np.minibatches(len(x), batch_size, rng), so the epoch is shuffled and reproducible"),
+    Mistake("last batch skipped", epoch_last_batch_skipped,
+            "the last, partial batch is skipped (no update, no loss from it): loop over every batch that "
+            "optim_np.minibatches yields"),
     Mistake("own batching", epoch_own_batching,
             "your own batching loses the last, partial batch (len(x) // batch_size batches): use "
             "optim_np.minibatches(len(x), batch_size, rng), which keeps it"),
@@ -1173,6 +1418,15 @@ EPOCH_MISTAKES = (
             "adam_step ran with its default learning rate (1e-3): pass lr=lr on"),
     Mistake("old states returned", epoch_old_states_returned,
             "the states returned are the ones given: return the new AdamStates of the last step"),
+    Mistake("loss after the update", epoch_loss_after_update,
+            "mean_loss is computed after each update, from the new parameters: record each batch's loss "
+            "as mlp_loss_and_grads returned it with the gradients, before the step"),
+    Mistake("loss summed, not divided", epoch_loss_not_divided,
+            "mean_loss is the sum of loss · len(idx) over the batches: divide it by the number of examples, "
+            "len(x)"),
+    Mistake("batch means divided by N", epoch_batch_means_over_n,
+            "mean_loss adds up the batch losses (each already a mean over its batch) and divides by len(x): "
+            "weight each batch's loss by its size first, loss · len(idx)"),
     Mistake("loss weighted by the nominal batch size", epoch_loss_nominal_size,
             "mean_loss weights every batch by batch_size, but the last batch is smaller: weight each "
             "batch's loss by len(idx), its real size, then divide by len(x)"),
@@ -1185,7 +1439,9 @@ EPOCH_MISTAKES = (
 )
 
 
-def _epoch_problem(seed):
+def epoch_problem(seed):
+    """The data of the train_epoch check: an MLP 6 → 5 → 3 and N = 23 examples, as
+    ``params, states, x, y`` (import it to reproduce a failing case)."""
     from dlcourse.backprop.numpy_impl import init_mlp
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((23, 6))            # (N, D)
@@ -1198,19 +1454,22 @@ def _copy_states(states):
     return [ref.AdamState(s.step, s.exp_avg.copy(), s.exp_avg_sq.copy()) for s in states]
 
 
-def _explain_epoch_mutation(params, params_before, states, states_before):
-    """Name the parameter array or state that train_epoch changed in place, if any."""
-    if len(params) != len(params_before):
-        _fail(EPOCH_MISTAKES, "params changed in place", "(items were added to or removed from the list)")
-    for i, (p, before) in enumerate(zip(params, params_before)):
-        if not (isinstance(p, np.ndarray) and p.shape == before.shape and np.array_equal(p, before)):
+def _explain_epoch_mutation(params, originals, copies, states, state_originals, state_copies):
+    """Name what train_epoch changed among its inputs: the arrays themselves, or the lists' items."""
+    for i, (p, before) in enumerate(zip(originals, copies)):
+        if not np.array_equal(p, before):
             _fail(EPOCH_MISTAKES, "params changed in place", f"(params[{i}])")
-    if len(states) != len(states_before):
-        _fail(EPOCH_MISTAKES, "states changed in place", "(items were added to or removed from the list)")
-    for i, (s, before) in enumerate(zip(states, states_before)):
-        for field in before._fields:
-            if not np.array_equal(getattr(s, field, None), getattr(before, field)):
+    for i, (s, before) in enumerate(zip(state_originals, state_copies)):
+        for field in ("exp_avg", "exp_avg_sq"):
+            if not np.array_equal(getattr(s, field), getattr(before, field)):
                 _fail(EPOCH_MISTAKES, "states changed in place", f"(states[{i}].{field})")
+    params_changed = len(params) != len(originals) or any(a is not b for a, b in zip(params, originals))
+    states_changed = len(states) != len(state_originals) or any(
+        a is not b for a, b in zip(states, state_originals))
+    if params_changed:
+        _fail(EPOCH_MISTAKES, "params list items replaced", "(it replaced the items of `states` too)" if states_changed else "")
+    if states_changed:
+        _fail(EPOCH_MISTAKES, "states list items replaced")
 
 
 def _same_epoch(a, b) -> bool:
@@ -1221,31 +1480,53 @@ def _same_epoch(a, b) -> bool:
             and la is not None and _close(la, lb, rtol=1e-9))
 
 
+def _first_epoch_difference(got, expected):
+    """(what, got, expected) of the first item of an epoch's result that differs, or None."""
+    (pa, sa, la), (pb, sb, lb) = got, expected
+    for i, (p, q) in enumerate(zip(pa, pb)):
+        if not _close(p, q):
+            return f"params[{i}]", p, q
+    for i, (s, t) in enumerate(zip(sa, sb)):
+        for field in t._fields:
+            if not _close(getattr(s, field), getattr(t, field)):
+                return f"states[{i}].{field}", getattr(s, field), getattr(t, field)
+    if la is None or not _close(la, lb, rtol=1e-9):
+        return "mean_loss", la, lb
+    return None
+
+
 @check.exercise(points=3, mistakes=EPOCH_MISTAKES, reference=ref.train_epoch, seconds=30, hints=[
     "Loop over the mini-batches of optim_np.minibatches(len(x), batch_size, rng). For each: the "
     "loss and gradients on that batch, then one Adam step for every parameter array, each with "
     "its own state. The new parameters and states are the ones the next batch uses.",
-    "Inside the loop: mlp_loss_and_grads(params, x[idx], y[idx]) gives (loss, grads); zip params, "
-    "grads and states and call optim_np.adam_step(p, g, s, lr=lr) on each triple. For the mean "
-    "loss, add loss * len(idx) to a running total.",
-    "Split the (new_p, new_s) pairs into new lists params and states; total += float(loss) * "
-    "len(idx). After the loop, return the two lists and total / len(x).",
+    "Inside the loop: mlp_loss_and_grads on the batch's rows gives (loss, grads); pair each "
+    "parameter with its gradient and its state and give each triple to optim_np.adam_step (with "
+    "lr=lr). For the mean loss, keep a running total of loss times the batch's size.",
+    "From the (new_p, new_s) pairs build two NEW lists and rebind params and states to them (do "
+    "not assign into the lists you were given). After the loop return the two lists and "
+    "total / len(x).",
 ])
 def train_epoch(fn):
     """One epoch of mini-batch Adam on an MLP; returns (params, states, mean loss over examples)."""
+    code = getattr(fn, "__code__", None)
+    if code is not None and "Optimizer" in _names_in(code):
+        _fail(EPOCH_MISTAKES, "Optimizer class used")
     for seed, batch_size, lr in [(31, 5, 1e-2), (32, 8, 3e-2)]:
-        params, states, x, y = _epoch_problem(seed)
-        with trying("train_epoch", label=f"an MLP 6 → 5 → 3 on N = 23 examples, batch_size={batch_size}, "
-                                         f"lr={lr}, rng=np.random.default_rng({seed})") as tried:
+        params, states, x, y = epoch_problem(seed)
+        line = (f"from dlcourse.optim.checks import epoch_problem; params, states, x, y = epoch_problem({seed}); "
+                f"train_epoch(params, states, x, y, {batch_size}, np.random.default_rng({seed}), lr={lr})")
+        label = f"an MLP 6 → 5 → 3 on N = 23 examples, batch_size={batch_size}, lr={lr}"
+        with trying("train_epoch", label=label, call_text=line) as tried:
             # the answer comes from the inputs as they are BEFORE the call
             expected = _epoch(params, states, x, y, batch_size, np.random.default_rng(seed), lr)
-            copies, state_copies = [p.copy() for p in params], _copy_states(states)
+            originals, copies = list(params), [p.copy() for p in params]
+            state_originals, state_copies = list(states), _copy_states(states)
             rng = np.random.default_rng(seed)
             try:
                 out = call(fn, params, states, x, y, batch_size, rng, lr=lr)
             except CheckFailed as fail:
-                if fail.mistake == "mutated input":  # call() saw an in-place change: say which array it was
-                    _explain_epoch_mutation(params, copies, states, state_copies)
+                if fail.mistake == "mutated input":  # call() saw an in-place change: say what changed
+                    _explain_epoch_mutation(params, originals, copies, states, state_originals, state_copies)
                 raise
             rng_used = rng.bit_generator.state != np.random.default_rng(seed).bit_generator.state
             got_params, got_states, got_loss = expect_tuple(out, 3, "(params, states, mean_loss)",
@@ -1257,22 +1538,26 @@ def train_epoch(fn):
             got_states = [_as_state(s, ref.AdamState, "train_epoch") for s in got_states]
             if got_loss is None:
                 raise CheckFailed("mean_loss is None: return the epoch's mean loss as the third item")
-            tried.got, tried.expected = got_loss, expected[2]
             got = (list(got_params), got_states, got_loss)
-            what = f"(batch_size={batch_size}, lr={lr})"
-            diagnose(got, expected, EPOCH_MISTAKES, same=_same_epoch, suffix=what,
+            differs = _first_epoch_difference(got, expected)
+            if differs is None:
+                continue
+            what, tried.got, tried.expected = differs  # show what the failing comparison is about
+            tried.label = f"{label}; {what} shown"
+            where = f"(batch_size={batch_size}, lr={lr})"
+            diagnose(got, expected, EPOCH_MISTAKES, same=_same_epoch, suffix=where,
                      apply=lambda wrong: wrong([p.copy() for p in copies], _copy_states(state_copies), x, y,
                                                batch_size, np.random.default_rng(seed), lr=lr))
-            if not _same_epoch(got, expected) and not rng_used:
-                _fail(EPOCH_MISTAKES, "rng ignored", what)
+            if not rng_used:
+                _fail(EPOCH_MISTAKES, "rng ignored", where)
             for i, (g, e) in enumerate(zip(got_params, expected[0])):
-                expect_close(g, e, f"params[{i}] after one epoch {what}")
+                expect_close(g, e, f"params[{i}] after one epoch {where}")
             for i, (g, e) in enumerate(zip(got_states, expected[1])):
                 expect(int(g.step) == e.step, f"states[{i}].step is {g.step} after the epoch, expected "
                                               f"{e.step} (one Adam step per batch)")
-                expect_close(g.exp_avg, e.exp_avg, f"states[{i}].exp_avg after one epoch {what}")
-                expect_close(g.exp_avg_sq, e.exp_avg_sq, f"states[{i}].exp_avg_sq after one epoch {what}")
-            expect_close(got_loss, expected[2], f"mean_loss {what}", rtol=1e-9)
+                expect_close(g.exp_avg, e.exp_avg, f"states[{i}].exp_avg after one epoch {where}")
+                expect_close(g.exp_avg_sq, e.exp_avg_sq, f"states[{i}].exp_avg_sq after one epoch {where}")
+            expect_close(got_loss, expected[2], f"mean_loss {where}", rtol=1e-9)
     return "one epoch of mini-batch Adam equals the reference on 2 problems, mean loss included"
 
 
