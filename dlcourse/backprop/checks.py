@@ -1090,10 +1090,82 @@ def net_dw2_from_pre(params, x, y):
     return loss, [dpre.T @ x, dpre.sum(axis=0), dlogits.T @ pre, dlogits.sum(axis=0)]
 
 
+def net_no_max_shift(params, x, y):
+    w1, b1, w2, b2 = params
+    pre = x @ w1.T + b1
+    h = np.maximum(pre, 0)
+    logits = h @ w2.T + b2
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)  # exp(1000) overflows
+    rows = np.arange(len(y))
+    dlogits = p.copy()
+    dlogits[rows, y] -= 1
+    dlogits /= len(y)
+    dpre = (dlogits @ w2) * (pre > 0)
+    return -np.log(p[rows, y]).mean(), [dpre.T @ x, dpre.sum(axis=0), dlogits.T @ h, dlogits.sum(axis=0)]
+
+
+def net_log_of_softmax(params, x, y):
+    w1, b1, w2, b2 = params
+    pre, h, _, dlogits = _forward(params, x, y)
+    p = ref.softmax(h @ w2.T + b2)
+    dpre = (dlogits @ w2) * (pre > 0)
+    return -np.log(p[np.arange(len(y)), y]).mean(), [dpre.T @ x, dpre.sum(axis=0), dlogits.T @ h, dlogits.sum(axis=0)]
+
+
+def net_mask_ge(params, x, y):
+    w1, b1, w2, b2 = params
+    pre, h, loss, dlogits = _forward(params, x, y)
+    dpre = (dlogits @ w2) * (h >= 0)
+    return loss, [dpre.T @ x, dpre.sum(axis=0), dlogits.T @ h, dlogits.sum(axis=0)]
+
+
+def _mask_with_ge(fn) -> bool:
+    """Whether the learner's source builds the ReLU mask with >= (h >= 0 is true everywhere: no mask at all)."""
+    import inspect
+    import re
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return False
+    return re.search(r"\b(h|pre|hidden|z1|a1)\s*>=\s*0", source) is not None
+
+
+def _net_cases():
+    """(label, params, x, y, what a NaN or inf means here), small to large, then huge logits."""
+    rng = np.random.default_rng(23)
+    cases = []
+    for n, d, h, k in ((1, 3, 4, 2), (6, 4, 5, 3)):
+        params = ref.init_mlp([d, h, k], rng, dtype=np.float64)
+        params = [p * 3 for p in params]  # larger weights: more ReLUs switched off, so the mask matters
+        x, y = rng.standard_normal((n, d)), rng.integers(0, k, n)
+        cases.append((f"(N, D, H, K) = {(n, d, h, k)}", params, x, y, None))
+    n, d, h, k = 4, 3, 5, 3
+    params = [p * 3 for p in ref.init_mlp([d, h, k], rng, dtype=np.float64)]
+    params[3] = params[3] + 1000  # every logit near +1000: the same softmax, but exp(logits) overflows
+    x, y = rng.standard_normal((n, d)), rng.integers(0, k, n)
+    cases.append(("logits near +1000 (b2 = 1000 + ...)", params, x, y, "no max shift"))
+    params = [p * 3 for p in ref.init_mlp([d, h, k], rng, dtype=np.float64)]
+    params[2], params[3] = params[2] * 150, params[3] * 150  # logits spread over ±1000
+    x = rng.standard_normal((n, d))
+    y = (x @ params[0].T + params[1]).clip(0) @ params[2].T + params[3]
+    cases.append(("logits spread over ±1000, every true class the worst", params, x, y.argmin(axis=1),
+                  "log of softmax"))
+    return cases
+
+
+def net_grads_in_layer_order(params, x, y):
+    loss, (dw1, db1, dw2, db2) = ref.mlp_loss_and_grads(params, x, y)
+    return loss, [dw2, db2, dw1, db1]
+
+
 NET_MISTAKES = (
     Mistake("no relu mask", net_no_relu_mask,
-            "layer 2 is right but layer 1 is not: on the way back, the ReLU lets gradient through only where "
-            "pre > 0; multiply dh by that mask before the first layer"),
+            "layer 2 is right but layer 1 is not: the gradient went through every hidden unit, as if there were "
+            "no ReLU (a mask h >= 0 is true everywhere, so it masks nothing either); the ReLU lets gradient "
+            "through only where pre > 0: multiply dh by that mask before the first layer"),
+    Mistake("relu mask with >=", net_mask_ge,
+            "the ReLU mask h >= 0 is true everywhere (h = relu(pre) is never negative), so gradient also flowed "
+            "through the units that were off; use pre > 0 (or h > 0)"),
     Mistake("relu mask from dh", net_mask_from_dh,
             "the ReLU mask was taken from dh; whether a unit was on is decided in the forward pass: use "
             "pre > 0 (or h > 0)"),
@@ -1112,6 +1184,15 @@ NET_MISTAKES = (
     Mistake("dw2 from pre", net_dw2_from_pre,
             "dw2 was computed from pre, the input of the ReLU; layer 2's input is h = relu(pre): "
             "dw2 = dlogits.T @ h"),
+    Mistake("grads in backward order", net_grads_in_layer_order,
+            "the gradients are in the order you computed them, [dw2, db2, dw1, db1]; return them in the order of "
+            "params: [dw1, db1, dw2, db2]"),
+    Mistake("no max shift", net_no_max_shift,
+            "the loss or the gradients are NaN for logits near +1000: np.exp(logits) overflows. Subtract each "
+            "row's maximum from the logits before np.exp, as in exercise 5 (it changes nothing else)"),
+    Mistake("log of softmax", net_log_of_softmax,
+            "the loss is inf when a true class sits about 1000 below the best: its probability rounds to 0 and "
+            "np.log(0) = -inf. Compute the log-probabilities directly with log-sum-exp, as in exercise 5"),
 )
 
 
@@ -1128,25 +1209,24 @@ def _net_stages(params, x, y):
             ("db1", dpre.sum(axis=0), "db1 = dpre summed over the batch")]
 
 
-@check.exercise(points=3, reference=ref.mlp_loss_and_grads, mistakes=NET_MISTAKES, hints=[
+@check.exercise(points=3, reference=ref.mlp_loss_and_grads, mistakes=NET_MISTAKES,
+                forbid=(ref.linear_backward, ref.relu_backward, ref.tanh_backward, ref.activation_backward,
+                        ref.softmax_cross_entropy, ref.log_softmax, ref.mlp_backward), hints=[
     "Backpropagation is the forward pass read backwards: keep every intermediate of the forward pass, start "
     "from dlogits (the softmax cross-entropy gradient) and undo one step at a time, each step turning the "
     "gradient of its output into the gradients of its inputs.",
     "Forward: pre, h = relu(pre), logits, then loss and dlogits. Backward: layer 2 gives dw2, db2 and dh "
     "(like linear_backward); the ReLU turns dh into dpre, zero where the unit was off; layer 1 gives dw1 "
     "and db1 from dpre.",
-    "dw2 = dlogits.T @ h; db2 = dlogits.sum(axis=0); dh = dlogits @ ...; dpre = dh * (...); then dw1, db1 "
-    "the same way from dpre and x",
+    "Loss and dlogits as in exercise 5 (shift each row by its maximum). Then dw2 = dlogits.T @ h, db2 sums "
+    "dlogits over the batch, dh = dlogits @ <which weight?>, dpre = dh times a mask made from pre; dw1 and "
+    "db1 come from dpre and x the way dw2 and db2 came from dlogits and h.",
 ])
 def two_layer_net(fn):
     """two_layer_net(params, x, y) -> (loss, [dw1, db1, dw2, db2]) for Linear-ReLU-Linear + softmax CE."""
-    rng = np.random.default_rng(23)
     names = ["dw1", "db1", "dw2", "db2"]
-    for n, d, h, k in ((1, 3, 4, 2), (6, 4, 5, 3)):
-        params = ref.init_mlp([d, h, k], rng, dtype=np.float64)
-        params = [p * 3 for p in params]  # larger weights: more ReLUs switched off, so the mask matters
-        x, y = rng.standard_normal((n, d)), rng.integers(0, k, n)
-        with trying("two_layer_net", params, x, y, label=f"(N, D, H, K) = {(n, d, h, k)}") as case:
+    for what, params, x, y, unstable in _net_cases():
+        with trying("two_layer_net", params, x, y, label=what) as case:
             want_loss, want = ref.mlp_loss_and_grads(params, x, y)
             recorded: list = []
             out = _call_translated(NET_MISTAKES, fn, params, x, y, record=recorded)
@@ -1156,14 +1236,29 @@ def two_layer_net(fn):
                    "grads must be a list of four arrays [dw1, db1, dw2, db2], in the order of params")
             for name, g in zip(names, grads):
                 expect(g is not None, f"{name} is None: every parameter needs a gradient")
-            diagnose((loss, list(grads)), (want_loss, want), NET_MISTAKES, same=_same_items,
-                     apply=lambda wrong: wrong(params, x, y))
+            try:
+                diagnose((loss, list(grads)), (want_loss, want), NET_MISTAKES, same=_same_items,
+                         apply=lambda wrong: wrong(params, x, y))
+            except CheckFailed as fail:
+                if fail.mistake == "no relu mask" and _mask_with_ge(fn):
+                    _fail(NET_MISTAKES, "relu mask with >=")
+                raise
+            if unstable and not _all_finite(loss, grads):
+                _fail(NET_MISTAKES, unstable if _all_finite(0.0, grads) else "no max shift", f"({what})")
             expect_close(loss, want_loss, "the loss", rtol=1e-7)
             if not all(_close(g, w, rtol=1e-7, atol=1e-12) for g, w in zip(grads, want)):
                 first_wrong_stage(recorded, _net_stages(params, x, y))
             for name, g, w in zip(names, grads, want):
                 expect_close(g, w, name, rtol=1e-7, atol=1e-12)
-    return "loss and all four gradients match, including a batch of 1"
+    return "loss and all four gradients match, including a batch of 1 and logits near ±1000"
+
+
+def _all_finite(loss, grads) -> bool:
+    try:
+        return bool(np.isfinite(float(loss))) and all(np.all(np.isfinite(np.asarray(g, dtype=np.float64)))
+                                                      for g in grads)
+    except (TypeError, ValueError):
+        return True  # not numbers: the comparisons below say what is wrong
 
 
 # =========================================================================== 7 · numerical gradient
