@@ -318,8 +318,17 @@ def test_silu_and_gelu_tanh_grad_other_right_answers():
     _expect_pass("silu_grad", lambda x: ref.sigmoid(x) * (1 + x * ref.sigmoid(-x)))
     _expect_pass("gelu_tanh_grad", _solution("gelu_tanh_grad"))
     c = math.sqrt(2 / math.pi)
-    _expect_pass("gelu_tanh_grad", lambda x: 0.5 * (1 + np.tanh(c * (x + 0.044715 * x ** 3)))
-                 + 0.5 * x * c * (1 + 0.134145 * x ** 2) / np.cosh(c * (x + 0.044715 * x ** 3)) ** 2)
+
+    def factored(x):  # (1 - t)(1 + t) for 1 - t^2: other roundings, still every digit the check wants
+        t = np.tanh(c * (x + 0.044715 * x ** 3))
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t) * (1 + t) * c * (1 + 0.134145 * x ** 2)
+    _expect_pass("gelu_tanh_grad", factored)
+
+    def via_sigmoid(x):  # (1 + tanh u) / 2 = sigmoid(2u)
+        u = c * (x + 0.044715 * x ** 3)
+        s = ref.sigmoid(2 * u)
+        return s + x * c * (1 + 0.134145 * x ** 2) * 2 * s * (1 - s)
+    _expect_pass("gelu_tanh_grad", via_sigmoid)
 
 
 def test_solution_derivatives_equal_the_numerically_checked_twin():
@@ -399,12 +408,240 @@ def test_parity3_weights_other_answers_and_messages():
     _expect_fail("parity3_weights", lambda: [np.ones((3, 3)), np.zeros(3)], "4 arrays")
     _expect_fail("parity3_weights", lambda: [np.ones((2, 3)), np.zeros(3), np.ones((1, 3)), np.zeros(1)],
                  "w1 has shape (2, 3)")
-    np.testing.assert_array_equal(ref.mlp_forward(ref.parity3_params(), CORNERS3)[:, 0], PARITY3)
+    np.testing.assert_allclose(ref.mlp_forward(ref.parity3_params(), CORNERS3)[:, 0], PARITY3, rtol=0, atol=1e-12)
 
 
 def test_check_messages_are_deterministic():
     wrong = lambda x, w, b: x @ w.T + 2 * b  # noqa: E731
     assert check.run("dense_forward", wrong).message == check.run("dense_forward", wrong).message
+
+
+# --------------------------------------------------------------------------- the learner's review (issue 5)
+#
+# Each test below hands the check the learner's own code from the review of chapter 01 (the scripts
+# ex*.py, exq*.py, cheat*.py); before the fix it passed, or was blamed on the wrong mistake.
+
+def _mistake(name, fn, mistake, *words):
+    result = _expect_fail(name, fn, *words)
+    assert result.mistake == mistake, (result.mistake, result.message)
+    return result
+
+
+def test_review_q_mlp_params_wants_the_exact_count():
+    ask = lambda v: check.run("q_mlp_params", lambda: v)  # noqa: E731
+    for near in (101772, 101775, 101780, 101800, 101870, 101700, 101771, 101770.4):
+        assert not ask(near).passed, near
+    assert ask(101760).mistake == "no output biases"                 # 784*128 + 128 + 128*10
+    assert ask(784 * 128 + 128 * 10 + 10).mistake == "no hidden biases"
+    assert ask(101632).mistake == "no biases" and "weights only" in ask(101632).message
+    assert ask(101770).passed and ask(101770.0).passed and ask(np.int64(101770)).passed
+
+
+def test_review_questions_name_an_answer_of_the_wrong_form():
+    assert check.run("q_mlp_params", lambda: "101770").message.startswith("return a number")
+    assert check.run("q_dense_shape", lambda: "(32, 64)").message.startswith("return a shape as a tuple")
+    assert check.run("q_sigmoid_max_slope", lambda: "1/4").message.startswith("return a number")
+    assert check.run("q_dense_shape", lambda: np.array([32, 64])).passed
+    assert check.run("q_collapsed_params", lambda: True).passed is False
+
+
+def test_review_float32_is_named_in_every_derivative_and_the_collapse():
+    def silu_grad(x):
+        x = x.astype(np.float32); s = sigmoid(x); return s * (1 + x * (1 - s))  # noqa: E702
+    sigmoid = ref.sigmoid
+    _mistake("silu_grad", silu_grad, "float32", "float32")
+
+    c = math.sqrt(2 / math.pi)
+
+    def gelu_tanh_grad(x):
+        x = x.astype(np.float32)
+        t = np.tanh(c * (x + 0.044715 * x ** 3))
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x)
+    _mistake("gelu_tanh_grad", gelu_tanh_grad, "float32", "float32")
+
+    def collapse_stack(params):
+        w, b = params[0].astype(np.float32), params[1].astype(np.float32)
+        for k in range(2, len(params), 2):
+            w = params[k].astype(np.float32) @ w
+            b = params[k].astype(np.float32) @ b + params[k + 1].astype(np.float32)
+        return w, b
+    _mistake("collapse_stack", collapse_stack, "float32", "float32")
+
+
+def test_review_a_list_is_not_an_array():
+    _mistake("softplus", lambda x: (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).tolist(), "list", "is a list")
+
+    def silu_grad(x):
+        s = ref.sigmoid(x); return (s * (1 + x * (1 - s))).tolist()  # noqa: E702
+    _mistake("silu_grad", silu_grad, "list", "is a list")
+    _mistake("dense_forward", lambda x, w, b: (x @ w.T + b).tolist(), "list", "is a list")
+
+
+def test_review_dense_forward_refuses_python_loops():
+    def dense_forward(x, w, b):
+        N, D = x.shape; H = w.shape[0]  # noqa: E702
+        out = np.zeros((N, H))
+        for n in range(N):
+            for h in range(H):
+                out[n, h] = sum(x[n, d]*w[h, d] for d in range(D)) + b[h]
+        return out
+    _mistake("dense_forward", dense_forward, "python loop", "too slow")
+    _expect_pass("dense_forward", lambda x, w, b: (x[:, None, :] * w[None, :, :]).sum(axis=2) + b)
+
+
+def test_review_numpy_exercises_refuse_pytorch():
+    result = _mistake("softplus", lambda x: torch.nn.functional.softplus(torch.from_numpy(x)).numpy(),
+                      "uses PyTorch", "NumPy only", "torch")
+    assert "no points" not in result.message
+    _mistake("dense_forward", lambda x, w, b: torch.nn.functional.linear(
+        torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b)).numpy(), "uses PyTorch", "NumPy only")
+    assert sys.getprofile() is None
+
+
+def test_review_finite_differences_are_not_derivatives():
+    def silu_grad(x):
+        h = 1e-5; f = lambda t: t * sigmoid(t); return (f(x + h) - f(x - h)) / (2 * h)  # noqa: E702, E731
+    sigmoid = ref.sigmoid
+    _mistake("silu_grad", silu_grad, "finite differences", "finite difference", "digits")
+
+    from dlcourse.neurons.numpy_impl import gelu_tanh as _gt
+
+    def gelu_tanh_grad(x):
+        h = 1e-5; return (_gt(x + h) - _gt(x - h)) / (2 * h)  # noqa: E702
+    _mistake("gelu_tanh_grad", gelu_tanh_grad, "finite differences", "finite difference")
+
+    c = math.sqrt(2 / math.pi)
+    def g(x): return 0.5 * x * (1 + np.tanh(c * (x + 0.044715 * x ** 3)))  # noqa: E301, E704
+
+    def gelu_own(x):
+        h = 1e-5; return (g(x + h) - g(x - h)) / (2 * h)  # noqa: E702
+    _mistake("gelu_tanh_grad", gelu_own, "finite differences", "finite difference")
+
+    def silu_nan_free(x):  # the learner's other analytic form still passes at full precision
+        s = sigmoid(x); e = np.exp(-np.abs(x)); return s + x * e / (1 + e)**2  # noqa: E702
+    _expect_pass("silu_grad", silu_nan_free)
+
+
+def test_review_gelu_tanh_grad_cosh_overflows_like_softplus_and_silu():
+    c = math.sqrt(2 / math.pi)
+
+    def gelu_tanh_grad(x):
+        u = c*(x + 0.044715*x**3); return 0.5*(1+np.tanh(u)) + 0.5*x/np.cosh(u)**2*c*(1+3*0.044715*x**2)  # noqa
+    _mistake("gelu_tanh_grad", gelu_tanh_grad, "cosh overflow", "numerical overflow", "cosh")
+
+
+def test_review_rows_that_were_max_error():
+    def softplus(x):
+        return np.maximum(x, 0) + np.log1p(np.exp(-x))
+    _mistake("softplus", softplus, "no abs", "-|x|")
+    cc = math.sqrt(2 / math.pi)  # the learner's `c`
+
+    def gelu_second(x):
+        t = np.tanh(cc*(x + 0.044715*x**3)); return 0.5*x*(1-t**2)*cc*(1+3*0.044715*x**2)  # noqa: E702
+    _mistake("gelu_tanh_grad", gelu_second, "second term only", "first term")
+
+    def gelu_plus(x):
+        t = np.tanh(cc*(x + 0.044715*x**3)); return 0.5*(1+t) + 0.5*x*(1+t**2)*cc*(1+3*0.044715*x**2)  # noqa
+    _mistake("gelu_tanh_grad", gelu_plus, "tanh' = 1 + t^2", "1 minus")
+
+    def collapse_stack(params):
+        w, b = params[0], params[1]
+        for k in range(2, len(params), 2):
+            w = params[k] @ w; b = params[k] @ b  # noqa: E702
+        return w, b
+    _mistake("collapse_stack", collapse_stack, "no + b_k", "b_k")
+
+    def mlp_forward(params, x, activation):
+        h = x.T
+        n = len(params)//2
+        for i in range(n):
+            h = params[2*i] @ h + params[2*i+1][:, None]
+            if i < n-1: h = activation(h)  # noqa: E701
+        return h
+    _mistake("mlp_forward", mlp_forward, "transposed output", "transposed")
+
+
+def test_review_mlp_forward_activation_looked_up_by_name():
+    def dense_forward(x, w, b):
+        return x @ w.T + b
+
+    def mlp_forward(params, x, activation):
+        f = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh}[activation]
+        h = x; n = len(params)//2  # noqa: E702
+        for i in range(n):
+            h = dense_forward(h, params[2*i], params[2*i+1])
+            if i < n-1: h = f(h)  # noqa: E701
+        return h
+    result = _mistake("mlp_forward", mlp_forward, "activation as a name", "is a function")
+    assert "KeyError" not in result.message
+    # the lesson passes the activation the same way, as a function; names still work for the twin's tests
+    x = np.random.default_rng(0).standard_normal((3, 2))
+    np.testing.assert_array_equal(ref.mlp_forward(ref.xor_params(), x, ref.relu),
+                                  ref.mlp_forward(ref.xor_params(), x, "relu"))
+
+
+def test_review_reproducing_lines_run_as_printed():
+    def mlp_forward(params, x, activation):  # mutates x after computing the right answer
+        h = x
+        n = len(params)//2
+        for i in range(n):
+            h = h @ params[2*i].T + params[2*i+1]
+            if i < n-1: h = activation(h)  # noqa: E701
+        x[:] = 0
+        return h
+    result = _mistake("mlp_forward", mlp_forward, "mutated input", "`x` (argument 2)")
+    line = result.details.split("reproduce it in a new cell:  ", 1)[1].split("\n  need a hint")[0]
+    assert line.startswith("from dlcourse.neurons.numpy_impl import relu; mlp_forward(")
+    namespace = {"np": np}
+    exec(line.replace("mlp_forward(", "out = (lambda *a: a)(", 1), namespace)  # no NameError: relu is imported
+    params, x, activation = namespace["out"]
+    assert activation is ref.relu and np.any(x != 0)  # the input as it was before the mutation
+
+
+def test_review_parity3_weights_names_the_corner_that_is_off():
+    def parity3_weights():
+        return [np.ones((3,3)), np.array([0., -1, -2]), np.array([[1., -2, 2.001]]), np.zeros(1)]  # noqa: E231
+    result = _expect_fail("parity3_weights", parity3_weights, "on 111 it outputs 1.001 where parity is 1",
+                          "off by +0.001", "right on the 7 others")
+    assert result.mistake == "" and "kink" not in result.message
+
+    def two_useful_units():
+        return [np.ones((3,3)), np.array([0., -1, -2]), np.array([[1., -2, 1]]), np.zeros(1)]  # noqa: E231
+    result = _expect_fail("parity3_weights", two_useful_units, "on 111 it outputs 0 where parity is 1")
+    assert result.mistake == ""                    # all three units are used: none is missing
+    unused = lambda: [np.ones((3, 3)), np.array([0.0, -1.0, -2.0]), np.array([[1.0, -2.0, 0.0]]), np.zeros(1)]  # noqa
+    assert check.run("parity3_weights", unused).mistake == "misses (1, 1, 1)"
+
+
+def test_review_parity3_weights_copied_before_the_check_is_course_code():
+    from dlcourse.neurons import numpy_impl as ni
+    p = ni.parity3_params()
+    def parity3_weights(): return [a.copy() for a in p]  # noqa: E301, E704
+    _mistake("parity3_weights", parity3_weights, "course code", "no points for the course's own code")
+    _mistake("parity3_weights", lambda: [np.array(a).tolist() for a in p], "course code")
+    _expect_pass("parity3_weights", _solution("parity3_weights"))  # the natural hand-made answer is not a copy
+
+
+def test_review_collapse_stack_may_chain_the_lessons_collapse_linear():
+    from dlcourse.neurons import numpy_impl as ni
+
+    def cs(params):  # acceptable: the lesson shows collapse_linear; folding a whole stack is the exercise
+        w, b = params[0], params[1]
+        for k in range(2, len(params), 2):
+            w, b = ni.collapse_linear(w, b, params[k], params[k+1])
+        return w, b
+    _expect_pass("collapse_stack", cs)
+
+
+def test_review_messages_and_hints_do_not_give_the_formula():
+    softplus_rows = {r.name: r.message for r in check.mistakes("softplus")}
+    assert "max(x, 0) + log(1 + e^-|x|)" not in softplus_rows["overflow"]
+    silu_rows = " ".join(r.message for r in check.mistakes("silu_grad"))
+    assert "s + x * s(1 - s)" not in silu_rows and "s + x * s'(x)" not in silu_rows
+    assert "x @ w.T" not in check.hints("dense_forward")[2]
+    assert "dense_forward(h, params[2*k]" not in check.hints("mlp_forward")[2]
+    assert "(x wᵀ + b) w_kᵀ + b_k" in check.hints("collapse_stack")[1]
+    assert "(0, 1)" in ref.sigmoid.__doc__
 
 
 # --------------------------------------------------------------------------- the explorer widget

@@ -15,6 +15,7 @@ Dimension letters (DESIGN.md): N batch, D input features, H hidden units, K outp
 from __future__ import annotations
 
 import math
+import os
 import sys
 from math import exp, log1p  # bound once, like a learner's `from math import exp`: the watch on math.exp misses them
 
@@ -65,18 +66,34 @@ def _expect_float64(out, table, what: str) -> None:
         _fail(table, "float32", f"({what} came back as float32)")
 
 
-def _overflow_guarded(fn, x, table, row_name: str, count_calls: bool = False):
-    """Call ``fn(x)`` with NumPy raising on overflow; optionally count the Python calls made.
+def _torch_name(obj) -> str | None:
+    """"torch.from_numpy" when ``obj`` (a builtin the profiler saw called) belongs to PyTorch, else None."""
+    module = getattr(obj, "__module__", None) or ""
+    owner = getattr(obj, "__self__", None)
+    if not module.startswith("torch") and owner is not None:
+        module = getattr(type(owner), "__module__", "") or ""
+    if module == "torch" or module.startswith("torch."):
+        return f"{module}.{getattr(obj, '__name__', '?')}" if module != "torch" or owner is None \
+            else f"Tensor.{getattr(obj, '__name__', '?')}"
+    return None
 
-    Overflow is the row ``row_name``: NumPy is set to raise, and ``np.exp`` /
-    ``math.exp`` are watched (a learner's own ``np.errstate(over="ignore")``
-    would silence NumPy).  With ``count_calls``, every Python-level call made
-    while ``fn`` runs is counted (``sys.setprofile``): a whole-array function
-    makes a handful, a loop over the elements one or more per element, even
-    with an ``exp`` imported before the check began (``from math import exp``).
-    Returns ``(out, calls)``.
+
+_TORCH_DIR = os.sep + "torch" + os.sep
+
+
+def _guarded(fn, args, table=None, row_name: str = "", count_calls: bool = False):
+    """Call ``fn(*args)`` watching for overflow, PyTorch, and (optionally) the number of Python calls.
+
+    Overflow is the row ``row_name`` (when given): NumPy is set to raise, and
+    ``np.exp`` / ``math.exp`` are watched (a learner's own
+    ``np.errstate(over="ignore")`` would silence NumPy).  Every call made while
+    ``fn`` runs is seen by a profiler (``sys.setprofile``): a call into PyTorch
+    fails the check (these exercises are NumPy only), and with ``count_calls``
+    the calls are counted: a whole-array function makes a handful, a loop over
+    the elements one or more per element, even with an ``exp`` imported before
+    the check began (``from math import exp``).  Returns ``(out, calls)``.
     """
-    real_exp, real_math_exp, overflowed, calls = np.exp, math.exp, [], [0]
+    real_exp, real_math_exp, overflowed, calls, torch_used = np.exp, math.exp, [], [0], []
 
     def watched_exp(*a, **k):
         result = real_exp(*a, **k)
@@ -88,27 +105,51 @@ def _overflow_guarded(fn, x, table, row_name: str, count_calls: bool = False):
         return real_math_exp(v)
 
     def profile(frame, event, arg):
-        if event in ("call", "c_call"):
+        if event == "c_call":
             calls[0] += 1
+            if not torch_used:
+                name = _torch_name(arg)
+                if name:
+                    torch_used.append(name)
+        elif event == "call":
+            calls[0] += 1
+            if not torch_used and _TORCH_DIR in frame.f_code.co_filename:
+                torch_used.append(f"torch ({frame.f_code.co_name})")
 
     previous = sys.getprofile()
+    x = args[0]
     try:
-        np.exp, math.exp = watched_exp, watched_math_exp
-        if count_calls:
-            sys.setprofile(profile)
-        with np.errstate(over="raise", invalid="raise", divide="raise"):
-            out = call(fn, x)
+        if row_name:
+            np.exp, math.exp = watched_exp, watched_math_exp
+        sys.setprofile(profile)
+        with np.errstate(over="raise", invalid="raise", divide="raise") if row_name else np.errstate():
+            out = call(fn, *args)
     except CheckFailed as fail:
-        if isinstance(getattr(fail, "error", None), (FloatingPointError, OverflowError)):
+        if torch_used:
+            _refuse_torch(fn, torch_used[0])
+        if row_name and isinstance(getattr(fail, "error", None), (FloatingPointError, OverflowError)):
             _fail(table, row_name, f"(x = {_show(x)}: {fail.error})")
         raise
     finally:
-        if count_calls:
-            sys.setprofile(previous)
+        sys.setprofile(previous)
         np.exp, math.exp = real_exp, real_math_exp
+    if torch_used:
+        _refuse_torch(fn, torch_used[0])
     if overflowed:
         _fail(table, row_name, f"(x = {_show(x)}: np.exp overflowed to inf)")
     return out, calls[0]
+
+
+def _refuse_torch(fn, name: str) -> None:
+    raise CheckFailed(f"this exercise is NumPy only, and `{getattr(fn, '__name__', 'your function')}` calls "
+                      f"PyTorch ({name}): compute it with NumPy operations on the arrays you are given "
+                      "(PyTorch comes in the lesson's section 7, as a twin to check against)",
+                      mistake="uses PyTorch")
+
+
+def _overflow_guarded(fn, x, table, row_name: str, count_calls: bool = False):
+    """:func:`_guarded` for a function of one array."""
+    return _guarded(fn, (x,), table, row_name, count_calls)
 
 
 def _show(x) -> str:
@@ -122,17 +163,40 @@ def _large_input():
     return 8.0 * np.random.default_rng(102).standard_normal((400, 500))
 
 
-def _no_loop(fn, table, row_name: str, slow_name: str):
-    """The large case: whole-array code makes a few calls, a loop over 200 000 elements hundreds of thousands."""
-    x = _large_input()
+def _no_loop(fn, table, row_name: str, slow_name: str, args=None, what: str = ""):
+    """The large case: whole-array code makes a few calls, a loop over the elements tens of thousands.
+
+    ``args`` default to the 200 000 numbers of :func:`_large_input`; ``what``
+    says how large the case is, for the message.
+    """
+    args = (_large_input(),) if args is None else args
+    what = what or f"{args[0].size} numbers"
     try:  # an inner limit; the check's own limit resumes afterwards
         with time_limit(3.0):
-            out, calls = _overflow_guarded(fn, x, table, row_name, count_calls=True)
+            out, calls = _guarded(fn, args, table, row_name, count_calls=True)
     except CheckTimeout:
-        _fail(table, slow_name, f"(over 3 s for {x.size} numbers)")
+        _fail(table, slow_name, f"(over 3 s for {what})")
     if calls > 2000:
-        _fail(table, slow_name, f"({calls} Python calls for {x.size} numbers)")
-    return x, out
+        _fail(table, slow_name, f"({calls} Python calls for {what})")
+    return args[0], out
+
+
+def _full_digits(got, expected, table, row_name: str, what: str) -> None:
+    """A derivative formula is exact to ~1e-15; a finite difference to ~1e-10 at best: the row ``row_name``.
+
+    Called once the answer has passed the usual comparison (6 digits).  The
+    tolerance (1e-12 relative and absolute) lets every analytic form through
+    (1 - t^2 or 1 / cosh^2, s (1 - s) or sigmoid(-x), measured below 1e-13 on
+    these cases), while central and five-point differences miss it.
+    """
+    got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    err = np.abs(got - expected)
+    if np.all(err <= 1e-12 + 1e-12 * np.abs(expected)):
+        return
+    rel = float(np.max(err / np.maximum(np.abs(expected), 1e-3)))
+    digits = max(0, int(-math.log10(rel))) if rel > 0 else 16
+    _fail(table, row_name, f"({what} agrees with the formula to only about {digits} digits, "
+                           f"largest difference {float(np.max(err)):.2g})")
 
 
 # --------------------------------------------------------------------------- 1. softplus
@@ -147,6 +211,10 @@ def softplus_no_max(x):
 
 def softplus_sign_flipped(x):
     return np.maximum(-x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def softplus_no_abs(x):
+    return np.maximum(x, 0) + np.log1p(np.exp(-x))
 
 
 def softplus_is_sigmoid(x):
@@ -178,13 +246,17 @@ SOFTPLUS_MISTAKES = [
     Mistake("overflow", softplus_naive,
             "numerical overflow: np.exp of a large positive x is inf (and np.where evaluates both of its "
             "branches for every element, so an unsafe branch overflows even where it is not chosen). "
-            "Only ever exponentiate -|x| <= 0: log(1 + e^x) = max(x, 0) + log(1 + e^-|x|)"),
+            "Rewrite log(1 + e^x) so that only a number <= 0 is ever exponentiated: pull the larger "
+            "of 0 and x out of the log"),
     Mistake("no max(x, 0)", softplus_no_max,
             "only the correction log(1 + e^-|x|) is returned: for large x softplus grows like x itself, "
             "so add max(x, 0) in front"),
     Mistake("sign flipped", softplus_sign_flipped,
-            "the result is softplus(-x): the sign is flipped. softplus(x) = max(x, 0) + log(1 + e^-|x|) "
-            "grows for large positive x and goes to 0 for large negative x"),
+            "the result is softplus(-x): the sign is flipped. softplus grows like x for large positive x "
+            "and goes to 0 for large negative x"),
+    Mistake("no abs", softplus_no_abs,
+            "the correction exponentiates -x, not -|x|: for negative x that is e^|x| (wrong, and it "
+            "overflows at x = -1000). The correction term must use -|x|, which is <= 0 for both signs"),
     Mistake("returns the sigmoid", softplus_is_sigmoid,
             "that is the sigmoid, softplus's derivative, not softplus itself: softplus(x) = log(1 + e^x)"),
     Mistake("relu only", softplus_relu_only,
@@ -215,8 +287,9 @@ def _softplus_cases():
     "Rewrite it so that only a number <= 0 is ever exponentiated, and so that log never sees 1 + tiny.",
     "Pull the larger term out of the sum: 1 + e^x = e^max(x, 0) * (e^-max(x, 0) + e^(x - max(x, 0))), "
     "and one of those two exponents is 0, the other -|x|. Then log(1 + u) for a tiny u is np.log1p(u).",
-    "np.exp(-np.abs(x)) is always in (0, 1], never inf; softplus is np.maximum(x, 0) plus np.log1p of that "
-    "exponential.",
+    "Near-code: np.exp(-np.abs(x)) lies in (0, 1] and never overflows. Write softplus as "
+    "np.maximum(...) + np.log1p(...) built from x and that exponential; check your formula by hand at x = 3 and x = -3 "
+    "(it must give about 3.049 and 0.049).",
 ])
 def softplus(fn):
     """A numerically stable, accurate, vectorised softplus."""
@@ -230,8 +303,8 @@ def softplus(fn):
             expect_close(case.got, case.expected, f"softplus(x) for x of shape {x.shape}", atol=1e-300)
     x, out = _no_loop(fn, table, "overflow", "python loop")
     expect_close(out, ref.softplus(x), f"softplus(x) for x of shape {x.shape}")
-    return ("matches log(1 + e^x) to 6 digits on 6 inputs (one of 200 000 numbers), never overflows "
-            "(x = ±1000), and keeps every digit of softplus(-40) = 4.25e-18")
+    return ("matches log(1 + e^x) to 6 digits on 5 small inputs and on 200 000 random numbers (whole-array "
+            "code, no loop), never overflows (x = ±1000), and keeps every digit of softplus(-40) = 4.25e-18")
 
 
 # --------------------------------------------------------------------------- 2. SiLU's derivative
@@ -273,6 +346,21 @@ def silu_grad_naive_sigmoid(x):
     return s * (1 + x * (1 - s))
 
 
+def silu_grad_float32(x):  # the learner's code from the review
+    x = x.astype(np.float32)
+    s = _s(x)
+    return s * (1 + x * (1 - s))
+
+
+def _silu(t):
+    return t * _s(t)
+
+
+def silu_grad_finite_difference(x):
+    h = 1e-5
+    return (_silu(x + h) - _silu(x - h)) / (2 * h)
+
+
 SILU_MISTAKES = [
     Mistake("sigmoid only", silu_grad_sigmoid_only,
             "that is sigmoid(x) alone: SiLU is the product x * sigmoid(x), so the product rule adds a second "
@@ -281,11 +369,11 @@ SILU_MISTAKES = [
             "that is x * sigmoid'(x) alone: the product rule also gives (d/dx x) * sigmoid(x) = sigmoid(x); "
             "add it"),
     Mistake("sigmoid's derivative", silu_grad_sigmoid_derivative,
-            "that is the sigmoid's derivative s(1 - s); SiLU is x * s, whose derivative by the product rule "
-            "is s + x * s(1 - s)"),
+            "that is the sigmoid's derivative s(1 - s) alone: SiLU is the product x * s, and both factors "
+            "depend on x, so its derivative needs the product rule"),
     Mistake("missing factor x", silu_grad_missing_x,
-            "that is s + s(1 - s): the second term of the product rule keeps the factor x, "
-            "d/dx [x s] = s + x * s'(x)"),
+            "the second term of the product rule lost its factor x: in u v' with u = x and v = s, "
+            "the u stays"),
     Mistake("forward instead", silu_grad_forward,
             "that is SiLU itself, x * sigmoid(x), not its derivative"),
     Mistake("sign of s'", silu_grad_sign,
@@ -293,6 +381,13 @@ SILU_MISTAKES = [
     Mistake("overflow", silu_grad_naive_sigmoid,
             "numerical overflow in the sigmoid: 1 / (1 + np.exp(-x)) computes e^1000 for x = -1000. "
             "Use the lesson's stable sigmoid (imported at the top as `sigmoid`)"),
+    Mistake("float32", silu_grad_float32,
+            "float64 input was computed in float32 (about 7 digits instead of 16): keep the input's dtype, "
+            "do not convert with np.float32 / astype(np.float32)"),
+    Mistake("finite differences", silu_grad_finite_difference,
+            "close, but not to every digit: is it a finite difference, (f(x + h) - f(x - h)) / 2h? That "
+            "approximates the derivative to about 10 digits at best; this exercise asks for the derivative "
+            "itself, worked out with the product rule, which NumPy computes to about 16 digits"),
 ]
 
 
@@ -310,7 +405,8 @@ def _silu_cases():
     "(u v)' = u' v + u v'.",
     "Here u = x (u' = 1) and v = sigmoid(x), call it s, whose derivative the lesson showed: s' = s (1 - s). "
     "Compute s once with the stable sigmoid and build both terms from it.",
-    "With s computed once by sigmoid(x): the first term is 1 * s, the second is x * s * (1 - s); add them.",
+    "Near-code: compute s with sigmoid(x) once; the product rule's first term is (d/dx of x) times s, the second "
+    "x times s'; write s' with s, and return the sum of the two terms.",
 ])
 def silu_grad(fn):
     """The derivative of SiLU, x * sigmoid(x)."""
@@ -319,9 +415,11 @@ def silu_grad(fn):
         with trying("silu_grad", x) as case:
             case.got, _ = _overflow_guarded(fn, x, table, "overflow")
             case.expected = ref.silu_grad(x)
+            _expect_float64(case.got, table, "silu_grad(x)")
             diagnose(case.got, case.expected, table, apply=lambda wrong: wrong(x))
             expect_close(case.got, case.expected, f"silu_grad(x) for x of shape {x.shape}")
-    return "matches s + x s (1 - s) on 5 inputs, with no overflow at x = ±1000"
+            _full_digits(case.got, case.expected, table, "finite differences", "silu_grad(x)")
+    return "matches SiLU's derivative to every digit on 5 inputs, with no overflow at x = ±1000"
 
 
 # --------------------------------------------------------------------------- 3. the tanh-GELU's derivative
@@ -365,6 +463,36 @@ def gelu_tanh_grad_forward(x):
     return 0.5 * x * (1 + _t(x))
 
 
+def gelu_tanh_grad_second_term_only(x):
+    t = _t(x)
+    return 0.5 * x * (1 - t ** 2) * _C * (1 + 3 * _A * x ** 2)
+
+
+def gelu_tanh_grad_one_plus_t2(x):
+    t = _t(x)
+    return 0.5 * (1 + t) + 0.5 * x * (1 + t ** 2) * _C * (1 + 3 * _A * x ** 2)
+
+
+def gelu_tanh_grad_cosh(x):  # sech^2 u = 1 / cosh(u)^2: cosh(u) overflows for |u| > 710 (x = ±40: u = ±2315)
+    u = _C * (x + _A * x ** 3)
+    return 0.5 * (1 + np.tanh(u)) + 0.5 * x / np.cosh(u) ** 2 * _C * (1 + 3 * _A * x ** 2)
+
+
+def gelu_tanh_grad_float32(x):
+    x = x.astype(np.float32)
+    t = np.tanh(np.float32(_C) * (x + np.float32(_A) * x ** 3))
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * np.float32(_C) * (1 + 3 * np.float32(_A) * x * x)
+
+
+def _gelu_tanh(t):
+    return 0.5 * t * (1 + _t(t))
+
+
+def gelu_tanh_grad_finite_difference(x):
+    h = 1e-5
+    return (_gelu_tanh(x + h) - _gelu_tanh(x - h)) / (2 * h)
+
+
 GELU_TANH_MISTAKES = [
     Mistake("no chain rule", gelu_tanh_grad_no_chain,
             "the chain rule is missing: tanh's argument u = c (x + 0.044715 x^3) is itself a function of x, "
@@ -384,6 +512,24 @@ GELU_TANH_MISTAKES = [
             "derivative of the tanh approximation (they differ by up to 2e-3)"),
     Mistake("forward instead", gelu_tanh_grad_forward,
             "that is the tanh-GELU itself, not its derivative"),
+    Mistake("second term only", gelu_tanh_grad_second_term_only,
+            "the first term of the product rule is missing: differentiating (1/2) x (1 + tanh u), the "
+            "factor x has derivative 1, which leaves (1/2)(1 + t) as a term of its own"),
+    Mistake("tanh' = 1 + t^2", gelu_tanh_grad_one_plus_t2,
+            "tanh's derivative is 1 minus tanh(u)^2, not 1 plus: tanh flattens out for large |u|, so its "
+            "slope must go to 0 there"),
+    Mistake("cosh overflow", gelu_tanh_grad_cosh,
+            "numerical overflow: np.cosh(u) or np.exp(u) is inf for |u| > 710 (x = ±40 gives u ≈ ±2315); "
+            "even where 1 / inf happens to give the right 0, this check, like softplus's and silu_grad's, "
+            "does not accept an overflow. Write tanh'(u) with t = tanh(u), which never overflows"),
+    Mistake("float32", gelu_tanh_grad_float32,
+            "float64 input was computed in float32 (about 7 digits instead of 16): keep the input's dtype, "
+            "do not convert with np.float32 / astype(np.float32)"),
+    Mistake("finite differences", gelu_tanh_grad_finite_difference,
+            "close, but not to every digit: is it a finite difference, (f(x + h) - f(x - h)) / 2h, which "
+            "approximates the derivative to about 10 digits at best, or a constant such as sqrt(2/pi) typed "
+            "in with too few digits (use math.sqrt(2 / math.pi))? This exercise asks for the derivative "
+            "itself, worked out with the product and chain rules, which NumPy computes to about 16 digits"),
 ]
 
 
@@ -406,11 +552,13 @@ def gelu_tanh_grad(fn):
     table = GELU_TANH_MISTAKES
     for x in _gelu_tanh_cases():
         with trying("gelu_tanh_grad", x) as case:
-            case.got = call(fn, x)
+            case.got, _ = _overflow_guarded(fn, x, table, "cosh overflow")
             case.expected = ref.gelu_tanh_grad(x)
+            _expect_float64(case.got, table, "gelu_tanh_grad(x)")
             diagnose(case.got, case.expected, table, apply=lambda wrong: wrong(x))
             expect_close(case.got, case.expected, f"gelu_tanh_grad(x) for x of shape {x.shape}")
-    return "matches the derivative of the tanh-GELU on 5 inputs, including x = ±40"
+            _full_digits(case.got, case.expected, table, "finite differences", "gelu_tanh_grad(x)")
+    return "matches the derivative of the tanh-GELU to every digit on 5 inputs, with no overflow at x = ±40"
 
 
 # --------------------------------------------------------------------------- 4. dense layer
@@ -439,6 +587,18 @@ def dense_float32(x, w, b):
     return (x.astype(np.float32) @ w.T.astype(np.float32)) + b.astype(np.float32)
 
 
+def dense_bias_subtracted(x, w, b):
+    return x @ w.T - b
+
+
+def dense_loop(x, w, b):
+    out = np.zeros((x.shape[0], w.shape[0]))
+    for n in range(x.shape[0]):
+        for h in range(w.shape[0]):
+            out[n, h] = np.dot(x[n], w[h]) + b[h]
+    return out
+
+
 DENSE_MISTAKES = [
     Mistake("(in, out) layout", dense_in_out_layout,
             "w was used as if its layout were (in, out) (x @ w): its layout is (out, in) = (H, D), the "
@@ -455,6 +615,11 @@ DENSE_MISTAKES = [
     Mistake("float32", dense_float32,
             "float64 input was computed in float32 (about 7 digits instead of 16): keep the input's dtype, "
             "do not convert with np.float32 / astype(np.float32)"),
+    Mistake("bias subtracted", dense_bias_subtracted,
+            "the bias was subtracted: a neuron adds its bias to the weighted sum"),
+    Mistake("python loop", dense_loop,
+            "too slow: Python loops over the examples and neurons (one weighted sum per pair). One matrix "
+            "product computes all N * H weighted sums at once: use the @ operator on the whole arrays"),
 ]
 
 
@@ -471,7 +636,8 @@ def _dense_cases():
     "examples: N * H weighted sums, which one matrix product computes all at once.",
     "Follow the shapes: x is (N, D) and w is (H, D) (PyTorch's (out, in) layout); to get (N, H) the "
     "product must be (N, D) @ (D, H). The bias, shape (H,), lines up with the last axis of (N, H).",
-    "The product is x @ w.T, of shape (N, H); NumPy's broadcasting adds a (H,) vector to every row of it.",
+    "Near-code: the product is x times the transpose of w (the @ operator and .T), shape (N, H); then "
+    "ask which axis of (N, H) a vector of shape (H,) lines up with when NumPy broadcasts it.",
 ])
 def dense_forward(fn):
     """A dense layer on a batch: x (N, D), w (H, D), b (H,) -> (N, H)."""
@@ -479,7 +645,7 @@ def dense_forward(fn):
     for x, w, b in _dense_cases():
         with trying("dense_forward", x, w, b, label=f"N, D, H = {x.shape[0]}, {x.shape[1]}, {w.shape[0]}") as case:
             try:
-                case.got = call(fn, x, w, b)
+                case.got, _ = _guarded(fn, (x, w, b))
             except CheckFailed as fail:
                 _diagnose_error(fail, table, lambda wrong: wrong(x, w, b))
                 raise
@@ -487,7 +653,13 @@ def dense_forward(fn):
             _expect_float64(case.got, table, "dense_forward")
             diagnose(case.got, case.expected, table, apply=lambda wrong: wrong(x, w, b))
             expect_close(case.got, case.expected, "dense_forward(x, w, b)")
-    return "matches the dense layer on 4 batches, including a batch of one and a square layer"
+    rng = np.random.default_rng(405)
+    n, d, h = 256, 64, 128      # 32 768 weighted sums: a loop over them makes tens of thousands of calls
+    big = (rng.standard_normal((n, d)), rng.standard_normal((h, d)), rng.standard_normal(h))
+    _, out = _no_loop(fn, table, "", "python loop", args=big, what=f"N, D, H = {n}, {d}, {h}")
+    expect_close(out, ref.dense_forward(*big), f"dense_forward for N, D, H = {n}, {d}, {h}")
+    return ("matches the dense layer on 4 small batches, including a batch of one and a square layer, and on "
+            "256 examples x 128 neurons with whole-array code")
 
 
 # --------------------------------------------------------------------------- 5. an MLP of any depth, any activation
@@ -553,6 +725,28 @@ def mlp_in_out_layout(params, x, activation):
     return h
 
 
+def mlp_transposed_output(params, x, activation):  # the review's `w @ h` with h = x.T: one column per example
+    h = x.T
+    for k in range(_layers(params)):
+        h = params[2 * k] @ h + params[2 * k + 1][:, None]
+        if k < _layers(params) - 1:
+            h = activation(h)
+    return h
+
+
+_BY_NAME = {"relu": ref.relu, "tanh": np.tanh, "sigmoid": ref.sigmoid}
+
+
+def mlp_activation_by_name(params, x, activation):  # the lesson's string names, looked up in a dict
+    f = _BY_NAME[activation]
+    h = x
+    for k in range(_layers(params)):
+        h = h @ params[2 * k].T + params[2 * k + 1]
+        if k < _layers(params) - 1:
+            h = f(h)
+    return h
+
+
 MLP_MISTAKES = [
     Mistake("params[k] for params[2k]", mlp_params_k,
             "layer k was read from params[k] and params[k + 1]: the list holds two arrays per layer, "
@@ -574,10 +768,13 @@ MLP_MISTAKES = [
     Mistake("(in, out) layout", mlp_in_out_layout,
             "a weight was used as if its layout were (in, out) (h @ w): each w_k is (out, in) = "
             "(H_k, H_{k-1}), like torch.nn.Linear.weight, so multiply by its transpose"),
+    Mistake("transposed output", mlp_transposed_output,
+            "the output is transposed, (K, N): you computed w @ h with one column per example; the batch "
+            "runs down the rows, so the output has one row per example, shape (N, K)"),
+    Mistake("activation as a name", mlp_activation_by_name,
+            "`activation` is a function (relu, np.tanh, sigmoid, ...) handed to you, not a name to look up: "
+            "call it on the hidden layer's output, activation(h)"),
 ]
-
-
-_ACTIVATION_NAMES = {ref.relu: "relu", np.tanh: "tanh", ref.sigmoid: "sigmoid"}  # the reference takes a name
 
 
 def _mlp_params(sizes, rng):
@@ -603,22 +800,25 @@ def _mlp_cases():
     "There are L = len(params) // 2 layers; layer k (from 0) uses params[2*k] and params[2*k + 1]. Loop "
     "over k in range(L), keep the running output in h (starting from x), and call activation(h) only "
     "when k < L - 1.",
-    "h = x; then for each k: h = dense_forward(h, params[2*k], params[2*k + 1]), followed by "
-    "h = activation(h) for the hidden layers only; after the loop h is the output.",
+    "Near-code, with the blanks left to you: `h = x`, then `for k in range(L):` set h to layer k "
+    "applied to h (your dense_forward), and `if k < L - 1:` bend it with the activation; return h.",
 ])
 def mlp_forward(fn):
     """The forward pass of an MLP of any depth with a chosen hidden activation and a linear output layer."""
     table = MLP_MISTAKES
     for sizes, params, x, activation in _mlp_cases():
-        name = _ACTIVATION_NAMES[activation]
+        name = activation.__name__
         with trying("mlp_forward", params, x, activation,
                     label=f"sizes {sizes}, activation {name}") as case:
             try:
-                case.got = call(fn, params, x, activation)
+                case.got, _ = _guarded(fn, (params, x, activation))
             except CheckFailed as fail:
                 _diagnose_error(fail, table, lambda wrong: wrong(params, x, activation))
+                error = getattr(fail, "error", None)
+                if isinstance(error, KeyError) and error.args and callable(error.args[0]):
+                    _fail(table, "activation as a name")  # a dict of names, whatever its keys
                 raise
-            case.expected = ref.mlp_forward(params, x, _ACTIVATION_NAMES[activation])
+            case.expected = ref.mlp_forward(params, x, activation)
             diagnose(case.got, case.expected, table, apply=lambda wrong: wrong(params, x, activation))
             expect_close(case.got, case.expected, f"mlp_forward for sizes {sizes}")
     return "matches the reference with 0, 1, 2 and 3 hidden layers and ReLU, tanh and sigmoid activations"
@@ -667,6 +867,21 @@ def collapse_first_layer_skipped(params):
     return w, b
 
 
+def collapse_no_next_bias(params):
+    w, b = params[0], params[1]
+    for k in range(2, len(params), 2):
+        w, b = params[k] @ w, params[k] @ b
+    return w, b
+
+
+def collapse_float32(params):  # the learner's code from the review
+    w, b = params[0].astype(np.float32), params[1].astype(np.float32)
+    for k in range(2, len(params), 2):
+        w = params[k].astype(np.float32) @ w
+        b = params[k].astype(np.float32) @ b + params[k + 1].astype(np.float32)
+    return w, b
+
+
 COLLAPSE_MISTAKES = [
     Mistake("wrong order", collapse_wrong_order,
             "the weights were multiplied in the wrong order: a later layer acts on the earlier one's output, "
@@ -685,6 +900,12 @@ COLLAPSE_MISTAKES = [
     Mistake("first layer skipped", collapse_first_layer_skipped,
             "the first layer is missing: start the fold from (w1, b1), not from the identity, and fold in "
             "the layers after it"),
+    Mistake("no + b_k", collapse_no_next_bias,
+            "the later layers' own biases are missing: each later layer adds its bias b_k after its "
+            "weights have acted on the bias so far"),
+    Mistake("float32", collapse_float32,
+            "float64 input was computed in float32 (about 7 digits instead of 16): keep the input's dtype, "
+            "do not convert with np.float32 / astype(np.float32)"),
 ]
 
 
@@ -708,8 +929,9 @@ def _pair_same(a, b) -> bool:
 @check.exercise(points=2, mistakes=COLLAPSE_MISTAKES, reference=ref.collapse_stack, hints=[
     "The lesson collapsed two linear layers into one. With more layers, collapse them one at a time: the "
     "layers seen so far are already one layer (w, b), and the next layer acts on its output.",
-    "Start from (w, b) = (w1, b1). For each later pair (w_k, b_k) substitute: w_k (x w^T + b) + b_k, read "
-    "off the new weight and bias. The loop runs over k = 2, 4, ... in the flat params list.",
+    "Start from (w, b) = (w1, b1). For each later pair (w_k, b_k) substitute the layers so far into the "
+    "next one, (x wᵀ + b) w_kᵀ + b_k, and read off the new weight and bias, as the lesson did for two "
+    "layers. The loop runs over k = 2, 4, ... in the flat params list.",
     "w, b = params[0], params[1]; then for k in range(2, len(params), 2) update both w (a product with "
     "params[k] on the left) and b (through params[k], plus params[k + 1]).",
 ])
@@ -720,12 +942,14 @@ def collapse_stack(fn):
     for sizes, params in _collapse_cases():
         with trying("collapse_stack", params, label=f"sizes {sizes}") as case:
             try:
-                got = expect_tuple(call(fn, params), 2, "(w, b)", "collapse_stack", "arrays")
+                got = expect_tuple(_guarded(fn, (params,))[0], 2, "(w, b)", "collapse_stack", "arrays")
             except CheckFailed as fail:
                 _diagnose_error(fail, table, lambda wrong: wrong(params))
                 raise
             case.got = tuple(got)
             case.expected = ref.collapse_stack(params)
+            for part, what in zip(got, ("w", "b")):
+                _expect_float64(part, table, what)
             diagnose(case.got, case.expected, table, apply=lambda wrong: wrong(params), same=_pair_same)
             expect_close(got[0], case.expected[0], f"w for sizes {sizes}")
             expect_close(got[1], case.expected[1], f"b for sizes {sizes}")
@@ -776,8 +1000,9 @@ PARITY_MISTAKES = [
             "the output does not depend on x3: parity counts all three inputs, so every hidden unit should "
             "read x1, x2 and x3"),
     Mistake("misses (1, 1, 1)", parity_misses_all_on,
-            "right on the seven other corners, wrong on (1, 1, 1): with s = x1 + x2 + x3 the output must "
-            "turn up again between s = 2 and s = 3, which takes one more kink (a unit that switches on at s = 2)"),
+            "right on the seven other corners, wrong on (1, 1, 1), and one of your three hidden units does "
+            "nothing on the corners (its output weight is 0, or it is never on): with s = x1 + x2 + x3 the "
+            "output must turn up again between s = 2 and s = 3, which takes a third kink; put that unit to use"),
     Mistake("even parity", parity_even,
             "the output is 1 for an even number of ones: that is the complement of parity (1 - parity); "
             "parity is 1 for an odd number of ones"),
@@ -810,23 +1035,43 @@ def parity3_weights(fn):
         expect(bool(np.all(np.isfinite(p))), f"{name} contains NaN or inf")
         arrays.append(p)
     w1, b1, w2, b2 = arrays
+    if all(np.array_equal(a, r) for a, r in zip(arrays, ref.parity3_params())):
+        # the course's weights are a valid answer nobody writes by hand (scaled by 0.6, kinks at
+        # half-integers): equal to the last bit, they were copied (computed before the check ran)
+        raise CheckFailed("no points for the course's own code: these are the arrays of "
+                          "dlcourse.neurons.numpy_impl.parity3_params, to the last bit; derive your own weights",
+                          mistake="course code")
     z = CORNERS3 @ w1.T + b1                                   # (8, 3) hidden pre-activations
     out = (np.maximum(z, 0) @ w2.T + b2)[:, 0]                 # (8,)
-    if np.allclose(out, PARITY3, atol=1e-6):
+    if np.allclose(out, PARITY3, atol=1e-6, rtol=0):
         return "outputs exactly the parity of the three bits on all eight corners"
-    shown = ", ".join(f"{v:.3g}" for v in out + 0.0)          # + 0.0 turns -0 into 0
+    shown = ", ".join(_unrounded(v) for v in out)
     suffix = f"(outputs [{shown}] on the corners {_corner_names()})"
     if np.all((z >= 0).all(axis=0) | (z <= 0).all(axis=0)):
         _fail(table, "linear hidden layer", suffix)
     if np.allclose(out[0::2], out[1::2]):                      # corners differing only in x3
         _fail(table, "ignores x3", suffix)
-    if np.allclose(out, 1 - PARITY3, atol=1e-6):
+    if np.allclose(out, 1 - PARITY3, atol=1e-6, rtol=0):
         _fail(table, "even parity", suffix)
-    wrong = ~np.isclose(out, PARITY3, atol=1e-6)
-    if wrong[-1] and wrong.sum() == 1:
+    wrong = ~np.isclose(out, PARITY3, atol=1e-6, rtol=0)
+    idle = (w2[0] == 0) | (z <= 0).all(axis=0)                 # hidden units that add nothing on the corners
+    if wrong[-1] and wrong.sum() == 1 and idle.any():
         _fail(table, "misses (1, 1, 1)", suffix)
-    raise CheckFailed(f"your network outputs [{shown}] on the corners {_corner_names()}; parity is "
-                      f"[{', '.join(str(int(v)) for v in PARITY3)}]")
+    corners = _corner_names().split(", ")
+    errors = "; ".join(f"on {corners[i]} it outputs {_unrounded(out[i])} where parity is {int(PARITY3[i])} "
+                       f"(off by {out[i] - PARITY3[i]:+.3g})" for i in np.flatnonzero(wrong))
+    right = 8 - int(wrong.sum())
+    raise CheckFailed(f"your network is wrong on {int(wrong.sum())} of the 8 corners: {errors}"
+                      + (f"; right on the {right} others" if right else "")
+                      + ". The check wants parity to 1e-6 on every corner: work out the output at each "
+                        "count s = 0, 1, 2, 3 by hand and adjust the weights where it is off "
+                      + f"(outputs, unrounded: [{shown}] on the corners {_corner_names()}; parity is "
+                        f"[{', '.join(str(int(v)) for v in PARITY3)}])")
+
+
+def _unrounded(v: float) -> str:
+    """A corner's output with every digit that matters: 1.001 stays 1.001, -0.0 becomes 0."""
+    return f"{round(float(v), 12) + 0.0:.10g}"
 
 
 def _corner_names() -> str:
@@ -840,6 +1085,10 @@ check.question(
     explanation="784 * 128 weights + 128 biases in the hidden layer, 128 * 10 + 10 in the output layer: "
                 "101,770. Almost all of them sit in the first layer's weight matrix.",
     mistakes=[Mistake("no biases", 101632, "that counts the weights only: every layer has one bias per output unit too"),
+              Mistake("no output biases", 101760, "the output layer's biases are missing: its 10 units have one "
+                                                  "bias each, like the 128 hidden units"),
+              Mistake("no hidden biases", 101642, "the hidden layer's biases are missing: its 128 units have one "
+                                                  "bias each, like the 10 output units"),
               Mistake("input biases", 102554, "the input layer computes nothing and has no biases: "
                                               "only the 128 hidden and the 10 output units have one"),
               Mistake("sizes added", 922, "that adds the layer sizes; a dense layer from D to H units has "

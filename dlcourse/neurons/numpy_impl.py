@@ -85,7 +85,8 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    out : ndarray shaped like ``x``, values in [0, 1]
+    out : ndarray shaped like ``x``, values in (0, 1) (in floating point the ends are reached:
+        ``sigmoid(40.0)`` rounds to exactly 1.0, ``sigmoid(-1000.0)`` to 0.0)
     """
     x = _as_float(x)
     e = np.exp(-np.abs(x))  # in (0, 1]: never overflows
@@ -314,7 +315,7 @@ def dense_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x @ w.T + b       # (N, D) @ (D, H) -> (N, H), plus (H,) on every row
 
 
-def mlp_forward(params: list[np.ndarray], x: np.ndarray, activation: str = "relu") -> np.ndarray:
+def mlp_forward(params: list[np.ndarray], x: np.ndarray, activation: str | Callable = "relu") -> np.ndarray:
     """A multi-layer perceptron: dense layers with an activation between them.
 
     The hidden layers apply ``activation``; the output layer does not, so the
@@ -327,7 +328,8 @@ def mlp_forward(params: list[np.ndarray], x: np.ndarray, activation: str = "relu
     params : list [w1, b1, w2, b2, ...], ``w_k`` of shape (H_k, H_{k-1}) and ``b_k`` of
         shape (H_k,), with H_0 = D; the order of ``list(torch_model.parameters())``
     x : ndarray of shape (N, D)
-    activation : a name in :data:`ACTIVATIONS`, used after every hidden layer
+    activation : the function used after every hidden layer (``relu``, ``np.tanh``, ...),
+        or its name in :data:`ACTIVATIONS`
 
     Returns
     -------
@@ -335,7 +337,7 @@ def mlp_forward(params: list[np.ndarray], x: np.ndarray, activation: str = "relu
     """
     if len(params) % 2:
         raise ValueError("params must be pairs [w1, b1, w2, b2, ...]")
-    f = _activation(activation)
+    f = activation if callable(activation) else _activation(activation)
     h = x
     num_layers = len(params) // 2
     for k in range(num_layers):
@@ -412,16 +414,23 @@ def xor_params() -> list[np.ndarray]:
 def parity3_params() -> list[np.ndarray]:
     """Hand-set weights of a 3-3-1 ReLU network: the parity of three bits (1 for an odd count).
 
-    Every hidden unit reads the count ``s = x1 + x2 + x3``; the units switch on
-    at ``s = 0, 1, 2`` and the output adds their slopes up to a zigzag through
-    the points (0, 0), (1, 1), (2, 0), (3, 1): ``relu(s) - 2 relu(s - 1) + 2 relu(s - 2)``.
+    Every hidden unit reads the count ``s = x1 + x2 + x3``, scaled by 0.6; the
+    units switch on at ``s = -0.5, 0.5, 1.5`` (half-way between the counts) and
+    the output adds their slopes up to a zigzag through the points (0, 0),
+    (1, 1), (2, 0), (3, 1): ``(5 relu(s + 1/2) - 8 relu(s - 1/2) + 4 relu(s - 3/2)) - 5/2``.
+
+    The scale 0.6 and the half-integer kinks are deliberate: this is a valid
+    answer that nobody writes by hand, so that the exercise's check can tell a
+    copy of these very arrays (equal to the last bit) from the learner's own
+    weights.
 
     Returns
     -------
     params : [w1 (3, 3), b1 (3,), w2 (1, 3), b2 (1,)]
     """
-    w1 = np.ones((3, 3))
-    b1 = np.array([0.0, -1.0, -2.0])
-    w2 = np.array([[1.0, -2.0, 2.0]])
-    b2 = np.zeros(1)
+    scale = 0.6
+    w1 = scale * np.ones((3, 3))
+    b1 = scale * np.array([0.5, -0.5, -1.5])
+    w2 = np.array([[5.0, -8.0, 4.0]]) / scale
+    b2 = np.array([-2.5])
     return [w1, b1, w2, b2]
