@@ -201,7 +201,8 @@ for label, h in batch_runs.items():
 # $\mathbf w - \eta\mu\mathbf v$ anyway, so use the gradient *there*. PyTorch's form of that idea
 # needs no second gradient evaluation: it keeps the same buffer but steps along the gradient plus
 # one more momentum move, which reacts a little earlier when the slope changes and overshoots
-# less. (Working out that step and writing it is exercise 2.)
+# less. (Exercise 2 gives PyTorch's formula for that step; writing it, with its state carried
+# from step to step, is the exercise.)
 #
 # Here is plain momentum in code. Note the style that every optimizer in this package follows:
 # **state in, state out**. The function changes nothing in place; it returns the new weights and
@@ -259,6 +260,10 @@ show_source(optim_np.sgd_step)
 # factor. For $\mathbf v$ with $\beta_2 = 0.999$ the bias lasts for thousands of steps; without the
 # correction $\sqrt{\mathbf v}$ would be far too small, and the first steps far too large.
 # RMSprop has no such correction, which is why its first steps in the race below are long.
+#
+# The figure shows this for a constant gradient $g = 1$: the raw averages creep up towards 1
+# (with $\beta = 0.999$ barely started after 60 steps), while the bias-corrected estimates are
+# exactly 1 from the first step, for both $\beta$s, so they are one dashed line.
 
 # %%
 t = np.arange(1, 61)
@@ -266,8 +271,10 @@ fig, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
 for beta, colour in [(0.9, "C0"), (0.999, "C1")]:
     raw = 1 - beta ** t  # m_t for a constant gradient g = 1
     ax.plot(t, raw, color=colour, label=f"running average, beta = {beta}")
-    ax.plot(t, raw / (1 - beta ** t), "--", color=colour, label=f"bias-corrected, beta = {beta}")
-ax.set(xlabel="step t", ylabel="estimate of g (true value 1)", title="averages that start at zero")
+# corrected, both are raw / (1 - beta**t) = 1 exactly: one line stands for the two
+ax.plot(t, np.ones_like(t, dtype=float), "k--", label="bias-corrected, either beta (exactly 1)")
+ax.set(xlabel="step t", ylabel="estimate of g (true value 1)", title="averages that start at zero",
+       ylim=(0, 1.1))
 ax.legend(fontsize=8)
 plt.show()
 

@@ -21,10 +21,11 @@
 # after the cell with your function: it runs your code on several cases, compares with the
 # course's reference, and shows ✓ or ✗ with the points and one message that says what is wrong
 # (and, for the classic mistakes, *which* mistake it is). It never crashes the notebook. Stuck?
-# `check.hint("adam_step")` gives a hint; run it again for the next one. Each exercise has three
-# hints: first a nudge in the right direction, then a concrete intermediate step, and last
-# (nearly) the answer, so try the first ones before you read the last. The last cell adds up
-# your score.
+# `check.hint("adamw_step")` gives a hint; run it again for the next one. Each of the seven
+# exercises has three hints: first a nudge in the right direction, then a concrete intermediate
+# step, and last something close to code, so try the first ones before you read the last. The
+# concept questions at the end have no hints (work them out from the lesson). The last cell adds
+# up your score.
 #
 # **The style of the optimizers: state in, state out.** An optimizer step is a pure function
 # `w_new, state_new = step(w, dw, state, ...)`. It never changes `w`, `dw` or `state` in place;
@@ -226,7 +227,8 @@ check.minibatches(minibatches)
 #
 # Put the pieces together: write `train_epoch(params, states, x, y, batch_size, rng, lr=1e-3)`,
 # one whole epoch of mini-batch Adam on an MLP, in the functional style of this chapter (the
-# lesson trained with a stateful `Optimizer` object; here you carry every state yourself).
+# lesson trained with a stateful `optim_np.Optimizer` object; here you carry every state yourself,
+# so do not use that class).
 #
 # * `params`: the MLP's parameters `[w1, b1, w2, b2, ...]` (`w1` of shape `(H, D)`, ..., the last
 #   `w` of shape `(K, H)`); `states`: one `AdamState` per parameter; `x` `(N, D)`, `y` `(N,)`: the
@@ -239,7 +241,8 @@ check.minibatches(minibatches)
 #   the epoch: weight each batch's loss by its size (the last batch may be smaller).
 #
 # Use the course's `optim_np.minibatches` and `optim_np.adam_step` (not your own versions), so
-# that the check can replay your epoch batch for batch. Do not modify the input lists or arrays.
+# that the check can replay your epoch batch for batch. Do not modify the input lists or arrays
+# (no `params[i] = ...` either: rebind `params` to a new list).
 
 # %%
 def train_epoch(params, states, x, y, batch_size, rng, lr=1e-3):
