@@ -21,7 +21,7 @@ from dlcourse.backprop import numpy_impl as ref
 from dlcourse.backprop.engine import Value as RefValue, topological_order
 from dlcourse.gradcheck import numerical_grad
 from dlcourse.grading import (CheckFailed, Checker, Mistake, call, diagnose, expect, expect_close, expect_tuple,
-                              first_wrong_stage, trying)
+                              first_wrong_stage, reproduce, trying)
 from dlcourse.grading import matches as _close
 
 check = Checker("02_backprop")
@@ -1301,6 +1301,34 @@ def numgrad_not_restored(f, x, h=1e-5):
     return grad
 
 
+def numgrad_copy_not_restored(f, x, h=1e-5):
+    x = x.astype(float)
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        fp = f(x)
+        x[i] = old - h
+        fm = f(x)
+        g[i] = (fp - fm) / (2 * h)  # the copy's x[i] stays at old - h for the next entries
+    return g
+
+
+def numgrad_fixed_h(f, x, h=1e-5):
+    h = 1e-3  # the argument is ignored
+    x = x.astype(float)
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        fp = f(x)
+        x[i] = old - h
+        fm = f(x)
+        x[i] = old
+        g[i] = (fp - fm) / (2 * h)
+    return g
+
+
 def numgrad_integer_copy(f, x, h=1e-5):
     x = x.copy()  # an integer x stays integer: every nudge is rounded away
     grad = np.zeros(x.shape)
@@ -1367,8 +1395,9 @@ NUMGRAD_MISTAKES = (
             "the gradient array is an integer array (np.zeros_like(x) copies an integer x's dtype), so every "
             "slope was truncated to a whole number; make it float: np.zeros(x.shape)"),
     Mistake("integer copy", numgrad_integer_copy,
-            "every slope is 0 for an integer x: x + h rounds back to an integer when written into an integer "
-            "array, so the nudges are lost; work on a float copy: x.astype(float)"),
+            "x is an integer array, so x[i] = old + h stores a whole number: old ± h is truncated toward 0 "
+            "(2 + 1e-5 -> 2, 2 - 1e-5 -> 1, -2 + 1e-5 -> -1), the nudge becomes 0 or a whole 1, and the slopes come "
+            "out as 0 or huge. Work on a float copy: x.astype(float)"),
     Mistake("one-sided difference", numgrad_one_sided,
             "that is the one-sided difference (f(x+h) - f(x)) / h, whose error shrinks only like h; use the "
             "centred (f(x+h) - f(x-h)) / (2h)"),
@@ -1380,6 +1409,13 @@ NUMGRAD_MISTAKES = (
     Mistake("first axis only", numgrad_first_axis_only,
             "the loop went over the first axis only, so x[i] nudged a whole row at once; nudge one entry at a "
             "time, for every index of x: for i in np.ndindex(x.shape)"),
+    Mistake("entry not restored", numgrad_copy_not_restored,
+            "after nudging an entry you did not put its old value back (x[i] = old), so every later slope was "
+            "measured at a point where the earlier entries sit at old - h; that shows on a function whose slopes "
+            "depend on the other entries"),
+    Mistake("ignores h", numgrad_fixed_h,
+            "your function ignores its argument h and uses a step of its own; use the h it is given (h=1e-5 is "
+            "only the default: the check also calls it with h = 0.1)"),
     Mistake("x not restored", numgrad_not_restored,
             "x was changed: after perturbing an entry, put its old value back before moving on (or work on a "
             "copy of x), or every later slope is measured at the wrong point"),
@@ -1387,17 +1423,29 @@ NUMGRAD_MISTAKES = (
 
 
 def _grad_cases():
+    """(description, f, f as source text, x, the expected gradient of x, h or None for the default)."""
     rng = np.random.default_rng(24)
     weights = rng.standard_normal((2, 2, 2))
+    mixing = np.round(rng.standard_normal((2, 3)), 2)
+    cube_x = np.round(rng.uniform(-2, 2, (2, 3)), 3)
     return [
-        ("f(x) = sum(sin(x) * x), x of shape (4,)", lambda v: np.sum(np.sin(v) * v),
-         rng.uniform(-3, 3, 4), lambda v: np.cos(v) * v + np.sin(v)),
-        ("f(x) = sum(x**3), x of shape (2, 3)", lambda v: np.sum(v ** 3),
-         rng.uniform(-2, 2, (2, 3)), lambda v: 3 * v ** 2),
+        ("f(x) = sum(sin(x) * x), x of shape (4,)", lambda v: np.sum(np.sin(v) * v), "lambda v: np.sum(np.sin(v) * v)",
+         rng.uniform(-3, 3, 4), lambda v: np.cos(v) * v + np.sin(v), None),
+        # not a sum of one function per entry: every slope depends on all entries of x
+        ("f(x) = sum(tanh(W @ x)), x of shape (3,): each slope depends on every entry",
+         lambda v: np.sum(np.tanh(mixing @ v)), f"lambda v: np.sum(np.tanh({reproduce('', mixing)} @ v))",
+         rng.uniform(-1, 1, 3), lambda v: mixing.T @ (1 - np.tanh(mixing @ v) ** 2), None),
+        ("f(x) = sum(x**3), x of shape (2, 3)", lambda v: np.sum(v ** 3), "lambda v: np.sum(v ** 3)",
+         rng.uniform(-2, 2, (2, 3)), lambda v: 3 * v ** 2, None),
         ("f(x) = sum(exp(x) * c), x of shape (2, 2, 2)", lambda v: np.sum(np.exp(v) * weights),
-         rng.uniform(-1, 1, (2, 2, 2)), lambda v: np.exp(v) * weights),
+         f"lambda v: np.sum(np.exp(v) * {reproduce('', weights)})",
+         rng.uniform(-1, 1, (2, 2, 2)), lambda v: np.exp(v) * weights, None),
         ("f(x) = sum(x**3 - 2x) / 5, x an INTEGER array of shape (2, 3)", lambda v: np.sum(v ** 3 - 2 * v) / 5,
-         np.array([[1, -2, 3], [0, 2, -1]]), lambda v: (3.0 * v ** 2 - 2) / 5),
+         "lambda v: np.sum(v ** 3 - 2 * v) / 5",
+         np.array([[1, -2, 3], [0, 2, -1]]), lambda v: (3.0 * v ** 2 - 2) / 5, None),
+        # with a large step the centred difference of x**3 is exactly 3x² + h², not 3x²
+        ("f(x) = sum(x**3) with h = 0.1 passed in: the centred difference is 3x² + h²",
+         lambda v: np.sum(v ** 3), "lambda v: np.sum(v ** 3)", cube_x, lambda v: 3 * v ** 2 + 0.01, 0.1),
     ]
 
 
@@ -1408,17 +1456,20 @@ def _grad_cases():
     "Work on a float64 copy of x. For every index (np.ndindex covers any number of dimensions): remember "
     "the entry, set it to old + h and evaluate f, set it to old - h and evaluate f, restore it, and store the "
     "centred difference in a float gradient array shaped like x.",
-    "x = x.astype(np.float64); grad = np.zeros(x.shape); for i in np.ndindex(x.shape): old = x[i]; "
-    "x[i] = old + h; plus = f(x); ...; grad[i] = (plus - minus) / ...",
+    "for i in np.ndindex(x.shape) over a float64 copy of x: keep old = x[i], evaluate f with x[i] = old + h "
+    "and with x[i] = old - h, put old back, and store the centred difference in grad[i] (grad = np.zeros(x.shape)).",
 ])
 def numerical_gradient(fn):
     """numerical_gradient(f, x, h=1e-5) -> the centred-difference gradient of a scalar f at x."""
-    for what, f, x, exact in _grad_cases():
-        with trying("numerical_gradient", f, x, label=what) as case:
+    for what, f, f_text, x, exact, h in _grad_cases():
+        step = {} if h is None else {"h": h}
+        call_text = reproduce("numerical_gradient", x, **step).replace("numerical_gradient(",
+                                                                        f"numerical_gradient({f_text}, ", 1)
+        with trying("numerical_gradient", f, x, label=what, call_text=call_text, **step) as case:
             before = x.copy()
             want = exact(before)
             case.expected = want
-            got = call(fn, f, x, allow_mutation=True)
+            got = call(fn, f, x, allow_mutation=True, **step)
             case.got = got
             if not np.array_equal(x, before):
                 x[...] = before
@@ -1426,14 +1477,18 @@ def numerical_gradient(fn):
             if got is not None and np.asarray(got).dtype == np.float32:
                 _fail(NUMGRAD_MISTAKES, "float32 copy")
             diagnose(got, want, NUMGRAD_MISTAKES, rtol=1e-6, atol=1e-7,
-                     apply=lambda wrong: wrong(f, x.copy()))
+                     apply=lambda wrong: wrong(f, x.copy(), **step))
             if got is not None and np.asarray(got).dtype.kind in "iu":
                 _fail(NUMGRAD_MISTAKES, "integer grad array")
             if got is not None and np.shape(got) != x.shape:
                 raise CheckFailed(f"the gradient has shape {np.shape(got)}, expected x's shape {x.shape}: "
                                   "one slope for every entry of x")
+            if h is not None and _close(got, exact(before) - h * h, rtol=1e-3, atol=1e-4) and \
+                    not _close(got, want, rtol=1e-6, atol=1e-7):
+                _fail(NUMGRAD_MISTAKES, "ignores h")  # the slope of a small step: h was not used
             expect_close(got, want, "the gradient", rtol=1e-6, atol=1e-7)
-    return "centred differences match the exact gradient on 4 functions of 1-, 2- and 3-D arrays, one of integers"
+    return ("centred differences match on 5 functions of 1-, 2- and 3-D arrays (one of integers, one whose slopes "
+            "depend on every entry) and with a given h = 0.1")
 
 
 # =========================================================================== concept questions
