@@ -257,14 +257,18 @@ print(f"y[1, 2] = {y[1, 2]:.6f};  written out, sum_d x[1, d] w[2, d] + b[2] = {b
 # * The **hidden layers** $\mathbf{h}_k$ are the network's own intermediate features; nobody
 #   tells them what to represent, training does.
 # * The **output layer** is left linear: its raw scores (*logits*) go to a loss function,
-#   which applies whatever final squashing it needs (softmax for classes, nothing for a
-#   regression). Putting a ReLU there would forbid negative scores.
+#   which applies whatever final squashing it needs (for classes the *softmax*, which turns
+#   $K$ scores into $K$ probabilities, $e^{z_k} / \sum_j e^{z_j}$; nothing for a regression). Putting a ReLU there would forbid negative scores.
 #
 # The parameters are stored as one flat list $[W_1, \mathbf{b}_1, W_2, \mathbf{b}_2, \dots]$,
 # the order in which PyTorch's `model.parameters()` lists them. The forward pass of a whole
 # MLP, for any depth and any hidden activation, is exercise 5; below we call the course's
-# `ref.mlp_forward` and count what such a network holds: a layer from $D$ to $H$ units has
-# $D \cdot H$ weights and $H$ biases.
+# `ref.mlp_forward`, handing it the hidden activation as a *function* (`ref.relu`, `np.tanh`)
+# just as exercise 5's check will, and count what such a network holds: a layer from $D$ to
+# $H$ units has $D \cdot H$ weights and $H$ biases. The random weights are divided by
+# $\sqrt{\text{fan\_in}}$ (the layer's number of inputs): a sum of fan_in random terms grows
+# like $\sqrt{\text{fan\_in}}$, so the division keeps every layer's outputs about as large as
+# its inputs, however wide the layer (initialisation comes back in a later chapter).
 
 # %%
 sizes = [2, 16, 16, 3]                          # 2 inputs, two hidden layers of 16, 3 outputs
@@ -273,7 +277,7 @@ for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
     params += [rng.standard_normal((fan_out, fan_in)) / np.sqrt(fan_in), np.zeros(fan_out)]
 print("parameter shapes:", [p.shape for p in params])
 print("number of parameters:", sum(p.size for p in params), "= (2+1)*16 + (16+1)*16 + (16+1)*3")
-print("output shape for a batch of 5:", ref.mlp_forward(params, rng.standard_normal((5, 2))).shape)
+print("output shape for a batch of 5:", ref.mlp_forward(params, rng.standard_normal((5, 2)), ref.relu).shape)
 
 # %% [markdown]
 # ## 4 · Without activations, depth buys nothing
@@ -326,7 +330,7 @@ for k in range(0, len(deep), 2):
 fig, axes = plt.subplots(1, 2, figsize=(9, 3))
 axes[0].plot(x_line, linear_deep)
 axes[0].set_title("4 linear layers, no activation")
-axes[1].plot(x_line, ref.mlp_forward(deep, x_line, "relu"), color="C1")
+axes[1].plot(x_line, ref.mlp_forward(deep, x_line, ref.relu), color="C1")
 axes[1].set_title("the same weights with ReLU")
 for ax in axes:
     ax.set_xlabel("x")
@@ -349,8 +353,10 @@ plt.show()
 # Then $g(0,0) + g(1,1) = 2b + w_1 + w_2 = g(0,1) + g(1,0)$: the two diagonals always have the
 # same sum. XOR wants $0 + 0$ on one diagonal and $1 + 1$ on the other. Geometrically: no
 # straight line puts $(0,1)$ and $(1,0)$ on one side and $(0,0)$, $(1,1)$ on the other, so
-# no single neuron (which only sees one line) can do it either. The best that least
-# squares can do is to give up and answer $\tfrac12$ everywhere:
+# no single neuron (which only sees one line) can do it either. *Least squares* finds the
+# affine function with the smallest sum of squared errors on the four corners
+# (`np.linalg.lstsq` solves exactly that problem for the columns $x_1, x_2, 1$); the best it
+# can do is to give up and answer $\tfrac12$ everywhere:
 
 # %%
 targets = np.array([0.0, 1.0, 1.0, 0.0])
@@ -371,7 +377,7 @@ show_source(ref.xor_params)
 
 # %%
 xor_net = ref.xor_params()
-print("network output on the four corners:", ref.mlp_forward(xor_net, corners)[:, 0])
+print("network output on the four corners:", ref.mlp_forward(xor_net, corners, ref.relu)[:, 0])
 
 # %% [markdown]
 # What did the hidden layer do? It *moved the points*. In the input space (left) the two
@@ -401,7 +407,7 @@ for ax, (title, points, x_name, y_name) in zip(axes, panels):
     ax.set_ylim(-0.3, 1.3)
     ax.set_aspect("equal")
 axes[1].plot([-0.2, 0.7], [0.7, -0.2], "k--", label="$h_1 + h_2 = 1/2$")
-explore.plot_decision_boundary(lambda p: (ref.mlp_forward(xor_net, p)[:, 0] > 0.5).astype(int),
+explore.plot_decision_boundary(lambda p: (ref.mlp_forward(xor_net, p, ref.relu)[:, 0] > 0.5).astype(int),
                                corners, targets.astype(int), ax=axes[2], bounds=(-0.5, 1.5, -0.5, 1.5),
                                title="the network's two regions", point_size=120)
 axes[0].legend(loc="center", fontsize=8)
@@ -438,8 +444,11 @@ explore.ActivationExplorer(activation="sigmoid", w1=2.0, w2=-1.0, b=0.5)
 #
 # Everything above was NumPy. The PyTorch twin (`dlcourse/neurons/torch_impl.py`) uses
 # PyTorch's own activations (`torch.relu`, `torch.sigmoid`, `torch.tanh`, `F.gelu`), lets
-# *autograd* compute their derivatives, and wraps dense layers in `nn.Module`s. The code runs
-# on `dlcourse.device()`: the GPU when there is one.
+# *autograd* compute their derivatives, and wraps dense layers in `nn.Module`s. An `nn.Module`
+# is PyTorch's building block: an object that holds its parameters (an `nn.Linear` holds its
+# weight and bias) and computes its output in a `forward` method; `nn.Sequential` is a module
+# that chains others, feeding each one's output to the next. The code runs on
+# `dlcourse.device()`: the GPU when there is one.
 
 # %%
 import torch
@@ -455,6 +464,9 @@ rng = dlcourse.seed(0)
 print("PyTorch device:", device, "| dtype for the comparison:", dtype)
 
 # %% [markdown]
+# The *Jacobian* of a function from $n$ numbers to $n$ numbers is the $n \times n$ matrix of
+# all its partial derivatives $\partial f_i / \partial z_j$; autograd never builds it, it
+# multiplies a vector by it (a *vector-Jacobian product*, chapter 02).
 # An activation acts on each element separately, so its Jacobian is diagonal, and asking
 # autograd for the gradient of $\sum_i f(z_i)$ returns exactly the vector of derivatives
 # $f'(z_i)$:
@@ -488,7 +500,7 @@ show_source(tt.MLP)
 model = tt.MLP([2, 16, 16, 3]).to(device=device, dtype=dtype)
 numpy_params = [p.astype(np.float64) for p in tt.get_params(model)]
 x = rng.standard_normal((64, 2))
-out_numpy = ref.mlp_forward(numpy_params, x)
+out_numpy = ref.mlp_forward(numpy_params, x, ref.relu)
 out_torch = model(torch.tensor(x, dtype=dtype, device=device)).detach().cpu().double().numpy()
 assert np.abs(out_numpy - out_torch).max() < tolerance
 print(f"MLP {[p.shape for p in numpy_params[::2]]}: NumPy == PyTorch on 64 examples "

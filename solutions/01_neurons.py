@@ -25,9 +25,10 @@
 # exercise: the idea, the approach, then something close to code). The table at the very end
 # checks every function again, by name, exactly as your instructor's grader will.
 #
-# Use NumPy only (no PyTorch), keep float64 inputs in float64, and never modify the arrays
-# you are given. Work with whole arrays rather than Python loops over the elements: the check
-# of exercise 1 feeds 200 000 numbers and rejects a loop that calls `exp` once per element.
+# Use NumPy only (the checks refuse PyTorch calls: the point is to write these yourself), keep
+# float64 inputs in float64, and never modify the arrays you are given. Work with whole arrays
+# rather than Python loops over the elements: the checks of exercises 1 and 4 feed large inputs
+# and reject a loop that makes one call per element.
 # The course's own answers (`dlcourse.neurons.numpy_impl`) earn no points, even wrapped.
 
 # %%
@@ -73,6 +74,8 @@ check.softplus(softplus)
 #
 # Write `silu_grad(x)`: $\frac{d}{dx}\operatorname{SiLU}(x)$ elementwise, for an array of any
 # shape. Use the stable `sigmoid` imported at the top; the check includes $x = \pm 1000$.
+# Work the derivative out with the rules: the check compares to every digit, so a finite
+# difference $(f(x+h) - f(x-h)) / 2h$, good to about 10 digits, does not pass.
 
 # %%
 def silu_grad(x):
@@ -95,7 +98,8 @@ check.silu_grad(silu_grad)
 #   u = c\,(x + 0.044715\,x^3), \quad c = \sqrt{2/\pi}.$$
 #
 # Write `gelu_tanh_grad(x)`, its derivative, elementwise. You need the product rule, the chain
-# rule, and $\tanh'(u) = 1 - \tanh^2 u$.
+# rule, and $\tanh'(u) = 1 - \tanh^2 u$. As in exercise 2 the check wants every digit (no finite
+# differences) and no overflow: it includes $x = \pm 40$, where $\cosh u$ is far beyond float64.
 
 # %%
 def gelu_tanh_grad(x):
@@ -122,7 +126,8 @@ check.gelu_tanh_grad(gelu_tanh_grad)
 # * `b`: shape `(H,)`, one bias per neuron;
 # * return: shape `(N, H)`, the weighted sums plus biases (no activation), in the input's dtype.
 #
-# One matrix product, no loops. It must work for a batch of one example too.
+# One matrix product, no loops (the check also runs 256 examples through 128 neurons and fails
+# a loop over them). It must work for a batch of one example too.
 
 # %%
 def dense_forward(x, w, b):
@@ -144,8 +149,9 @@ check.dense_forward(dense_forward)
 #   shape `(H_k, H_{k-1})` and `bk` of shape `(H_k,)`, with $H_0 = D$ and $H_L = K$ (the order
 #   of PyTorch's `model.parameters()`); $L$ can be anything from 1 up;
 # * `x` has shape `(N, D)`;
-# * `activation` is a function (`np.tanh`, a ReLU, a sigmoid, ...) applied after every layer
-#   **except the last**, which stays linear;
+# * `activation` is a function (`np.tanh`, a ReLU, a sigmoid, ...), not a name: call it,
+#   `activation(h)`, after every layer **except the last**, which stays linear (the lesson
+#   handed `ref.relu` to the course's `mlp_forward` the same way);
 # * return the output of the last layer, shape `(N, K)`.
 #
 # The check uses networks with 0 to 3 hidden layers and three activations. You may call your
@@ -185,7 +191,7 @@ def collapse_stack(params):
     w, b = params[0], params[1]               # the layers so far, as one layer
     for k in range(2, len(params), 2):
         w_k, b_k = params[k], params[k + 1]
-        w, b = w_k @ w, w_k @ b + b_k         # w_k (x w^T + b) + b_k, read off
+        w, b = w_k @ w, w_k @ b + b_k         # (x wᵀ + b) w_kᵀ + b_k, read off
     return w, b
     ### END SOLUTION
 
