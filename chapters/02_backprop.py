@@ -226,8 +226,8 @@ assert all(abs(v.grad - t.grad.item()) < 1e-10 for v, t in zip(values, tensors))
 #
 # * It starts at $n = 0.75$, where tanh's local derivative is $0.60$. Set $b = 3$: now
 #   $n = 3.25$, the local derivative of tanh drops to $0.006$ and **every** gradient upstream
-#   (of $w_1$, $x_1$, ...) shrinks with it, to under 1% of what it was. This is a
-#   *saturated* unit.
+#   (of $w_1$, $x_1$, ...) shrinks with it, to about 1% of what it was ($0.006 / 0.60$).
+#   This is a *saturated* unit.
 # * Switch to relu and set $b = -2$: $n = -1.75$ is negative, and all gradients become exactly
 #   0, a "dead" unit.
 # * The gradient of $w_1$ is always $x_1$ times the gradient arriving at $x_1 w_1$: an input

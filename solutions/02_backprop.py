@@ -45,9 +45,9 @@ from dlcourse.backprop.checks import check
 # number), `exp`, `log` and `relu` (slope 0 where the input is $\le 0$, so also at exactly 0).
 # The table of local derivatives is in the lesson. Subtraction, division, negation and the
 # mirrored forms (`2 * a`) are given: they are built from your operations. Use `math.exp` and
-# `math.log`.
+# `math.log`. An operation never changes its inputs: the result goes into the new `Value` only.
 #
-# The check runs 13 expressions such as `a * b`, `b ** -2`, `3 * a - b` and
+# The check runs 14 expressions such as `a * b`, `b ** -2`, `a ** 0.5`, `3 * a - b` and
 # `(a * b + a).tanh()`, and `relu` at exactly 0, and follows your `children` and `local_grads`
 # with a correct backward pass of its own, so this exercise does not need exercise 2.
 
@@ -144,7 +144,8 @@ check.value_ops(Value)
 # Use `+=`: a Value used twice (as in `a * a`) must collect the gradient from both uses. And
 # only touch `.grad`, never `.data`. The cell attaches your function to the class as a method.
 # The check builds graphs with the constructor directly (chains, a node used twice, shared
-# nodes, a random graph), so it does not depend on exercise 1.
+# nodes, two different nodes that hold the same number, a random graph), so it does not
+# depend on exercise 1.
 
 # %%
 def backward(self):
@@ -236,8 +237,9 @@ check.activation_backward(activation_backward)
 #   (\text{logits}_n)[y_n]$ (one number), and its gradient with respect to `logits`,
 #   shape `(N, K)`, which is $(\text{softmax} - \text{onehot}) / N$.
 #
-# It must work for logits as large as $\pm 1000$, also when the true class sits at $-1000$:
-# never exponentiate a large number, and never take the log of a probability that rounds to 0.
+# It must work for logits as large as $\pm 1000$, also when the true class sits at $-1000$ and
+# when one row is near $+1000$ and another near $-1000$: never exponentiate a large number,
+# and never take the log of a probability that rounds to 0.
 
 # %%
 def softmax_cross_entropy(logits, y):
@@ -271,9 +273,10 @@ check.softmax_cross_entropy(softmax_cross_entropy)
 # followed by the mean softmax cross-entropy. Write `two_layer_net(params, x, y)` returning
 # `(loss, [dw1, db1, dw2, db2])`. Go backwards layer by layer; the ReLU passes gradient only
 # where `pre > 0`. Write it out with NumPy directly instead of calling your functions from
-# exercises 3 to 5, so that this exercise is graded on its own. If a gradient is wrong, the
-# check names the first intermediate (`dlogits`, `dw2`, `dh`, `dpre`, ...) that went wrong, so
-# keep each in its own variable.
+# exercises 3 to 5, so that this exercise is graded on its own (the course's own functions
+# earn no points here). Like exercise 5, it must stay finite for logits near $\pm 1000$. If a
+# gradient is wrong, the check names the first intermediate (`dlogits`, `dw2`, `dh`, `dpre`,
+# ...) that went wrong, so keep each in its own variable.
 
 # %%
 def two_layer_net(params, x, y):
@@ -314,8 +317,9 @@ check.two_layer_net(two_layer_net)
 # $$\frac{f(x + h\,e_i) - f(x - h\,e_i)}{2h},$$
 #
 # where $e_i$ changes only entry `i` (so loop over every index of `x`, whatever its number of
-# dimensions: `np.ndindex(x.shape)` gives them all). Do not leave `x` changed, and remember
-# that `x` may hold integers, where `x[i] = old + h` would round the nudge away: work on a
+# dimensions: `np.ndindex(x.shape)` gives them all). Put each entry back before nudging the
+# next one, do not leave the caller's `x` changed, use the `h` you are given, and remember
+# that `x` may hold integers, where `x[i] = old + h` would truncate the nudge: work on a
 # float copy (`x.astype(float)`).
 #
 # The default `h = 1e-5` is a little larger than the `1e-6` of the lesson's `numerical_grad`;

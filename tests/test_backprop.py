@@ -367,7 +367,7 @@ def test_two_layer_net_is_checked_stage_by_stage():
         w1, b1, w2, b2 = params
         pre = x @ w1.T + b1
         h = np.maximum(pre, 0)
-        loss, dlogits = ref.softmax_cross_entropy(h @ w2.T + b2, y)
+        loss, dlogits = solution(STEM, "softmax_cross_entropy")(h @ w2.T + b2, y)  # the course's is refused
         dw2 = dlogits.T @ h
         dh = dlogits @ w2
         dpre = dh * (pre < 0)
@@ -444,9 +444,11 @@ def test_graph_explorer_numbers_in_the_lesson():
     from dlcourse.backprop.explore import graph_explorer
     explorer = graph_explorer()
     assert explorer.root.local_grads[0] == pytest.approx(0.60, abs=0.005)  # n = 0.75
+    start = explorer.root.local_grads[0]
     explorer.sliders["b"].value = 3.0
     assert explorer.root.children[0].data == pytest.approx(3.25)
     assert explorer.root.local_grads[0] == pytest.approx(0.006, abs=0.0005)  # saturated
+    assert 0.0095 < explorer.root.local_grads[0] / start < 0.0105  # "to about 1% of what it was"
     explorer.activation.value = "relu"
     explorer.sliders["b"].value = -2.0
     assert all(n.grad == 0 for n in topological_order(explorer.root) if n is not explorer.root)  # dead unit
@@ -509,3 +511,292 @@ def test_a_backward_built_on_the_course_topological_order_earns_nothing():
     Borrowing = type("Value", (Value,), {"backward": backward})
     result = check.run("value_backward", Borrowing)
     assert result.status == "course code" and "topological_order" in result.message
+
+
+# --------------------------------------------------------------------------- the learner review of chapter 02
+# Each test hands in the learner's exact code (from the review) and asserts the diagnosis.
+
+def _learners_value(code: str):
+    """A fresh copy of the solution's Value class with the learner's ``code`` run against it."""
+    from checktools import solution_namespace
+    namespace = dict(solution_namespace.__wrapped__(STEM))  # a new class: the cached one stays untouched
+    exec(compile(code, "<learner cell>", "exec"), namespace)
+    return namespace["Value"]
+
+
+@pytest.mark.parametrize("code", ["import dlcourse.backprop.engine as E\nValue.backward = E.Value.backward",
+                                  "import dlcourse.backprop.engine as E\nValue.log = E.Value.log"])
+def test_review_course_methods_set_on_the_learners_class_earn_nothing(code):
+    cls = _learners_value(code)
+    for name in ("value_ops", "value_backward"):
+        result = check.run(name, cls)
+        assert result.status == "course code" and "no points for the course's own code" in result.message, name
+
+
+def test_review_activation_wrapper_around_the_course_layers_earns_nothing():
+    from dlcourse.backprop import numpy_impl as bp
+    ab = lambda dout, out, kind: bp.relu_backward(dout, bp.ReluCache(out > 0)) if kind == 'relu' else bp.tanh_backward(dout, bp.TanhCache(out))  # noqa: E501, E731
+    result = check.run("activation_backward", ab)
+    assert result.status == "course code" and "relu_backward" in result.message
+
+
+def test_review_two_layer_net_built_on_the_course_layers_earns_nothing():
+    def two_layer_net(params, x, y):
+        w1, b1, w2, b2 = params
+        pre = x @ w1.T + b1
+        h = np.maximum(pre, 0)
+        loss, dlogits = ref.softmax_cross_entropy(h @ w2.T + b2, y)
+        dh, dw2, db2 = ref.linear_backward(dlogits, ref.LinearCache(h, w2))
+        dpre = dh * (pre > 0)
+        return loss, [dpre.T @ x, dpre.sum(axis=0), dw2, db2]
+    assert check.run("two_layer_net", two_layer_net).status == "course code"
+
+    def sce(logits, y):  # the course's log_softmax does the stable half of exercise 5
+        log_p = ref.log_softmax(logits)
+        d = np.exp(log_p)
+        d[np.arange(len(y)), y] -= 1
+        return -log_p[np.arange(len(y)), y].mean(), d / len(y)
+    assert check.run("softmax_cross_entropy", sce).status == "course code"
+
+
+def test_review_numerical_gradient_that_never_restores_its_copy():
+    def numerical_gradient(f, x, h=1e-5):
+        x = x.astype(float); g = np.zeros_like(x)  # noqa: E702
+        for i in np.ndindex(x.shape):
+            old = x[i]
+            x[i] = old + h; fp = f(x)  # noqa: E702
+            x[i] = old - h; fm = f(x)  # noqa: E702
+            g[i] = (fp - fm) / (2 * h)
+        return g
+    result = check.run("numerical_gradient", numerical_gradient)
+    assert result.mistake == "entry not restored" and "tanh" in result.details
+
+
+def test_review_numerical_gradient_with_h_hard_coded_and_integer_x():
+    def ignores_h(f, x, h=1e-5):
+        h = 1e-3
+        x = x.astype(float); g = np.zeros_like(x)  # noqa: E702
+        for i in np.ndindex(x.shape):
+            old = x[i]
+            x[i] = old + h; fp = f(x)  # noqa: E702
+            x[i] = old - h; fm = f(x)  # noqa: E702
+            x[i] = old
+            g[i] = (fp - fm) / (2 * h)
+        return g
+    assert check.run("numerical_gradient", ignores_h).mistake == "ignores h"
+
+    def no_float_copy(f, x, h=1e-5):
+        g = np.zeros(x.shape)
+        for i in np.ndindex(x.shape):
+            old = x[i]
+            x[i] = old + h; fp = f(x)  # noqa: E702
+            x[i] = old - h; fm = f(x)  # noqa: E702
+            x[i] = old
+            g[i] = (fp - fm) / (2 * h)
+        return g
+    result = check.run("numerical_gradient", no_float_copy)
+    assert result.mistake == "integer copy" and "truncated" in result.message and "every slope is 0" not in result.message
+
+
+def test_review_numerical_gradient_reproduce_line_runs():
+    from dlcourse.backprop.checks import numgrad_copy_not_restored
+    result = check.run("numerical_gradient", numgrad_copy_not_restored)
+    line = result.details.split("reproduce it in a new cell:  ")[1]
+    namespace = {"np": np, "numerical_gradient": numgrad_copy_not_restored}
+    exec(f"_got = {line}", namespace)
+    assert namespace["_got"].shape == (3,)
+
+
+_BACKWARD_HEAD = '''
+def backward(self):
+    topo, seen = [], set()
+    def build(v):
+'''
+_BACKWARD_TAIL = '''
+    build(self)
+    self.grad = 1.0
+    for node in {order}:
+        for c, l in zip(node.children, node.local_grads):
+            c.grad += l * node.grad
+Value.backward = backward
+'''
+
+
+@pytest.mark.parametrize("build, order, mistake", [
+    ("""        if v.data not in seen:
+            seen.add(v.data)
+            for c in v.children: build(c)
+            topo.append(v)""", "reversed(topo)", "visited set keyed by value"),
+    ("""        if v not in seen:
+            seen.add(v)
+            topo.append(v)
+            for c in v.children: build(c)""", "topo", "depth-first pre-order"),
+])
+def test_review_value_backward_value_keyed_set_and_pre_order(build, order, mistake):
+    cls = _learners_value(_BACKWARD_HEAD + build + _BACKWARD_TAIL.format(order=order))
+    result = check.run("value_backward", cls)
+    assert result.mistake == mistake, result.message
+
+
+def test_review_value_backward_breadth_first_keeps_its_own_row():
+    cls = _learners_value('''
+def backward(self):
+    from collections import deque
+    order, seen, q = [], {self}, deque([self])
+    while q:
+        v = q.popleft(); order.append(v)
+        for c in v.children:
+            if c not in seen: seen.add(c); q.append(c)
+    self.grad = 1.0
+    for node in order:
+        for c, l in zip(node.children, node.local_grads):
+            c.grad += l * node.grad
+Value.backward = backward
+''')
+    assert check.run("value_backward", cls).mistake == "breadth-first order"
+
+
+@pytest.mark.parametrize("code, mistake", [
+    ('''
+def __pow__(self, n):
+    old = self.data
+    self.data = old ** n
+    return Value(self.data, (self,), (n * old ** (n - 1),), "**")
+Value.__pow__ = __pow__''', "input data changed"),
+    ('''
+def __pow__(self, n):
+    n = int(n)
+    return Value(self.data ** n, (self,), (n * self.data ** (n - 1),), "**")
+Value.__pow__ = __pow__''', "exponent made an integer"),
+    ('''
+def __mul__(self, other):
+    other = other if isinstance(other, Value) else Value(other)
+    return Value(self.data * other.data, (self, other), (other, self), "*")
+Value.__mul__ = __mul__''', "local derivatives as Values"),
+])
+def test_review_value_ops_mutation_integer_exponent_and_values_as_local_grads(code, mistake):
+    result = check.run("value_ops", _learners_value(code))
+    assert result.mistake == mistake, result.message
+    assert "while being checked" not in result.message
+
+
+_SCE_TAIL = """
+p = np.exp(z - lse)
+d = p.copy(); d[np.arange(N), y] -= 1
+return loss, d / N
+"""
+
+
+@pytest.mark.parametrize("body, mistake", [
+    ("""
+z = logits - logits.max()
+with np.errstate(all='ignore'):
+    lse = np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -(z - lse)[np.arange(N), y].mean()
+    p = np.exp(z - lse)
+d = p.copy(); d[np.arange(N), y] -= 1
+return loss, d / N
+""", "global max"),
+    ("""
+z = logits
+with np.errstate(all='ignore'):
+    lse = np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -(z - lse)[np.arange(N), y].mean()
+    p = np.exp(z - lse)
+d = p.copy(); d[np.arange(N), y] -= 1
+return loss, d / N
+""", "no max shift"),
+    ("""
+z = logits - logits.max(axis=1, keepdims=True)
+lse = np.log(np.exp(z).sum(axis=1))
+loss = -(z - lse)[np.arange(N), y].mean()
+""" + _SCE_TAIL, "sum without keepdims"),
+    ("""
+z = logits - logits.max(axis=1)
+lse = np.log(np.exp(z).sum(axis=1, keepdims=True))
+loss = -(z - lse)[np.arange(N), y].mean()
+""" + _SCE_TAIL, "max without keepdims"),
+    ("""
+z = logits - logits.max(axis=1, keepdims=True)
+p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+loss = -np.log(p[np.arange(N), y]).mean()
+d = p.copy(); d[np.arange(N), y] -= 1
+return loss, d / N
+""", "log of softmax"),
+])
+def test_review_softmax_cross_entropy_stability_and_keepdims(body, mistake):
+    import textwrap
+    namespace = {"np": np}
+    exec("def softmax_cross_entropy(logits, y):\n    N = logits.shape[0]\n" + textwrap.indent(body.strip(), "    "),
+         namespace)
+    result = check.run("softmax_cross_entropy", namespace["softmax_cross_entropy"])
+    assert result.mistake == mistake, result.message
+
+
+def _two_layer_head(params, x, y):
+    w1, b1, w2, b2 = params
+    N = x.shape[0]
+    pre = x @ w1.T + b1
+    h = np.maximum(pre, 0)
+    logits = h @ w2.T + b2
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss = -log_p[np.arange(N), y].mean()
+    dlogits = np.exp(log_p); dlogits[np.arange(N), y] -= 1; dlogits /= N  # noqa: E702
+    return N, pre, h, logits, loss, dlogits
+
+
+def test_review_two_layer_net_without_max_shift_in_the_loss():
+    def two_layer_net(params, x, y):
+        w1, b1, w2, b2 = params
+        N, pre, h, logits, loss, dlogits = _two_layer_head(params, x, y)
+        dw2 = dlogits.T @ h; db2 = dlogits.sum(0)  # noqa: E702
+        dh = dlogits @ w2
+        dpre = dh * (pre > 0)
+        dw1 = dpre.T @ x; db1 = dpre.sum(0)  # noqa: E702
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        loss = -np.log(p[np.arange(N), y]).mean()
+        return loss, [dw1, db1, dw2, db2]
+    assert check.run("two_layer_net", two_layer_net).mistake == "no max shift"
+
+
+def test_review_two_layer_net_mask_from_h_greater_equal_zero():
+    def two_layer_net(params, x, y):
+        w1, b1, w2, b2 = params
+        N, pre, h, logits, loss, dlogits = _two_layer_head(params, x, y)
+        dw2 = dlogits.T @ h; db2 = dlogits.sum(0)  # noqa: E702
+        dh = dlogits @ w2
+        dpre = dh * (h >= 0)
+        dw1 = dpre.T @ x; db1 = dpre.sum(0)  # noqa: E702
+        return loss, [dw1, db1, dw2, db2]
+    result = check.run("two_layer_net", two_layer_net)
+    assert result.mistake == "relu mask with >=", result.message
+
+
+def test_review_linear_backward_db_with_keepdims():
+    def linear_backward(dout, cache):
+        x, w = cache
+        return dout @ w, dout.T @ x, dout.sum(0, keepdims=True)
+    result = check.run("linear_backward", linear_backward)
+    assert result.mistake == "db keepdims" and "(1, H)" in result.message
+
+
+def test_review_linear_backward_reproduce_line_runs_in_a_fresh_exercise_cell():
+    """The built exercise notebook's set-up cells, then the failing case's line, in a new namespace."""
+    pytest.importorskip("jupytext")
+    namespace = _namespace_of("exercises")
+    fresh = {k: namespace[k] for k in ("np", "math", "check")}
+
+    def linear_backward(dout, cache):
+        x, w = cache
+        return dout @ w, dout.T @ x, dout
+    result = check.run("linear_backward", linear_backward)
+    line = result.details.split("reproduce it in a new cell:  ")[1]
+    assert line.startswith("from dlcourse.backprop.numpy_impl import LinearCache; ")
+    fresh["linear_backward"] = linear_backward
+    exec(compile(line, "<new cell>", "exec"), fresh)
+
+
+def test_review_concept_question_answered_with_a_bool():
+    result = check.q_backward_passes(lambda: True)
+    assert not result.passed and result.mistake == "answer's form" and "bool" in result.message
