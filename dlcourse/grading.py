@@ -806,8 +806,8 @@ def _as_tuple(value) -> tuple:
 
 
 def _course_code_used(ex: _Exercise, reference: str) -> tuple[str, bool, str, str, str]:
-    return (f"no points for the course's own code: your `{ex.target}` calls {reference}, the course's "
-            "answer to this exercise; compute it yourself", False, "course code", "", "")
+    return (f"no points for the course's own code: your `{ex.target}` calls {reference}, course code that "
+            "does (part of) this exercise; compute it yourself", False, "course code", "", "")
 
 
 def _show(obj) -> None:
