@@ -43,7 +43,7 @@ import numpy as np
 from dlcourse.runtime import ipython_shell
 
 __all__ = ["Checker", "Result", "CheckFailed", "CheckTimeout", "Mistake", "call", "diagnose", "expect",
-           "expect_close", "expect_tuple", "first_wrong_stage", "matches", "reproduce", "time_limit",
+           "expect_close", "expect_tuple", "fail_with", "first_wrong_stage", "matches", "reproduce", "time_limit",
            "trying"]
 
 
@@ -581,6 +581,16 @@ def diagnose(got, expected, mistakes, rtol: float = 1e-6, atol: float = 1e-9,
             continue
         if hit:
             raise CheckFailed(f"{message} {suffix}".strip(), mistake=name)
+
+
+def fail_with(table, name: str, suffix: str = ""):
+    """Fail with the message of row ``name`` of a mistake table.
+
+    For the rows a check recognises by its own logic (an error raised, a slow
+    loop, a wrong type) rather than by recomputing the row's wrong answer.
+    """
+    row = next(r for r in table if r.name == name)
+    raise CheckFailed(f"{row.message} {suffix}".strip(), mistake=row.name)
 
 
 def first_wrong_stage(recorded: list, stages: list[tuple[str, Any, str]]) -> None:

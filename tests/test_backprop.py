@@ -1,5 +1,4 @@
 """Chapter 02 · backpropagation: NumPy twin == PyTorch, numerical gradients, the scalar engine, checks, widget."""
-import math
 
 import numpy as np
 import pytest

@@ -566,7 +566,7 @@ def test_review_adamw_t_from_zero_kept_in_the_state_is_named_not_overflow():
     def adamw_step(w, dw, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         b1, b2 = betas
         t = state.step
-        w2 = w * (1 - lr * weight_decay)
+        w2 = w * (1 - lr * weight_decay)  # noqa: F841 - computed, then forgotten: the mistake
         g = dw
         m = b1 * state.exp_avg + (1 - b1) * g
         v = b2 * state.exp_avg_sq + (1 - b2) * g * g
@@ -757,7 +757,7 @@ def train_epoch(params, states, x, y, batch_size, rng, lr=1e-3):
     def adamw_no_decay(w, dw, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         b1, b2 = betas
         t = state.step + 1
-        w2 = w * (1 - lr * weight_decay)
+        w2 = w * (1 - lr * weight_decay)  # noqa: F841 - computed, then forgotten: the mistake
         g = dw
         m = b1 * state.exp_avg + (1 - b1) * g
         v = b2 * state.exp_avg_sq + (1 - b2) * g * g

@@ -21,16 +21,12 @@ from dlcourse.backprop import numpy_impl as ref
 from dlcourse.backprop.engine import Value as RefValue, topological_order
 from dlcourse.gradcheck import numerical_grad
 from dlcourse.grading import (CheckFailed, Checker, Mistake, call, diagnose, expect, expect_close, expect_tuple,
-                              first_wrong_stage, reproduce, trying)
+                              fail_with, first_wrong_stage, reproduce, trying)
 from dlcourse.grading import matches as _close
 
 check = Checker("02_backprop")
 
 
-def _fail(table, name: str, suffix: str = ""):
-    """Fail with the message of the row ``name`` of ``table`` (for rows recognised by custom logic)."""
-    row = next(r for r in table if r.name == name)
-    raise CheckFailed(f"{row.message} {suffix}".strip(), mistake=row.name)
 
 
 def _raises_like(table, err: BaseException, run, suffix: str = "", right=None) -> None:
@@ -49,7 +45,7 @@ def _raises_like(table, err: BaseException, run, suffix: str = "", right=None) -
             run(row.wrong)
         except Exception as own:  # noqa: BLE001 - a row that raises is what we look for
             if type(own) is type(err) and str(own) == str(err):
-                _fail(table, row.name, suffix)
+                fail_with(table, row.name, suffix)
 
 
 def _call_translated(table, fn, *args, record=None):
@@ -292,9 +288,9 @@ def value_ops(cls):
             expect(all(hasattr(out, k) for k in ("data", "children", "local_grads")),
                    f"{expr} returned a {type(out).__name__}, expected a Value")
             if not (_close(a.data, leaves[0], rtol=0, atol=0) and _close(b.data, leaves[1], rtol=0, atol=0)):
-                _fail(VALUE_OPS_MISTAKES, "input data changed", f"(seen on {expr})")
+                fail_with(VALUE_OPS_MISTAKES, "input data changed", f"(seen on {expr})")
             if any(hasattr(g, "local_grads") for node in topological_order(out) for g in tuple(node.local_grads)):
-                _fail(VALUE_OPS_MISTAKES, "local derivatives as Values", f"(seen on {expr})")
+                fail_with(VALUE_OPS_MISTAKES, "local derivatives as Values", f"(seen on {expr})")
             got = _op_signature(cls, build, leaves)
             want = _op_signature(RefValue, build, leaves)
             diagnose(got, want, VALUE_OPS_MISTAKES, same=_same_signature,
@@ -595,7 +591,7 @@ def value_backward(cls):
             call(root.backward)
             got = [float(n.grad) for n in nodes]
             if not all(_close(n.data, d) for n, (_, _, d, _) in zip(nodes, spec)):
-                _fail(VALUE_BACKWARD_MISTAKES, "data changed", f"(seen on {what})")
+                fail_with(VALUE_BACKWARD_MISTAKES, "data changed", f"(seen on {what})")
             want = _right_grads(spec)
             if _close(got, want, rtol=1e-9):
                 continue
@@ -847,7 +843,6 @@ def sce_sum_without_keepdims(logits, y):
 
 
 def sce_fancy_index_in_loss(logits, y):
-    n = len(y)
     log_p = ref.log_softmax(logits)
     return -log_p[:, y].mean(), ref.softmax_cross_entropy(logits, y)[1]
 
@@ -1011,10 +1006,10 @@ def softmax_cross_entropy(fn):
                      apply=lambda wrong: wrong(logits, y))
             unstable = _sce_unstable(logits, y, loss, dlogits, want)
             if unstable:
-                _fail(SCE_MISTAKES, unstable)
+                fail_with(SCE_MISTAKES, unstable)
             if np.abs(logits).max() > 100 and np.isfinite(loss) and loss < want[0] - 1e-6 and \
                     _close(dlogits, want[1], rtol=1e-7, atol=1e-12):
-                _fail(SCE_MISTAKES, "log of clipped softmax")
+                fail_with(SCE_MISTAKES, "log of clipped softmax")
             expect_close(loss, want[0], "the loss", rtol=1e-7)
             expect_close(dlogits, want[1], "dlogits", rtol=1e-7, atol=1e-12)
     return "loss and dlogits match on 5 batches, including logits of ±1000, rows far apart and a batch of 1"
@@ -1241,10 +1236,10 @@ def two_layer_net(fn):
                          apply=lambda wrong: wrong(params, x, y))
             except CheckFailed as fail:
                 if fail.mistake == "no relu mask" and _mask_with_ge(fn):
-                    _fail(NET_MISTAKES, "relu mask with >=")
+                    fail_with(NET_MISTAKES, "relu mask with >=")
                 raise
             if unstable and not _all_finite(loss, grads):
-                _fail(NET_MISTAKES, unstable if _all_finite(0.0, grads) else "no max shift", f"({what})")
+                fail_with(NET_MISTAKES, unstable if _all_finite(0.0, grads) else "no max shift", f"({what})")
             expect_close(loss, want_loss, "the loss", rtol=1e-7)
             if not all(_close(g, w, rtol=1e-7, atol=1e-12) for g, w in zip(grads, want)):
                 first_wrong_stage(recorded, _net_stages(params, x, y))
@@ -1473,19 +1468,19 @@ def numerical_gradient(fn):
             case.got = got
             if not np.array_equal(x, before):
                 x[...] = before
-                _fail(NUMGRAD_MISTAKES, "x not restored")
+                fail_with(NUMGRAD_MISTAKES, "x not restored")
             if got is not None and np.asarray(got).dtype == np.float32:
-                _fail(NUMGRAD_MISTAKES, "float32 copy")
+                fail_with(NUMGRAD_MISTAKES, "float32 copy")
             diagnose(got, want, NUMGRAD_MISTAKES, rtol=1e-6, atol=1e-7,
                      apply=lambda wrong: wrong(f, x.copy(), **step))
             if got is not None and np.asarray(got).dtype.kind in "iu":
-                _fail(NUMGRAD_MISTAKES, "integer grad array")
+                fail_with(NUMGRAD_MISTAKES, "integer grad array")
             if got is not None and np.shape(got) != x.shape:
                 raise CheckFailed(f"the gradient has shape {np.shape(got)}, expected x's shape {x.shape}: "
                                   "one slope for every entry of x")
             if h is not None and _close(got, exact(before) - h * h, rtol=1e-3, atol=1e-4) and \
                     not _close(got, want, rtol=1e-6, atol=1e-7):
-                _fail(NUMGRAD_MISTAKES, "ignores h")  # the slope of a small step: h was not used
+                fail_with(NUMGRAD_MISTAKES, "ignores h")  # the slope of a small step: h was not used
             expect_close(got, want, "the gradient", rtol=1e-6, atol=1e-7)
     return ("centred differences match on 5 functions of 1-, 2- and 3-D arrays (one of integers, one whose slopes "
             "depend on every entry) and with a given h = 0.1")

@@ -22,7 +22,7 @@ from math import exp, log1p  # bound once, like a learner's `from math import ex
 import numpy as np
 
 from dlcourse.grading import (CheckFailed, Checker, CheckTimeout, Mistake, call, diagnose, expect,
-                              expect_close, expect_tuple, matches, time_limit, trying)
+                              expect_close, expect_tuple, fail_with, matches, time_limit, trying)
 from dlcourse.neurons import numpy_impl as ref
 
 __all__ = ["check"]
@@ -32,10 +32,6 @@ check = Checker("01_neurons")
 
 # --------------------------------------------------------------------------- helpers
 
-def _fail(table, name: str, suffix: str = "") -> None:
-    """Fail with the message of row ``name`` of ``table`` (for mistakes seen by the check, not by recomputation)."""
-    row = next(r for r in table if r.name == name)
-    raise CheckFailed(f"{row.message} {suffix}".strip(), mistake=row.name)
 
 
 def _diagnose_error(fail: CheckFailed, table, apply, suffix: str = "") -> None:
@@ -63,7 +59,7 @@ def _diagnose_error(fail: CheckFailed, table, apply, suffix: str = "") -> None:
 def _expect_float64(out, table, what: str) -> None:
     """float64 in, float64 out: a float32 result (half the digits) is the row "float32"."""
     if getattr(out, "dtype", None) == np.float32:
-        _fail(table, "float32", f"({what} came back as float32)")
+        fail_with(table, "float32", f"({what} came back as float32)")
 
 
 def _torch_name(obj) -> str | None:
@@ -128,7 +124,7 @@ def _guarded(fn, args, table=None, row_name: str = "", count_calls: bool = False
         if torch_used:
             _refuse_torch(fn, torch_used[0])
         if row_name and isinstance(getattr(fail, "error", None), (FloatingPointError, OverflowError)):
-            _fail(table, row_name, f"(x = {_show(x)}: {fail.error})")
+            fail_with(table, row_name, f"(x = {_show(x)}: {fail.error})")
         raise
     finally:
         sys.setprofile(previous)
@@ -136,7 +132,7 @@ def _guarded(fn, args, table=None, row_name: str = "", count_calls: bool = False
     if torch_used:
         _refuse_torch(fn, torch_used[0])
     if overflowed:
-        _fail(table, row_name, f"(x = {_show(x)}: np.exp overflowed to inf)")
+        fail_with(table, row_name, f"(x = {_show(x)}: np.exp overflowed to inf)")
     return out, calls[0]
 
 
@@ -175,9 +171,9 @@ def _no_loop(fn, table, row_name: str, slow_name: str, args=None, what: str = ""
         with time_limit(3.0):
             out, calls = _guarded(fn, args, table, row_name, count_calls=True)
     except CheckTimeout:
-        _fail(table, slow_name, f"(over 3 s for {what})")
+        fail_with(table, slow_name, f"(over 3 s for {what})")
     if calls > 2000:
-        _fail(table, slow_name, f"({calls} Python calls for {what})")
+        fail_with(table, slow_name, f"({calls} Python calls for {what})")
     return args[0], out
 
 
@@ -195,7 +191,7 @@ def _full_digits(got, expected, table, row_name: str, what: str) -> None:
         return
     rel = float(np.max(err / np.maximum(np.abs(expected), 1e-3)))
     digits = max(0, int(-math.log10(rel))) if rel > 0 else 16
-    _fail(table, row_name, f"({what} agrees with the formula to only about {digits} digits, "
+    fail_with(table, row_name, f"({what} agrees with the formula to only about {digits} digits, "
                            f"largest difference {float(np.max(err)):.2g})")
 
 
@@ -816,7 +812,7 @@ def mlp_forward(fn):
                 _diagnose_error(fail, table, lambda wrong: wrong(params, x, activation))
                 error = getattr(fail, "error", None)
                 if isinstance(error, KeyError) and error.args and callable(error.args[0]):
-                    _fail(table, "activation as a name")  # a dict of names, whatever its keys
+                    fail_with(table, "activation as a name")  # a dict of names, whatever its keys
                 raise
             case.expected = ref.mlp_forward(params, x, activation)
             diagnose(case.got, case.expected, table, apply=lambda wrong: wrong(params, x, activation))
@@ -1029,7 +1025,7 @@ def parity3_weights(fn):
         except (TypeError, ValueError):
             raise CheckFailed(f"{name} is a {type(p).__name__}, expected an array of shape {shape}") from None
         if name == "w2" and p.shape == (3,):
-            _fail(table, "w2 as a vector")
+            fail_with(table, "w2 as a vector")
         expect(p.shape == shape, f"{name} has shape {p.shape}, expected {shape} "
                                  "(w is (out, in): 3 inputs -> 3 hidden units -> 1 output)")
         expect(bool(np.all(np.isfinite(p))), f"{name} contains NaN or inf")
@@ -1048,15 +1044,15 @@ def parity3_weights(fn):
     shown = ", ".join(_unrounded(v) for v in out)
     suffix = f"(outputs [{shown}] on the corners {_corner_names()})"
     if np.all((z >= 0).all(axis=0) | (z <= 0).all(axis=0)):
-        _fail(table, "linear hidden layer", suffix)
+        fail_with(table, "linear hidden layer", suffix)
     if np.allclose(out[0::2], out[1::2]):                      # corners differing only in x3
-        _fail(table, "ignores x3", suffix)
+        fail_with(table, "ignores x3", suffix)
     if np.allclose(out, 1 - PARITY3, atol=1e-6, rtol=0):
-        _fail(table, "even parity", suffix)
+        fail_with(table, "even parity", suffix)
     wrong = ~np.isclose(out, PARITY3, atol=1e-6, rtol=0)
     idle = (w2[0] == 0) | (z <= 0).all(axis=0)                 # hidden units that add nothing on the corners
     if wrong[-1] and wrong.sum() == 1 and idle.any():
-        _fail(table, "misses (1, 1, 1)", suffix)
+        fail_with(table, "misses (1, 1, 1)", suffix)
     corners = _corner_names().split(", ")
     errors = "; ".join(f"on {corners[i]} it outputs {_unrounded(out[i])} where parity is {int(PARITY3[i])} "
                        f"(off by {out[i] - PARITY3[i]:+.3g})" for i in np.flatnonzero(wrong))

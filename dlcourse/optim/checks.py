@@ -22,7 +22,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from dlcourse.grading import (CheckFailed, Checker, Mistake, call, diagnose, expect, expect_close,
-                              expect_tuple, trying)
+                              expect_tuple, fail_with, trying)
 from dlcourse.grading import matches as _close
 from dlcourse.optim import numpy_impl as ref
 
@@ -33,10 +33,6 @@ __all__ = ["check"]
 
 # --------------------------------------------------------------------------- helpers
 
-def _fail(table, name: str, suffix: str = ""):
-    """Raise the message of row ``name`` of a mistake table (for mistakes found by custom logic)."""
-    row = next(r for r in table if r.name == name)
-    raise CheckFailed(f"{row.message} {suffix}".strip(), mistake=row.name)
 
 
 def _quadratic(dim: int, seed: int):
@@ -71,7 +67,7 @@ def _as_state(got, cls, fn_name: str, table=()):
     example = f"{cls.__name__}({', '.join(fields)})"
     if isinstance(got, tuple) and not hasattr(got, "_fields") and len(got) == len(fields):
         if any(row.name == "plain tuple state" for row in table):
-            _fail(table, "plain tuple state")
+            fail_with(table, "plain tuple state")
         raise CheckFailed(f"the state {fn_name} returned is a plain tuple; return {example}, whose "
                           "fields the next step reads by name")
     if not isinstance(got, tuple) and all(hasattr(got, f) for f in fields):
@@ -274,11 +270,11 @@ def gd_minimize(fn):
             start_arg = start.copy()
             got = call(fn, grad, start_arg, lr, steps, allow_mutation=True)
             if not np.array_equal(start_arg, start):
-                _fail(GD_MISTAKES, "start changed in place")
+                fail_with(GD_MISTAKES, "start changed in place")
             expected = ref.gd_minimize(grad, start, lr, steps)
             tried.got, tried.expected = got, expected
             if isinstance(got, (list, tuple)):
-                _fail(GD_MISTAKES, "list returned", f"(got a {type(got).__name__} of {len(got)} items)")
+                fail_with(GD_MISTAKES, "list returned", f"(got a {type(got).__name__} of {len(got)} items)")
             diagnose(got, expected, GD_MISTAKES, apply=lambda wrong: wrong(grad, start.copy(), lr, steps))
             expect_close(got, expected, f"the path (lr = {lr}, steps = {steps})")
             expect(isinstance(got, np.ndarray), f"gd_minimize returned a {type(got).__name__}; return an "
@@ -773,7 +769,7 @@ def adamw_step(fn):
     """One AdamW step (decoupled weight decay) as torch.optim.AdamW computes it; returns (w, AdamState)."""
     code = getattr(fn, "__code__", None)
     if code is not None and "adam_step" in _names_in(code):
-        _fail(ADAMW_MISTAKES, "built on adam_step")
+        fail_with(ADAMW_MISTAKES, "built on adam_step")
 
     def case(what, dim, seed, lr, betas, eps, weight_decay, scale=1.0):
         hyper = [dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)] * 20
@@ -936,7 +932,7 @@ def warmup_cosine_lr(fn):
                                           "part; test epoch < warmup before dividing by warmup)") from None
                     raise
                 if isinstance(got, (np.float32, np.float16)):
-                    _fail(SCHEDULE_MISTAKES, "float32", f"(got {got!r} at epoch {epoch})")
+                    fail_with(SCHEDULE_MISTAKES, "float32", f"(got {got!r} at epoch {epoch})")
                 value = _float_rate(got)
                 expected = ref.warmup_cosine_lr(epoch, base_lr, warmup, total, eta_min)
                 tried.got, tried.expected = value, expected
@@ -1140,11 +1136,11 @@ def minibatches(fn):
                     if problem or in_order or consecutive:
                         _name_batch_mistake(got, n, batch_size, seed)
                         if consecutive and not problem and not in_order:
-                            _fail(MINIBATCH_MISTAKES, "only the batch order shuffled")
+                            fail_with(MINIBATCH_MISTAKES, "only the batch order shuffled")
                         expect(problem is None, f"{problem} (n={n}, batch_size={batch_size})")
-                        _fail(MINIBATCH_MISTAKES, "not shuffled")
+                        fail_with(MINIBATCH_MISTAKES, "not shuffled")
                 if not generated:
-                    _fail(MINIBATCH_MISTAKES, "list instead of generator",
+                    fail_with(MINIBATCH_MISTAKES, "list instead of generator",
                           f"(it returned a {type(call(fn, n, batch_size, np.random.default_rng(seed))).__name__})")
         n, batch_size = 40, 8
         with trying("minibatches", call_text="list(minibatches(40, 8, np.random.default_rng(7)))"):
@@ -1155,7 +1151,7 @@ def minibatches(fn):
             other, _ = _collect(fn, n, batch_size, 9)
             if not _same_batches(first, again) or _same_batches(first, other):
                 _name_batch_mistake(first, n, batch_size, 7)
-                _fail(MINIBATCH_MISTAKES, "global generator")
+                fail_with(MINIBATCH_MISTAKES, "global generator")
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
@@ -1458,18 +1454,18 @@ def _explain_epoch_mutation(params, originals, copies, states, state_originals, 
     """Name what train_epoch changed among its inputs: the arrays themselves, or the lists' items."""
     for i, (p, before) in enumerate(zip(originals, copies)):
         if not np.array_equal(p, before):
-            _fail(EPOCH_MISTAKES, "params changed in place", f"(params[{i}])")
+            fail_with(EPOCH_MISTAKES, "params changed in place", f"(params[{i}])")
     for i, (s, before) in enumerate(zip(state_originals, state_copies)):
         for field in ("exp_avg", "exp_avg_sq"):
             if not np.array_equal(getattr(s, field), getattr(before, field)):
-                _fail(EPOCH_MISTAKES, "states changed in place", f"(states[{i}].{field})")
+                fail_with(EPOCH_MISTAKES, "states changed in place", f"(states[{i}].{field})")
     params_changed = len(params) != len(originals) or any(a is not b for a, b in zip(params, originals))
     states_changed = len(states) != len(state_originals) or any(
         a is not b for a, b in zip(states, state_originals))
     if params_changed:
-        _fail(EPOCH_MISTAKES, "params list items replaced", "(it replaced the items of `states` too)" if states_changed else "")
+        fail_with(EPOCH_MISTAKES, "params list items replaced", "(it replaced the items of `states` too)" if states_changed else "")
     if states_changed:
-        _fail(EPOCH_MISTAKES, "states list items replaced")
+        fail_with(EPOCH_MISTAKES, "states list items replaced")
 
 
 def _same_epoch(a, b) -> bool:
@@ -1510,7 +1506,7 @@ def train_epoch(fn):
     """One epoch of mini-batch Adam on an MLP; returns (params, states, mean loss over examples)."""
     code = getattr(fn, "__code__", None)
     if code is not None and "Optimizer" in _names_in(code):
-        _fail(EPOCH_MISTAKES, "Optimizer class used")
+        fail_with(EPOCH_MISTAKES, "Optimizer class used")
     for seed, batch_size, lr in [(31, 5, 1e-2), (32, 8, 3e-2)]:
         params, states, x, y = epoch_problem(seed)
         line = (f"from dlcourse.optim.checks import epoch_problem; params, states, x, y = epoch_problem({seed}); "
@@ -1549,7 +1545,7 @@ def train_epoch(fn):
                      apply=lambda wrong: wrong([p.copy() for p in copies], _copy_states(state_copies), x, y,
                                                batch_size, np.random.default_rng(seed), lr=lr))
             if not rng_used:
-                _fail(EPOCH_MISTAKES, "rng ignored", where)
+                fail_with(EPOCH_MISTAKES, "rng ignored", where)
             for i, (g, e) in enumerate(zip(got_params, expected[0])):
                 expect_close(g, e, f"params[{i}] after one epoch {where}")
             for i, (g, e) in enumerate(zip(got_states, expected[1])):
