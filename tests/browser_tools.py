@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -70,7 +71,14 @@ class LabServer:
                "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
                f"--ServerApp.root_dir={root}", "--LabApp.check_for_updates_class="
                "jupyterlab.NeverCheckForUpdate"]
-        env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="module://matplotlib_inline.backend_inline")
+        # A config folder of its own: no settings, workspaces or extensions of the user's
+        # ~/.jupyter, and no "get notified about Jupyter news?" toast over the screenshots.
+        self.config = config = Path(tempfile.mkdtemp(prefix="jupyter-config-"))
+        (config / "labconfig").mkdir()
+        (config / "labconfig" / "page_config.json").write_text(json.dumps(
+            {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+        env = dict(os.environ, OMP_NUM_THREADS="1", JUPYTER_CONFIG_DIR=str(config),
+                   MPLBACKEND="module://matplotlib_inline.backend_inline")
         self._log = open(log, "w")
         self.proc = subprocess.Popen(cmd, cwd=root, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
@@ -125,6 +133,7 @@ class LabServer:
                 self.proc.kill()
                 self.proc.wait(10)
         self._log.close()
+        shutil.rmtree(self.config, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the page
