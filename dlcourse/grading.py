@@ -43,7 +43,7 @@ import numpy as np
 from dlcourse.runtime import ipython_shell
 
 __all__ = ["Checker", "Result", "CheckFailed", "CheckTimeout", "Mistake", "call", "diagnose", "expect",
-           "expect_close", "expect_tuple", "fail_with", "first_wrong_stage", "matches", "reproduce", "time_limit",
+           "expect_close", "expect_defaults", "expect_tuple", "fail_with", "first_wrong_stage", "matches", "reproduce", "time_limit",
            "trying"]
 
 
@@ -730,6 +730,30 @@ def trying(name: str, *args, label: str = "", call_text: str | None = None, **kw
         raise
 
 
+def expect_defaults(fn, name: str, **defaults) -> None:
+    """Fail when the learner's ``fn`` gives a parameter another default than the exercise's signature.
+
+    The cases of a check pass every argument, so a changed default (``momentum=0.99``
+    where the exercise says 0.9, as torch does) would go unseen, and bite the first
+    caller that relies on it.  A parameter without a default is left alone.
+    """
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return
+    for key, want in defaults.items():
+        parameter = parameters.get(key)
+        if parameter is None or parameter.default is inspect.Parameter.empty:
+            continue
+        got = parameter.default
+        same = got == want if isinstance(want, (tuple, str)) or got is None or want is None else \
+            isinstance(got, (int, float)) and not isinstance(got, bool) and float(got) == float(want)
+        if not same:
+            raise CheckFailed(f"{name}'s default {key}={got!r} is not the exercise's {key}={want!r}: keep the "
+                              "signature as given (callers that leave it out rely on that default)",
+                              mistake="wrong default")
+
+
 def expect_tuple(result, count: int, names: str, what: str, noun: str = "values",
                  types: tuple[type, ...] = (tuple, list)):
     """Fail unless ``result`` is a tuple (or list) of ``count`` items; return it, ready to unpack.
@@ -795,7 +819,8 @@ def expect_close(got, expected, what: str = "the output", rtol: float = 1e-6,
         if bad.any():
             index = tuple(int(i) for i in np.argwhere(bad)[0])
             raise CheckFailed(f"{what} contains NaN or inf at index {index} where the answer is "
-                              f"{expected[index]:.6g} (overflow? use a numerically stable form)")
+                              f"{expected[index]:.6g} (an overflow, a division by zero, or the square root or log of a "
+                              "negative number?)")
     with np.errstate(all="ignore"):
         err = np.abs(got - expected)
         limit = atol + rtol * np.abs(expected)

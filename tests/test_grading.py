@@ -478,3 +478,17 @@ def test_the_reproducing_line_brings_its_imports_and_shows_the_inputs_before_a_m
     result = check.shift(in_place)
     assert "mutated its input `values` (argument 1) in place" in result.message
     assert "shift(np.array([1., 2.]))" in result.details
+
+
+def test_expect_defaults_names_a_changed_default_and_ignores_the_rest():
+    from dlcourse.grading import expect_defaults
+
+    def step(w, lr, momentum=0.9, betas=(0.9, 0.999), eps=1e-8):
+        return w
+    expect_defaults(step, "step", momentum=0.9, betas=(0.9, 0.999), eps=1e-8, lr=0.1, missing=1)
+    with pytest.raises(CheckFailed, match=r"^step's default momentum=0.99 is not the exercise's momentum=0.9") as fail:
+        expect_defaults(lambda w, momentum=0.99: w, "step", momentum=0.9)
+    assert fail.value.mistake == "wrong default"
+    with pytest.raises(CheckFailed):
+        expect_defaults(lambda w, betas=(0.9, 0.99): w, "step", betas=(0.9, 0.999))
+    expect_defaults(lambda w, eps=1e-08: w, "step", eps=1e-8)

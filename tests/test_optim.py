@@ -867,3 +867,42 @@ def test_train_scaled_up_runs_on_cpu(monkeypatch):
     assert len(calls) == 2 and history.lr == [ref.cosine_lr(0, 1e-3, 2), ref.cosine_lr(1, 1e-3, 2)]
     assert len(history.step_loss) == 2 * 2 and 0.0 <= history.test_acc <= 1.0
     assert torch_impl.SCALE_UP["hidden"] == (512, 256)
+
+
+# --------------------------------------------------------------------------- second review
+
+def test_review2_a_changed_default_is_named():
+    nesterov = solution(STEM, "nesterov_step")
+
+    def nesterov_step(w, dw, state, lr, momentum=0.99):
+        return nesterov(w, dw, state, lr, momentum)
+    result = check.nesterov_step(nesterov_step)
+    assert result.mistake == "wrong default"
+    assert result.message.startswith("nesterov_step's default momentum=0.99 is not the exercise's momentum=0.9")
+    adamw = solution(STEM, "adamw_step")
+
+    def adamw_step(w, dw, state, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        return adamw(w, dw, state, lr, betas, eps, weight_decay)
+    assert check.adamw_step(adamw_step).mistake == "wrong default"
+
+
+def test_review2_a_lazy_iterator_class_is_a_generator_enough():
+    class minibatches:  # noqa: N801 - the learner's name for it
+        def __init__(self, n, batch_size, rng):
+            self.perm, self.bs = rng.permutation(n), batch_size
+
+        def __iter__(self):
+            for i in range(0, len(self.perm), self.bs):
+                yield self.perm[i:i + self.bs]
+    result = check.minibatches(minibatches)
+    assert result.passed, result.message
+
+
+def test_review2_an_error_inside_the_generator_is_reported_as_such():
+    def minibatches(n, batch_size, rng):
+        idx = rng.shuffle(np.arange(n))  # shuffle works in place and returns None
+        for i in range(0, n, batch_size):
+            yield idx[i:i + batch_size]
+    result = check.minibatches(minibatches)
+    assert "raised TypeError while producing its batches" in result.message
+    assert "cannot be iterated" not in result.message

@@ -14,7 +14,6 @@ units, K classes, P any parameter shape.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import random
 from typing import Callable, NamedTuple
@@ -22,7 +21,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from dlcourse.grading import (CheckFailed, Checker, Mistake, call, diagnose, expect, expect_close,
-                              expect_tuple, fail_with, trying)
+                              expect_defaults, expect_tuple, fail_with, trying)
 from dlcourse.grading import matches as _close
 from dlcourse.optim import numpy_impl as ref
 
@@ -391,6 +390,7 @@ NESTEROV_MISTAKES = (
 ])
 def nesterov_step(fn):
     """One Nesterov momentum step, PyTorch's form; returns (w, SGDState)."""
+    expect_defaults(fn, "nesterov_step", momentum=0.9)
     def case(what, dim, seed, lr, momentum, lrs=None, warm=True):
         lrs = lrs or [lr] * 20
         hyper = [dict(lr=lr_k, momentum=momentum) for lr_k in lrs]
@@ -526,6 +526,7 @@ RMS_MISTAKES = (
 ])
 def rmsprop_step(fn):
     """One RMSprop step as torch.optim.RMSprop computes it; returns (w, RMSpropState)."""
+    expect_defaults(fn, "rmsprop_step", lr=1e-2, alpha=0.99, eps=1e-8)
     def case(what, dim, seed, lr, alpha, eps, scale=1.0, warm=False):
         hyper = [dict(lr=lr, alpha=alpha, eps=eps)] * 20
         quad = _quadratic(dim, seed)
@@ -767,6 +768,7 @@ ADAMW_MISTAKES = (
 ])
 def adamw_step(fn):
     """One AdamW step (decoupled weight decay) as torch.optim.AdamW computes it; returns (w, AdamState)."""
+    expect_defaults(fn, "adamw_step", lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2)
     code = getattr(fn, "__code__", None)
     if code is not None and "adam_step" in _names_in(code):
         fail_with(ADAMW_MISTAKES, "built on adam_step")
@@ -918,6 +920,7 @@ def _float_rate(got) -> float:
 ])
 def warmup_cosine_lr(fn):
     """The learning rate of an epoch: linear warm-up, then cosine annealing (equal to torch's schedulers)."""
+    expect_defaults(fn, "warmup_cosine_lr", eta_min=0.0)
     cases = [(1.0, 3, 8, 0.1), (3e-3, 1, 10, 0.0), (0.1, 5, 25, 1e-3), (0.5, 0, 6, 0.0)]  # small to large
     for base_lr, warmup, total, eta_min in cases:
         args = f"base_lr={base_lr}, warmup={warmup}, total={total}, eta_min={eta_min}"
@@ -1030,21 +1033,24 @@ MINIBATCH_MISTAKES = (
 
 def _collect(fn, n, batch_size, seed) -> tuple[list[np.ndarray], bool]:
     """The batches of ``fn(n, batch_size, default_rng(seed))``, the global generators seeded too,
-    and whether ``fn`` returned a generator."""
+    and whether ``fn`` produced them lazily (a generator, or any iterator that is not a ready-made
+    list, tuple or array)."""
     random.seed(seed)
     np.random.seed(seed)
     out = call(fn, n, batch_size, np.random.default_rng(seed))  # drawing from rng is no mutation
     if out is None:
         raise CheckFailed("minibatches returned None: `yield` each batch's index array inside the loop")
     try:
-        batches = list(out)
+        iterator = iter(out)
     except TypeError:
         raise CheckFailed(f"minibatches returned a {type(out).__name__}, which cannot be iterated over; "
                           "yield index arrays") from None
+    try:
+        batches = list(iterator)
     except NotImplementedError:
         raise
-    except Exception as err:
-        raise CheckFailed(f"iterating over minibatches(...) raised {type(err).__name__}: {err}") from None
+    except Exception as err:  # raised by the learner's code while it produced the batches
+        raise CheckFailed(f"minibatches raised {type(err).__name__} while producing its batches: {err}") from None
     result = []
     for i, b in enumerate(batches):
         arr = np.asarray(b)
@@ -1053,7 +1059,7 @@ def _collect(fn, n, batch_size, seed) -> tuple[list[np.ndarray], bool]:
                f"batch {i} holds {arr.dtype} values: yield integer indices into the data set "
                "(e.g. order[start:start + batch_size])")
         result.append(arr.astype(np.int64))
-    return result, inspect.isgenerator(out)
+    return result, not isinstance(out, (list, tuple, np.ndarray))
 
 
 def _in_order(batches, n, batch_size) -> tuple[bool, bool]:
@@ -1504,6 +1510,7 @@ def _first_epoch_difference(got, expected):
 ])
 def train_epoch(fn):
     """One epoch of mini-batch Adam on an MLP; returns (params, states, mean loss over examples)."""
+    expect_defaults(fn, "train_epoch", lr=1e-3)
     code = getattr(fn, "__code__", None)
     if code is not None and "Optimizer" in _names_in(code):
         fail_with(EPOCH_MISTAKES, "Optimizer class used")
