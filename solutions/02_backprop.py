@@ -47,7 +47,7 @@ from dlcourse.backprop.checks import check
 # mirrored forms (`2 * a`) are given: they are built from your operations. Use `math.exp` and
 # `math.log`. An operation never changes its inputs: the result goes into the new `Value` only.
 #
-# The check runs 14 expressions such as `a * b`, `b ** -2`, `a ** 0.5`, `3 * a - b` and
+# The check runs 15 expressions such as `a * b`, `b ** -2`, `a ** 0.5`, `a ** 2` at a = 0, `3 * a - b` and
 # `(a * b + a).tanh()`, and `relu` at exactly 0, and follows your `children` and `local_grads`
 # with a correct backward pass of its own, so this exercise does not need exercise 2.
 

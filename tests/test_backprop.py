@@ -800,3 +800,14 @@ def test_review_linear_backward_reproduce_line_runs_in_a_fresh_exercise_cell():
 def test_review_concept_question_answered_with_a_bool():
     result = check.q_backward_passes(lambda: True)
     assert not result.passed and result.mistake == "answer's form" and "bool" in result.message
+
+
+def test_review2_pow_that_divides_by_the_base_fails_at_zero():
+    base = solution(STEM, "value_ops")
+
+    class Value(base):
+        def __pow__(self, n):
+            out = self.data ** n
+            return Value(out, (self,), (n * out / self.data,), "**")
+    result = check.value_ops(Value)
+    assert not result.passed and "ZeroDivisionError" in result.message

@@ -697,3 +697,8 @@ def test_plots_draw():
     ax2 = plot_decision_boundary(lambda p: np.stack([-p[:, 0], p[:, 0]], 1), x, y, resolution=20)
     assert ax2.get_xlim()[0] < 0
     plt.close("all")
+
+
+def test_review2_abs_in_the_main_term_is_not_blamed_on_the_correction():
+    result = check.softplus(lambda x: np.abs(x) + np.log1p(np.exp(-np.abs(x))))
+    assert not result.passed and "|x| in the main term" in result.message

@@ -212,6 +212,8 @@ _OPS = [
     ("a.relu()", "relu", lambda a, b: a.relu(), "the slope of relu is 1 where the input is positive"),
     ("b.relu()", "relu", lambda a, b: b.relu(), "the slope of relu is 0 where the input is negative"),
     ("a.relu() at a = 0", "relu", lambda a, b: a.relu(), "the slope of relu is 0 at exactly 0", (0.0, _B)),
+    ("a ** 2 at a = 0", "__pow__", lambda a, b: a ** 2, "d(a^2)/da = 2a, which is 0 at a = 0: compute n * a^(n-1), "
+     "never dividing by a", (0.0, _B)),
     ("a / b", "__pow__", lambda a, b: a / b, "a / b is a * b**-1"),
     ("(a * b + a).tanh()", "__mul__", lambda a, b: (a * b + a).tanh(), "a is used twice: both paths add up"),
     ("(a.exp() * b + 4).relu().log()", "log", lambda a, b: (a.exp() * b + 4).relu().log(),
@@ -307,7 +309,7 @@ def value_ops(cls):
         raise CheckFailed(f"not implemented yet: {', '.join(missing)} still raise{'s' if len(missing) == 1 else ''} "
                           f"NotImplementedError ({', '.join(done) or 'nothing else'} already work{'s' if len(done) == 1 else ''}); "
                           "write the missing method(s) the same way")
-    return f"all {len(_OPS)} expressions, relu at exactly 0 included, have the right values and local derivatives"
+    return f"all {len(_OPS)} expressions, relu and a ** 2 at exactly 0 included, have the right values and local derivatives"
 
 
 # =========================================================================== 2 · Value.backward

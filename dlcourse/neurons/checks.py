@@ -251,8 +251,9 @@ SOFTPLUS_MISTAKES = [
             "the result is softplus(-x): the sign is flipped. softplus grows like x for large positive x "
             "and goes to 0 for large negative x"),
     Mistake("no abs", softplus_no_abs,
-            "the correction exponentiates -x, not -|x|: for negative x that is e^|x| (wrong, and it "
-            "overflows at x = -1000). The correction term must use -|x|, which is <= 0 for both signs"),
+            "for negative x this gives softplus(|x|) = log(1 + e^|x|), not log(1 + e^x): the main term and the "
+            "correction must fit together, max(x, 0) with a correction in -|x| (which is <= 0 for both signs); "
+            "|x| in the main term, or -x in the correction, mirrors the negative half"),
     Mistake("returns the sigmoid", softplus_is_sigmoid,
             "that is the sigmoid, softplus's derivative, not softplus itself: softplus(x) = log(1 + e^x)"),
     Mistake("relu only", softplus_relu_only,
