@@ -132,3 +132,131 @@ def test_losses_keep_float32_and_leave_inputs_alone():
         assert np.asarray(loss).dtype == np.float32 and grad.dtype == np.float32, forward.__name__
     for a, b in zip(before, (pred, target, logits, y)):
         np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------- dropout
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 0.9, 1.0])
+def test_dropout_matches_torch_for_the_same_mask(p):
+    rng = np.random.default_rng(6)
+    x, dout = rng.standard_normal((5, 8)), rng.standard_normal((5, 8))
+    out, cache = ref.dropout_forward(x, p, train=True, rng=np.random.default_rng(7))
+    mask = cache.mask if cache.mask is not None else np.ones(x.shape, bool)
+    dx = ref.dropout_backward(dout, cache)
+    xt = _t(x, grad=True)  # torch's inverted dropout with this mask; p = 1 gives zeros in torch
+    yt = xt * _t(mask.astype(np.float64)) / (1 - p) if p < 1 else xt * 0.0
+    yt.backward(_t(dout))
+    np.testing.assert_allclose(out, yt.detach().numpy(), rtol=RTOL, atol=0)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=RTOL, atol=0)
+    if p == 1.0:  # and torch's own F.dropout agrees where no randomness is left
+        np.testing.assert_array_equal(out, F.dropout(_t(x), 1.0, training=True).numpy())
+
+
+def test_dropout_mask_given_rng_drawn_and_eval():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((400, 50))
+    mask = rng.random(x.shape) >= 0.25
+    out, cache = ref.dropout_forward(x, 0.25, mask=mask)
+    np.testing.assert_array_equal(out, x * mask / 0.75)  # a given mask is used as is
+    out1, c1 = ref.dropout_forward(x, 0.25, rng=np.random.default_rng(9))
+    out2, c2 = ref.dropout_forward(x, 0.25, rng=np.random.default_rng(9))
+    np.testing.assert_array_equal(out1, out2)  # same generator state, same mask
+    assert abs(c1.mask.mean() - 0.75) < 0.01  # kept with probability 1 - p (20,000 draws)
+    np.testing.assert_allclose(ref.dropout_forward(np.ones((400, 50)), 0.25,  # the expectation is kept
+                                                   rng=np.random.default_rng(10))[0].mean(), 1.0, atol=0.02)
+    out_eval, c_eval = ref.dropout_forward(x, 0.25, train=False, rng=np.random.default_rng(9))
+    np.testing.assert_array_equal(out_eval, x)  # eval: the identity, and torch's eval dropout is too
+    np.testing.assert_array_equal(out_eval, F.dropout(_t(x), 0.25, training=False).numpy())
+    assert out_eval is not x and c_eval.mask is None
+    np.testing.assert_array_equal(ref.dropout_backward(x, c_eval), x)
+    with pytest.raises(ValueError, match="mask or an rng"):
+        ref.dropout_forward(x, 0.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ref.dropout_forward(x, 1.5, rng=rng)
+
+
+def test_dropout_numerical_grad():
+    rng = np.random.default_rng(11)
+    x, dout = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    mask = rng.random(x.shape) >= 0.4
+    _, cache = ref.dropout_forward(x, 0.4, mask=mask)
+    num = numerical_grad(lambda a: ref.dropout_forward(a, 0.4, mask=mask)[0], x, dout)
+    np.testing.assert_allclose(ref.dropout_backward(dout, cache), num, rtol=1e-7, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- batch norm vs nn.BatchNorm1d
+
+def _bn_layer(d, rng, momentum=0.1, eps=1e-5):
+    layer = torch.nn.BatchNorm1d(d, momentum=momentum, eps=eps).double()
+    with torch.no_grad():  # non-trivial affine parameters
+        layer.weight.copy_(_t(rng.standard_normal(d) + 1))
+        layer.bias.copy_(_t(rng.standard_normal(d)))
+    return layer
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (5, 3, 7)])
+def test_batchnorm_train_matches_torch_over_several_steps(shape):
+    rng = np.random.default_rng(12)
+    d = shape[1]
+    layer = _bn_layer(d, rng, momentum=0.2)
+    gamma, beta = (p.detach().numpy().copy() for p in (layer.weight, layer.bias))
+    running = ref.batchnorm_init(d)
+    for step in range(4):  # running statistics after several steps
+        x = rng.standard_normal(shape) * 3 + step
+        dout = rng.standard_normal(shape)
+        out, cache, running = ref.batchnorm_forward(x, gamma, beta, running, train=True, momentum=0.2)
+        dx, dgamma, dbeta = ref.batchnorm_backward(dout, cache)
+        layer.zero_grad()
+        xt = _t(x, grad=True)
+        yt = layer.train()(xt)
+        yt.backward(_t(dout))
+        np.testing.assert_allclose(out, yt.detach().numpy(), rtol=RTOL, atol=1e-13)
+        np.testing.assert_allclose(running.mean, layer.running_mean.numpy(), rtol=RTOL)
+        np.testing.assert_allclose(running.var, layer.running_var.numpy(), rtol=RTOL)  # unbiased
+        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-9, atol=1e-13)
+        np.testing.assert_allclose(dgamma, layer.weight.grad.numpy(), rtol=RTOL, atol=1e-13)
+        np.testing.assert_allclose(dbeta, layer.bias.grad.numpy(), rtol=RTOL, atol=1e-13)
+    # eval mode: the running statistics normalise, and stay as they are
+    x, dout = rng.standard_normal(shape), rng.standard_normal(shape)
+    out, cache, after = ref.batchnorm_forward(x, gamma, beta, running, train=False, momentum=0.2)
+    dx, dgamma, dbeta = ref.batchnorm_backward(dout, cache)
+    layer.zero_grad()
+    xt = _t(x, grad=True)
+    yt = layer.eval()(xt)
+    yt.backward(_t(dout))
+    assert after is running
+    np.testing.assert_allclose(out, yt.detach().numpy(), rtol=RTOL, atol=1e-13)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=RTOL, atol=1e-13)
+    np.testing.assert_allclose(dgamma, layer.weight.grad.numpy(), rtol=RTOL, atol=1e-13)
+    np.testing.assert_allclose(dbeta, layer.bias.grad.numpy(), rtol=RTOL, atol=1e-13)
+
+
+def test_batchnorm_state_in_state_out():
+    rng = np.random.default_rng(13)
+    x, gamma, beta = rng.standard_normal((8, 3)), np.ones(3), np.zeros(3)
+    running = ref.batchnorm_init(3)
+    before = [a.copy() for a in (x, running.mean, running.var)]
+    out, _, new = ref.batchnorm_forward(x, gamma, beta, running)
+    for a, b in zip(before, (x, running.mean, running.var)):
+        np.testing.assert_array_equal(a, b)  # nothing mutated behind the caller's back
+    assert new is not running
+    np.testing.assert_allclose(out.mean(axis=0), 0, atol=1e-12)  # normalised per feature
+    np.testing.assert_allclose(out.var(axis=0), 1, rtol=1e-4)     # up to eps
+    with pytest.raises(ValueError, match="more than one value"):
+        ref.batchnorm_forward(x[:1], gamma, beta, running)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batchnorm_numerical_grad(train):
+    rng = np.random.default_rng(14)
+    x, dout = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+    gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
+    running = ref.BatchNormRunning(rng.standard_normal(3), rng.random(3) + 0.5)
+    _, cache, _ = ref.batchnorm_forward(x, gamma, beta, running, train=train)
+    dx, dgamma, dbeta = ref.batchnorm_backward(dout, cache)
+    f = lambda x_, g_, b_: ref.batchnorm_forward(x_, g_, b_, running, train=train)[0]  # noqa: E731
+    # atol: a 2e-3 entry next to entries of 1 is measured by differences with ~1e-10 absolute noise
+    for analytic, num in [(dx, numerical_grad(lambda a: f(a, gamma, beta), x, dout)),
+                          (dgamma, numerical_grad(lambda a: f(x, a, beta), gamma, dout)),
+                          (dbeta, numerical_grad(lambda a: f(x, gamma, a), beta, dout))]:
+        np.testing.assert_allclose(analytic, num, rtol=1e-7, atol=1e-8)

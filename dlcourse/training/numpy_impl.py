@@ -34,6 +34,8 @@ __all__ = [
     "HuberLossCache", "huber_loss_forward", "huber_loss_backward",
     "BCEWithLogitsCache", "bce_with_logits_forward", "bce_with_logits_backward",
     "CrossEntropyCache", "cross_entropy_forward", "cross_entropy_backward",
+    "DropoutCache", "dropout_forward", "dropout_backward",
+    "BatchNormRunning", "BatchNormCache", "batchnorm_init", "batchnorm_forward", "batchnorm_backward",
 ]
 
 
@@ -207,3 +209,181 @@ def cross_entropy_backward(dloss: float, cache: CrossEntropyCache) -> np.ndarray
     probs, q = cache
     # d(-sum_k q_k log softmax_k)/dz_j = softmax_j sum_k q_k - q_j = softmax_j - q_j
     return dloss * (probs - q) / probs.shape[0]
+
+
+# --------------------------------------------------------------------------- dropout
+
+class DropoutCache(NamedTuple):
+    mask: Optional[np.ndarray]  # bool, shaped like x: True where a unit was kept; None in eval mode
+    p: float
+
+
+def dropout_forward(x: np.ndarray, p: float = 0.5, train: bool = True,
+                    rng: Optional[np.random.Generator] = None,
+                    mask: Optional[np.ndarray] = None) -> tuple[np.ndarray, DropoutCache]:
+    """Inverted dropout, as ``F.dropout(x, p, training=train)``.
+
+    In training each unit is zeroed with probability ``p`` and the survivors are
+    scaled by ``1 / (1 - p)``, so the expected output equals ``x``: at eval time the
+    layer is the identity and nothing needs rescaling.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, D) (or any shape)
+    p : probability of dropping a unit, in [0, 1]
+    train : False for evaluation: the identity, no randomness
+    rng : a NumPy Generator to draw the mask from (``mask`` or ``rng`` is needed in training)
+    mask : bool ndarray shaped like ``x``, True = keep; given, it is used as is (to
+        reproduce a mask, or to compare with PyTorch on the same mask)
+
+    Returns
+    -------
+    out : ndarray shaped like ``x``
+    cache : DropoutCache with the mask (None in eval mode)
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if not train or p == 0.0:
+        return x.copy(), DropoutCache(None, p)  # a copy: the output never aliases the input
+    if mask is None:
+        if rng is None:
+            raise ValueError("training-mode dropout needs a mask or an rng (np.random.default_rng(seed))")
+        mask = rng.random(x.shape) >= p  # kept with probability 1 - p
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != x.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from x shape {x.shape}")
+    if p == 1.0:  # everything dropped: PyTorch returns zeros (1 / (1 - p) would be inf)
+        return np.zeros_like(x), DropoutCache(np.zeros_like(mask), p)
+    return x * mask / x.dtype.type(1 - p), DropoutCache(mask, p)
+
+
+def dropout_backward(dout: np.ndarray, cache: DropoutCache) -> np.ndarray:
+    """Gradient of inverted dropout: the same mask and the same scale as the forward pass.
+
+    Parameters
+    ----------
+    dout : ndarray shaped like the layer's output
+    cache : DropoutCache from :func:`dropout_forward`
+
+    Returns
+    -------
+    dx : ndarray shaped like ``dout``
+    """
+    mask, p = cache
+    if mask is None:
+        return dout.copy()  # eval mode: d x / d x = 1
+    if p == 1.0:
+        return np.zeros_like(dout)
+    return dout * mask / dout.dtype.type(1 - p)  # d out / d x = mask / (1 - p)
+
+
+# --------------------------------------------------------------------------- batch normalization
+
+class BatchNormRunning(NamedTuple):
+    mean: np.ndarray  # (D,) running mean, used in eval mode
+    var: np.ndarray   # (D,) running (unbiased) variance
+
+
+class BatchNormCache(NamedTuple):
+    x_hat: np.ndarray    # (N, D) normalised input
+    inv_std: np.ndarray  # (D,) 1 / sqrt(var + eps), batch variance in train mode, running in eval
+    gamma: np.ndarray    # (D,)
+    train: bool
+    axes: tuple          # the axes the statistics are taken over: (0,) for (N, D), (0, 2) for (N, C, L)
+
+
+def batchnorm_init(num_features: int, dtype=np.float64) -> BatchNormRunning:
+    """Initial running statistics, as ``nn.BatchNorm1d``: mean 0 and variance 1."""
+    return BatchNormRunning(np.zeros(num_features, dtype), np.ones(num_features, dtype))
+
+
+def _bn_axes(x: np.ndarray) -> tuple[tuple, tuple]:
+    """Axes to reduce over and the shape that broadcasts a (D,) vector against ``x``."""
+    if x.ndim not in (2, 3):
+        raise ValueError(f"batch norm expects (N, D) or (N, C, L), got shape {x.shape}")
+    axes = (0,) if x.ndim == 2 else (0, 2)
+    return axes, (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def batchnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running: BatchNormRunning,
+                      train: bool = True, momentum: float = 0.1,
+                      eps: float = 1e-5) -> tuple[np.ndarray, BatchNormCache, BatchNormRunning]:
+    """Batch normalization, as ``nn.BatchNorm1d(D, eps=eps, momentum=momentum)``.
+
+    Train mode normalises each feature with the batch's mean and (biased) variance
+    and updates the running statistics with PyTorch's convention
+    ``running = (1 - momentum) * running + momentum * batch_statistic``, where the
+    variance that goes into the running average is the *unbiased* one (divided by
+    ``N - 1``).  Eval mode normalises with the running statistics and leaves them as
+    they are.  The running statistics are returned, never updated in place.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, D), or (N, C, L) normalised per channel over N and L
+    gamma : ndarray of shape (D,) (or (C,)), the scale (``weight`` in PyTorch)
+    beta : ndarray of shape (D,) (or (C,)), the shift (``bias`` in PyTorch)
+    running : BatchNormRunning, e.g. from :func:`batchnorm_init`
+    train : True to use (and learn from) the batch statistics, False for the running ones
+    momentum : weight of the new batch in the running averages
+    eps : added to the variance before the square root
+
+    Returns
+    -------
+    out : ndarray shaped like ``x``
+    cache : BatchNormCache for :func:`batchnorm_backward`
+    running : the new BatchNormRunning (the one given, in eval mode)
+    """
+    axes, shape = _bn_axes(x)
+    if train:
+        m = x.size // x.shape[1]  # values per feature: N, or N * L
+        if m < 2:
+            raise ValueError("train-mode batch norm needs more than one value per feature (as PyTorch)")
+        mean = x.mean(axis=axes)
+        var = x.var(axis=axes)  # biased (divide by m): what normalises the batch
+        running = BatchNormRunning((1 - momentum) * running.mean + momentum * mean,
+                                   (1 - momentum) * running.var + momentum * var * (m / (m - 1)))
+    else:
+        mean, var = running
+    inv_std = 1 / np.sqrt(var + eps)
+    x_hat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
+    out = gamma.reshape(shape) * x_hat + beta.reshape(shape)
+    return out, BatchNormCache(x_hat, inv_std, gamma, train, axes), running
+
+
+def batchnorm_backward(dout: np.ndarray,
+                       cache: BatchNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of batch normalization.
+
+    In train mode the mean and variance depend on every example of the batch, so
+    each ``dx`` gets three terms; simplified (m values per feature)::
+
+        dx = inv_std / m * (m * dx_hat - sum(dx_hat) - x_hat * sum(dx_hat * x_hat))
+
+    In eval mode the statistics are constants and batch norm is an affine map.
+
+    Parameters
+    ----------
+    dout : ndarray of shape (N, D) (or (N, C, L))
+    cache : BatchNormCache from :func:`batchnorm_forward`
+
+    Returns
+    -------
+    dx : ndarray shaped like ``dout``
+    dgamma : ndarray of shape (D,)
+    dbeta : ndarray of shape (D,)
+    """
+    x_hat, inv_std, gamma, train, axes = cache
+    shape = (1, dout.shape[1]) + (1,) * (dout.ndim - 2)
+    dbeta = dout.sum(axis=axes)                 # out = ... + beta: beta is broadcast over the batch
+    dgamma = (dout * x_hat).sum(axis=axes)      # d out / d gamma = x_hat
+    dx_hat = dout * gamma.reshape(shape)        # d out / d x_hat = gamma
+    if not train:
+        return dx_hat * inv_std.reshape(shape), dgamma, dbeta  # d x_hat / d x = inv_std, a constant
+    m = dout.size // dout.shape[1]
+    # x_hat = (x - mean) * inv_std, with d mean / d x = 1/m and d var / d x = 2 (x - mean) / m:
+    # the direct path gives dx_hat, the mean's path -mean(dx_hat), the variance's path
+    # -x_hat * mean(dx_hat * x_hat); all scaled by d x_hat / d (x - mean) = inv_std
+    dx = (dx_hat
+          - dx_hat.sum(axis=axes, keepdims=True) / m
+          - x_hat * (dx_hat * x_hat).sum(axis=axes, keepdims=True) / m) * inv_std.reshape(shape)
+    return dx, dgamma, dbeta
