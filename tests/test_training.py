@@ -260,3 +260,98 @@ def test_batchnorm_numerical_grad(train):
                           (dgamma, numerical_grad(lambda a: f(x, a, beta), gamma, dout)),
                           (dbeta, numerical_grad(lambda a: f(x, gamma, a), beta, dout))]:
         np.testing.assert_allclose(analytic, num, rtol=1e-7, atol=1e-8)
+
+
+# --------------------------------------------------------------------------- metrics vs scikit-learn
+
+def _label_cases():
+    rng = np.random.default_rng(15)
+    y = rng.integers(0, 4, 50)
+    noisy = np.where(rng.random(50) < 0.6, y, rng.integers(0, 4, 50))
+    return {
+        "random": (y, noisy, 4),
+        "never_predicted": (y, np.where(noisy == 2, 0, noisy), 4),        # class 2 never predicted
+        "never_true": (np.where(y == 3, 1, y), noisy, 4),                   # class 3 never true
+        "absent_both": (np.array([0, 1, 0, 1, 1]), np.array([0, 1, 1, 1, 0]), 3),  # class 2 nowhere
+        "all_wrong": (np.array([0, 0, 1, 1]), np.array([1, 1, 0, 0]), 2),
+        "perfect": (y, y.copy(), 4),
+        "one_example": (np.array([2]), np.array([2]), 3),
+        "imbalanced": (np.r_[np.zeros(95, int), np.ones(5, int)], np.zeros(100, int), 2),  # accuracy 0.95, F1 low
+    }
+
+
+@pytest.mark.parametrize("case", list(_label_cases()))
+def test_classification_metrics_match_sklearn(case):
+    sk = pytest.importorskip("sklearn.metrics")
+    y_true, y_pred, k = _label_cases()[case]
+    labels = np.arange(k)
+    assert ref.accuracy(y_true, y_pred) == sk.accuracy_score(y_true, y_pred)
+    np.testing.assert_array_equal(ref.confusion_matrix(y_true, y_pred, k),
+                                  sk.confusion_matrix(y_true, y_pred, labels=labels))
+    for average in (None, "macro", "micro"):
+        ours = ref.precision_recall_f1(y_true, y_pred, k, average=average)
+        theirs = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average,
+                                                    zero_division=0)[:3]
+        for a, b in zip(ours, theirs):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)
+        np.testing.assert_allclose(ref.f1_score(y_true, y_pred, k, average),
+                                   sk.f1_score(y_true, y_pred, labels=labels, average=average,
+                                               zero_division=0), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(ref.precision_score(y_true, y_pred, k),
+                               sk.precision_score(y_true, y_pred, labels=labels, average="macro",
+                                                  zero_division=0), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(ref.recall_score(y_true, y_pred, k),
+                               sk.recall_score(y_true, y_pred, labels=labels, average="macro",
+                                               zero_division=0), rtol=1e-12, atol=0)
+
+
+def test_metrics_defaults_and_errors():
+    y_true, y_pred = np.array([0, 2, 1, 2]), np.array([0, 1, 1, 2])
+    assert ref.confusion_matrix(y_true, y_pred).shape == (3, 3)  # K = largest label + 1
+    assert ref.confusion_matrix(y_true, y_pred, 5).shape == (5, 5)
+    p, r, f = ref.precision_recall_f1(y_true, y_pred, average="micro")
+    assert p == r == f == ref.accuracy(y_true, y_pred) == 0.75  # single-label: micro = accuracy
+    with pytest.raises(ValueError, match="shapes"):
+        ref.accuracy(y_true, y_pred[:3])
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        ref.confusion_matrix(y_true, y_pred, 2)
+    with pytest.raises(ValueError, match="average"):
+        ref.precision_recall_f1(y_true, y_pred, average="weighted")
+
+
+def _score_cases():
+    rng = np.random.default_rng(16)
+    y = rng.integers(0, 2, 40)
+    return {
+        "random": (y, rng.standard_normal(40) + y),
+        "ties": (y, np.round(rng.random(40) + 0.5 * y, 1)),  # many equal scores
+        "all_tied": (y, np.full(40, 0.3)),                   # one diagonal step
+        "perfect": (y, y * 2.0 - 1),
+        "reversed": (y, 1.0 - y),
+        "logits": (y, (rng.standard_normal(40) + y) * 1000),  # any monotone score works
+        "tiny": (np.array([0, 1]), np.array([0.2, 0.1])),
+        "collinear": (np.array([0, 0, 0, 1, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])),
+    }
+
+
+@pytest.mark.parametrize("case", list(_score_cases()))
+def test_roc_curve_and_auc_match_sklearn(case):
+    sk = pytest.importorskip("sklearn.metrics")
+    y, score = _score_cases()[case]
+    for drop in (True, False):
+        for a, b in zip(ref.roc_curve(y, score, drop_intermediate=drop),
+                        sk.roc_curve(y, score, drop_intermediate=drop)):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=0)
+    fpr, tpr, _ = ref.roc_curve(y, score)
+    np.testing.assert_allclose(ref.auc(fpr, tpr), sk.roc_auc_score(y, score), rtol=1e-12)
+    np.testing.assert_allclose(ref.roc_auc_score(y, score), sk.roc_auc_score(y, score), rtol=1e-12)
+    # the ranking meaning: P(score of a positive > score of a negative), ties counting one half
+    pos, neg = score[y == 1][:, None], score[y == 0][None, :]
+    np.testing.assert_allclose(ref.roc_auc_score(y, score), np.mean((pos > neg) + 0.5 * (pos == neg)), rtol=1e-12)
+
+
+def test_roc_needs_both_classes():
+    with pytest.raises(ValueError, match="both present"):
+        ref.roc_curve(np.ones(4, int), np.arange(4.0))
+    with pytest.raises(ValueError, match="both present"):
+        ref.roc_auc_score(np.array([0, 2, 1]), np.arange(3.0))

@@ -36,6 +36,8 @@ __all__ = [
     "CrossEntropyCache", "cross_entropy_forward", "cross_entropy_backward",
     "DropoutCache", "dropout_forward", "dropout_backward",
     "BatchNormRunning", "BatchNormCache", "batchnorm_init", "batchnorm_forward", "batchnorm_backward",
+    "accuracy", "confusion_matrix", "precision_recall_f1", "precision_score", "recall_score", "f1_score",
+    "roc_curve", "auc", "roc_auc_score",
 ]
 
 
@@ -387,3 +389,162 @@ def batchnorm_backward(dout: np.ndarray,
           - dx_hat.sum(axis=axes, keepdims=True) / m
           - x_hat * (dx_hat * x_hat).sum(axis=axes, keepdims=True) / m) * inv_std.reshape(shape)
     return dx, dgamma, dbeta
+
+
+# --------------------------------------------------------------------------- metrics
+# Classes are the integers 0 .. K-1 (K = num_classes, or the largest label seen + 1), and
+# every one of them counts in a macro average, present in the batch or not.  A ratio whose
+# denominator is 0 (a class never predicted has no precision) is 0, as scikit-learn's
+# ``zero_division=0``.
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Fraction of correct predictions, as ``sklearn.metrics.accuracy_score``.
+
+    Parameters
+    ----------
+    y_true, y_pred : int ndarrays of shape (N,)
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1 or y_true.size == 0:
+        raise ValueError(f"need two non-empty (N,) arrays, got shapes {y_true.shape} and {y_pred.shape}")
+    return float(np.mean(y_true == y_pred))
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: Optional[int] = None) -> np.ndarray:
+    """Counts of (true class, predicted class) pairs, as ``sklearn.metrics.confusion_matrix``.
+
+    Parameters
+    ----------
+    y_true, y_pred : int ndarrays of shape (N,), classes in [0, K)
+    num_classes : K; by default the largest label in either array, plus one
+
+    Returns
+    -------
+    cm : int ndarray of shape (K, K); ``cm[i, j]`` counts examples of class i predicted as j
+        (rows: the truth, columns: the prediction; the diagonal holds the correct ones)
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    accuracy(y_true, y_pred)  # the same shape checks
+    k = int(max(y_true.max(), y_pred.max())) + 1 if num_classes is None else num_classes
+    if min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= k:
+        raise ValueError(f"labels must be integers in [0, {k})")
+    # each pair (i, j) gets its own bin i * K + j: one bincount counts them all
+    return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
+
+
+def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` with 0 where ``den == 0`` (scikit-learn's ``zero_division=0``)."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    return np.divide(num, den, out=np.zeros_like(num), where=den != 0)
+
+
+def precision_recall_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: Optional[int] = None,
+                        average: Optional[str] = None) -> tuple:
+    """Precision, recall and F1, per class or averaged, as ``sklearn.metrics.precision_recall_fscore_support``.
+
+    For class c: precision = TP / (TP + FP) (of the examples predicted c, how many are c),
+    recall = TP / (TP + FN) (of the examples that are c, how many were found), and
+    F1 = 2 TP / (2 TP + FP + FN), their harmonic mean.  ``"macro"`` averages the per-class
+    scores (every class weighs the same, however rare); ``"micro"`` pools the counts of
+    all classes first (for single-label classification, micro P = R = F1 = accuracy).
+
+    Parameters
+    ----------
+    y_true, y_pred : int ndarrays of shape (N,), classes in [0, K)
+    num_classes : K; by default the largest label seen, plus one
+    average : None (per class), ``"macro"`` or ``"micro"``
+
+    Returns
+    -------
+    precision, recall, f1 : ndarrays of shape (K,) for ``average=None``, floats otherwise
+    """
+    cm = confusion_matrix(y_true, y_pred, num_classes)
+    tp = np.diag(cm)
+    fp = cm.sum(axis=0) - tp  # predicted c (column c), but not c
+    fn = cm.sum(axis=1) - tp  # are c (row c), but predicted otherwise
+    if average == "micro":
+        tp, fp, fn = tp.sum(), fp.sum(), fn.sum()
+    elif average not in (None, "macro"):
+        raise ValueError(f"average must be None, 'macro' or 'micro', got {average!r}")
+    precision = _safe_divide(tp, tp + fp)
+    recall = _safe_divide(tp, tp + fn)
+    f1 = _safe_divide(2 * tp, 2 * tp + fp + fn)  # = 2 P R / (P + R), without dividing by 0 twice
+    if average is None:
+        return precision, recall, f1
+    return float(precision.mean()), float(recall.mean()), float(f1.mean())
+
+
+def precision_score(y_true, y_pred, num_classes=None, average="macro"):
+    """Precision alone; see :func:`precision_recall_f1` (note: macro by default)."""
+    return precision_recall_f1(y_true, y_pred, num_classes, average)[0]
+
+
+def recall_score(y_true, y_pred, num_classes=None, average="macro"):
+    """Recall alone; see :func:`precision_recall_f1` (note: macro by default)."""
+    return precision_recall_f1(y_true, y_pred, num_classes, average)[1]
+
+
+def f1_score(y_true, y_pred, num_classes=None, average="macro"):
+    """F1 alone; see :func:`precision_recall_f1` (note: macro by default)."""
+    return precision_recall_f1(y_true, y_pred, num_classes, average)[2]
+
+
+def roc_curve(y_true: np.ndarray, y_score: np.ndarray,
+              drop_intermediate: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Receiver operating characteristic, as ``sklearn.metrics.roc_curve``.
+
+    Sweep a threshold t down through every distinct score; predict positive where
+    ``score >= t``; record the false-positive rate FP / negatives and the true-positive
+    rate TP / positives.  Tied scores move together (one step, possibly diagonal).
+
+    Parameters
+    ----------
+    y_true : ndarray of shape (N,), labels 0 (negative) and 1 (positive), both present
+    y_score : float ndarray of shape (N,), higher means more likely positive (a probability or a logit)
+    drop_intermediate : drop points on a straight segment between their neighbours
+        (the curve, and its area, do not change), as scikit-learn does by default
+
+    Returns
+    -------
+    fpr, tpr : ndarrays of shape (M,), from (0, 0) to (1, 1)
+    thresholds : ndarray of shape (M,), decreasing; the first is ``inf`` (nothing predicted positive)
+    """
+    y_true, y_score = np.asarray(y_true), np.asarray(y_score, dtype=np.float64)
+    if y_true.shape != y_score.shape or y_true.ndim != 1:
+        raise ValueError(f"need two (N,) arrays, got shapes {y_true.shape} and {y_score.shape}")
+    if not np.isin(y_true, (0, 1)).all() or len(np.unique(y_true)) != 2:
+        raise ValueError("a ROC curve needs labels 0 and 1, both present")
+    order = np.argsort(-y_score, kind="mergesort")  # highest score first; stable
+    score, positive = y_score[order], y_true[order] == 1
+    # the last index of each run of equal scores: a threshold there counts the whole run
+    last = np.r_[np.flatnonzero(np.diff(score)), score.size - 1]
+    tps = np.cumsum(positive)[last]
+    fps = (last + 1) - tps  # everything above the threshold that is not a true positive
+    thresholds = score[last]
+    if drop_intermediate and tps.size > 2:
+        # a point is a corner when the second difference of fps or tps is non-zero
+        keep = np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True]
+        tps, fps, thresholds = tps[keep], fps[keep], thresholds[keep]
+    tps, fps = np.r_[0, tps], np.r_[0, fps]  # start at (0, 0), with the threshold inf
+    return fps / fps[-1], tps / tps[-1], np.r_[np.inf, thresholds]
+
+
+def auc(x: np.ndarray, y: np.ndarray) -> float:
+    """Area under a curve by the trapezoidal rule, as ``sklearn.metrics.auc`` (``x`` monotonic)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2))
+
+
+def roc_auc_score(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """Area under the ROC curve, as ``sklearn.metrics.roc_auc_score`` for binary labels.
+
+    It is the probability that a random positive scores higher than a random negative
+    (ties count one half): 0.5 is guessing, 1.0 a perfect ranking.
+
+    Parameters
+    ----------
+    y_true : ndarray of shape (N,), labels 0 and 1, both present
+    y_score : float ndarray of shape (N,)
+    """
+    fpr, tpr, _ = roc_curve(y_true, y_score, drop_intermediate=False)
+    return auc(fpr, tpr)
