@@ -156,10 +156,10 @@ def test_dropout_mask_given_rng_drawn_and_eval():
     rng = np.random.default_rng(8)
     x = rng.standard_normal((400, 50))
     mask = rng.random(x.shape) >= 0.25
-    out, cache = ref.dropout_forward(x, 0.25, mask=mask)
+    out, _ = ref.dropout_forward(x, 0.25, mask=mask)
     np.testing.assert_array_equal(out, x * mask / 0.75)  # a given mask is used as is
     out1, c1 = ref.dropout_forward(x, 0.25, rng=np.random.default_rng(9))
-    out2, c2 = ref.dropout_forward(x, 0.25, rng=np.random.default_rng(9))
+    out2, _ = ref.dropout_forward(x, 0.25, rng=np.random.default_rng(9))
     np.testing.assert_array_equal(out1, out2)  # same generator state, same mask
     assert abs(c1.mask.mean() - 0.75) < 0.01  # kept with probability 1 - p (20,000 draws)
     np.testing.assert_allclose(ref.dropout_forward(np.ones((400, 50)), 0.25,  # the expectation is kept
@@ -213,7 +213,7 @@ def test_batchnorm_train_matches_torch_over_several_steps(shape):
         np.testing.assert_allclose(out, yt.detach().numpy(), rtol=RTOL, atol=1e-13)
         np.testing.assert_allclose(running.mean, layer.running_mean.numpy(), rtol=RTOL)
         np.testing.assert_allclose(running.var, layer.running_var.numpy(), rtol=RTOL)  # unbiased
-        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-9, atol=1e-13)
+        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=RTOL, atol=1e-13)
         np.testing.assert_allclose(dgamma, layer.weight.grad.numpy(), rtol=RTOL, atol=1e-13)
         np.testing.assert_allclose(dbeta, layer.bias.grad.numpy(), rtol=RTOL, atol=1e-13)
     # eval mode: the running statistics normalise, and stay as they are
@@ -254,7 +254,9 @@ def test_batchnorm_numerical_grad(train):
     running = ref.BatchNormRunning(rng.standard_normal(3), rng.random(3) + 0.5)
     _, cache, _ = ref.batchnorm_forward(x, gamma, beta, running, train=train)
     dx, dgamma, dbeta = ref.batchnorm_backward(dout, cache)
-    f = lambda x_, g_, b_: ref.batchnorm_forward(x_, g_, b_, running, train=train)[0]  # noqa: E731
+    def f(x_, g_, b_):
+        return ref.batchnorm_forward(x_, g_, b_, running, train=train)[0]
+
     # atol: a 2e-3 entry next to entries of 1 is measured by differences with ~1e-10 absolute noise
     for analytic, num in [(dx, numerical_grad(lambda a: f(a, gamma, beta), x, dout)),
                           (dgamma, numerical_grad(lambda a: f(x, a, beta), gamma, dout)),
@@ -355,3 +357,48 @@ def test_roc_needs_both_classes():
         ref.roc_curve(np.ones(4, int), np.arange(4.0))
     with pytest.raises(ValueError, match="both present"):
         ref.roc_auc_score(np.array([0, 2, 1]), np.arange(3.0))
+
+
+# --------------------------------------------------------------------------- the PyTorch twin
+
+def test_torch_twin_dropout_and_batchnorm():
+    from dlcourse.training import torch_impl as tw
+    rng = np.random.default_rng(17)
+    x, dout = rng.standard_normal((6, 4)), rng.standard_normal((6, 4))
+    for p in (0.3, 1.0):
+        out, cache = ref.dropout_forward(x, p, rng=np.random.default_rng(18))
+        xt = _t(x, grad=True)
+        yt = tw.dropout_with_mask(xt, torch.from_numpy(cache.mask), p)
+        yt.backward(_t(dout))
+        np.testing.assert_allclose(out, yt.detach().numpy(), rtol=RTOL, atol=0)
+        np.testing.assert_allclose(ref.dropout_backward(dout, cache), xt.grad.numpy(), rtol=RTOL, atol=0)
+    gamma, beta = rng.standard_normal(4), rng.standard_normal(4)
+    running = ref.BatchNormRunning(rng.standard_normal(4), rng.random(4) + 0.5)
+    layer = tw.make_batchnorm(gamma, beta, running, momentum=0.3)
+    out, _, new = ref.batchnorm_forward(x, gamma, beta, running, momentum=0.3)
+    np.testing.assert_allclose(out, layer.train()(_t(x)).detach().numpy(), rtol=RTOL, atol=1e-13)
+    for a, b in zip(new, tw.running_stats(layer)):
+        np.testing.assert_allclose(a, b, rtol=RTOL)
+    assert set(tw.LOSSES) == {"mse_loss", "l1_loss", "huber_loss", "bce_with_logits", "cross_entropy"}
+
+
+@pytest.mark.parametrize("case", list(_label_cases()))
+def test_torch_twin_metrics_match_numpy(case):
+    from dlcourse.training import torch_impl as tw
+    y_true, y_pred, k = _label_cases()[case]
+    yt, pt = torch.from_numpy(y_true), torch.from_numpy(y_pred)
+    assert tw.accuracy(yt, pt) == ref.accuracy(y_true, y_pred)
+    np.testing.assert_array_equal(tw.confusion_matrix(yt, pt, k).numpy(), ref.confusion_matrix(y_true, y_pred, k))
+    for average in (None, "macro", "micro"):
+        for a, b in zip(tw.precision_recall_f1(yt, pt, k, average), ref.precision_recall_f1(y_true, y_pred, k, average)):
+            np.testing.assert_allclose(a.numpy(), b, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("case", list(_score_cases()))
+def test_torch_twin_auc_matches_numpy(case):
+    from dlcourse.training import torch_impl as tw
+    y, score = _score_cases()[case]
+    np.testing.assert_allclose(tw.roc_auc_score(torch.from_numpy(y), torch.from_numpy(score)),
+                               ref.roc_auc_score(y, score), rtol=1e-12)
+    with pytest.raises(ValueError, match="both present"):
+        tw.roc_auc_score(torch.ones(3, dtype=torch.long), torch.arange(3.0))
