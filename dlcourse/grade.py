@@ -159,6 +159,11 @@ def _table(reports: list[GradeReport]) -> str:
     return "\n".join(lines)
 
 
+def _exercise_names(reports: list[GradeReport]) -> list[str]:
+    """Every exercise seen in ``reports``, in the order first seen."""
+    return list(dict.fromkeys(n for r in reports for n in r.exercises))
+
+
 def write_csv(reports: list[GradeReport], target: str | Path) -> None:
     """One row per notebook: total, max, then for every exercise seen its points and its outcome.
 
@@ -168,9 +173,7 @@ def write_csv(reports: list[GradeReport], target: str | Path) -> None:
     ``raised``, ``failed``, or ``mistake: <name>`` for a classic mistake the
     check recognised.
     """
-    names: list[str] = []
-    for r in reports:
-        names += [n for n in r.exercises if n not in names]
+    names = _exercise_names(reports)
     with open(target, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["notebook", "chapter", "points", "max_points", "status",
@@ -189,9 +192,7 @@ def summary(reports: list[GradeReport], top: int = 3) -> str:
     found hard, and which classic mistakes it made most often.
     """
     graded = [r for r in reports if not r.error]
-    names: list[str] = []
-    for r in graded:
-        names += [n for n in r.exercises if n not in names]
+    names = _exercise_names(graded)
     if not graded:
         return "summary: no notebook could be graded"
     width = max(len("exercise"), *(len(n) for n in names)) if names else len("exercise")
