@@ -473,27 +473,28 @@ def _unwrap(obj):
     return obj
 
 
+def _in_course(code) -> bool:
+    """Whether a code object comes from a file of the dlcourse package."""
+    return os.path.realpath(code.co_filename).startswith(_DLCOURSE_DIR)
+
+
 def _course_origin(obj) -> str | None:
     """Where in the course ``obj`` was defined ("dlcourse.optim.numpy_impl.adam_step"), or None."""
     obj = _unwrap(obj)
     if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
         obj = type(obj)  # a callable instance: judge its class
     classes = obj.__mro__ if inspect.isclass(obj) else (obj,)
-    if inspect.isclass(obj):  # a course method set on the learner's class (Value.backward = ...)
-        for klass in obj.__mro__[:-1]:
-            for attr, member in vars(klass).items():
-                member = _unwrap(getattr(member, "__func__", member))
-                code = getattr(member, "__code__", None)
-                if code is not None and os.path.realpath(code.co_filename).startswith(_DLCOURSE_DIR):
-                    return f"{member.__module__}.{member.__qualname__} (as {obj.__name__}.{attr})"
-    for item in classes:
+    for item in classes:  # the object itself, or a class it derives from
         module = getattr(item, "__module__", None) or ""
         code = getattr(item, "__code__", None)
-        in_course = module == "dlcourse" or module.startswith("dlcourse.")
-        if not in_course and code is not None:
-            in_course = os.path.realpath(code.co_filename).startswith(_DLCOURSE_DIR)
-        if in_course:
+        if module == "dlcourse" or module.startswith("dlcourse.") or (code is not None and _in_course(code)):
             return f"{module}.{getattr(item, '__qualname__', getattr(item, '__name__', '?'))}"
+    for klass in classes[:-1] if inspect.isclass(obj) else ():  # a course method set on it (Value.backward = ...)
+        for attr, member in vars(klass).items():
+            member = _unwrap(getattr(member, "__func__", member))
+            code = getattr(member, "__code__", None)
+            if code is not None and _in_course(code):
+                return f"{member.__module__}.{member.__qualname__} (as {obj.__name__}.{attr})"
     return None
 
 
