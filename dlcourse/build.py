@@ -51,7 +51,7 @@ CHAPTERS = {
     "01_neurons": ("The artificial neuron, activations and their derivatives, dense layers, XOR, a first MLP", "neurons"),
     "02_backprop": ("A scalar autograd engine, layer-by-layer backprop, gradient checking, an MLP's backward", "backprop"),
     "03_gradient_descent": ("Loss landscapes, SGD, momentum, RMSProp, Adam, schedules; an MLP on digits to 97%", "optim"),
-    "04_training": ("Losses, metrics, regularization, normalization, initialization (planned)", None),
+    "04_training": ("Losses, metrics, data, regularization, batch norm, initialization, tuning", "training"),
     "05_cnn": ("Convolutions by hand: im2col, pooling, a CNN (planned)", None),
     "06_rnn": ("RNN, LSTM and GRU cells, backprop through time (planned)", None),
     "07_transformer": ("Attention, multi-head attention, a small Transformer (planned)", None),
@@ -178,14 +178,17 @@ class Target:
         return self.source.stem
 
 
-def targets(root: Path = ROOT, names: list[str] | None = None) -> list[Target]:
+def targets(root: Path = ROOT, names: list[str] | None = None, kind: str | None = None) -> list[Target]:
+    """What the build writes; ``kind`` "lesson" or "solutions" (with its exercises) keeps one half."""
     found = []
-    for folder, kind in (("chapters", "lesson"), ("solutions", "solutions")):
+    for folder, what in (("chapters", "lesson"), ("solutions", "solutions")):
+        if kind and kind != what:
+            continue
         for src in sorted((root / folder).glob("[0-9][0-9]_*.py")):
             if names and not any(n in src.stem for n in names):
                 continue
-            found.append(Target(src, src.with_suffix(".ipynb"), kind))
-            if kind == "solutions":
+            found.append(Target(src, src.with_suffix(".ipynb"), what))
+            if what == "solutions":
                 found.append(Target(src, root / "exercises" / f"{src.stem}.ipynb", "exercises"))
     return found
 
@@ -367,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="execute nothing; fail if committed notebooks or the README map are stale")
     parser.add_argument("--no-execute", action="store_true", help="write notebooks without outputs")
+    parser.add_argument("--kind", choices=("lesson", "solutions"),
+                        help="build only the lessons, or only the solutions and their exercise notebooks")
     parser.add_argument("-j", "--jobs", type=int, default=2, help="notebooks executed in parallel")
     args = parser.parse_args(argv)
 
@@ -377,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         print("build check: " + ("up to date" if not problems else f"{len(problems)} problem(s)"))
         return 1 if problems else 0
 
-    chosen = targets(names=args.names)
+    chosen = targets(names=args.names, kind=args.kind)
     if not chosen:
         print("no sources match", args.names)
         return 1
