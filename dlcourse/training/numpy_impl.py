@@ -38,6 +38,9 @@ __all__ = [
     "BatchNormRunning", "BatchNormCache", "batchnorm_init", "batchnorm_forward", "batchnorm_backward",
     "accuracy", "confusion_matrix", "precision_recall_f1", "precision_score", "recall_score", "f1_score",
     "roc_curve", "auc", "roc_auc_score",
+    # exercise forms (the graded answers)
+    "bce_with_logits", "standardize_splits", "dropout_forward_with_mask", "batchnorm_forward_running",
+    "batchnorm_backward_from_x", "precision_recall_macro_f1", "he_init", "fit_with_early_stopping",
 ]
 
 
@@ -548,3 +551,179 @@ def roc_auc_score(y_true: np.ndarray, y_score: np.ndarray) -> float:
     """
     fpr, tpr, _ = roc_curve(y_true, y_score, drop_intermediate=False)
     return auc(fpr, tpr)
+
+
+# --------------------------------------------------------------------------- exercise forms (the graded answers)
+# The answers to the graded exercises of chapter 04 (solutions/04_training.py), in the
+# form the exercises ask for; each is the ``reference=`` of its check in checks.py.
+# The layers above keep the course's cache style; these return plain values.
+
+def bce_with_logits(logits: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
+    """Binary cross-entropy on logits and its gradient, in one call.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (N,) or (N, D)
+    target : ndarray shaped like ``logits``, labels in [0, 1]
+
+    Returns
+    -------
+    loss : float, the mean over all elements (finite for logits of ±1000)
+    dlogits : ndarray shaped like ``logits``, ``(sigmoid(z) - y) / size``
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    softplus = np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))  # log(1 + e^z) without overflow
+    loss = float(np.mean(softplus - z * target))
+    return loss, (sigmoid(z) - target) / z.size
+
+
+def standardize_splits(x_train: np.ndarray, x_val: np.ndarray,
+                       x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardise three splits with the training set's per-feature statistics.
+
+    Parameters
+    ----------
+    x_train, x_val, x_test : ndarrays of shape (N_train, D), (N_val, D), (N_test, D)
+
+    Returns
+    -------
+    train, val, test : new ndarrays of the same shapes; a feature constant on the
+        training set gets scale 1 (as sklearn's StandardScaler)
+    """
+    centre = x_train.mean(axis=0)                 # (D,) from the training set only: no leak
+    spread = x_train.std(axis=0)                  # (D,) ddof=0
+    spread = np.where(spread == 0, 1.0, spread)   # constant pixels: 0 / 0 would be nan
+    train, val, test = ((x - centre) / spread for x in (x_train, x_val, x_test))
+    return train, val, test
+
+
+def dropout_forward_with_mask(x: np.ndarray, p: float, train: bool,
+                              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Inverted dropout that returns its mask (True = kept); eval mode is the identity.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, D)
+    p : probability of dropping a unit, in [0, 1]
+    train : False: the identity, and an all-True mask
+    rng : np.random.Generator the mask is drawn from
+
+    Returns
+    -------
+    out : ndarray of shape (N, D)
+    mask : bool ndarray of shape (N, D)
+    """
+    if not train:
+        return x.copy(), np.ones(x.shape, dtype=bool)
+    keep = rng.random(x.shape) >= p           # kept with probability 1 - p, one draw per unit
+    if p == 1:
+        return np.zeros_like(x), keep         # all dropped; x * 0 / 0 would be nan
+    return np.where(keep, x / (1 - p), 0.0), keep
+
+
+def batchnorm_forward_running(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
+                              running_var: np.ndarray, train: bool = True, momentum: float = 0.1,
+                              eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch norm over (N, D) with the running statistics passed and returned as two arrays.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, D)
+    gamma, beta, running_mean, running_var : ndarrays of shape (D,)
+
+    Returns
+    -------
+    out : ndarray of shape (N, D)
+    new_running_mean, new_running_var : ndarrays of shape (D,) (the ones given, in eval mode)
+    """
+    if not train:
+        scaled = (x - running_mean) / np.sqrt(running_var + eps)
+        return gamma * scaled + beta, running_mean, running_var
+    n = x.shape[0]
+    batch_mean = x.mean(axis=0)               # (D,)
+    batch_var = x.var(axis=0)                 # (D,) biased: what normalises this batch
+    scaled = (x - batch_mean) / np.sqrt(batch_var + eps)
+    new_mean = (1 - momentum) * running_mean + momentum * batch_mean
+    new_var = (1 - momentum) * running_var + momentum * batch_var * n / (n - 1)  # unbiased into the average
+    return gamma * scaled + beta, new_mean, new_var
+
+
+def batchnorm_backward_from_x(dout: np.ndarray, x: np.ndarray, gamma: np.ndarray,
+                              eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of train-mode batch norm over (N, D), recomputing the statistics from ``x``.
+
+    Returns
+    -------
+    dx : ndarray of shape (N, D)
+    dgamma, dbeta : ndarrays of shape (D,)
+    """
+    m = x.shape[0]
+    centred = x - x.mean(axis=0)
+    inv_std = 1.0 / np.sqrt(np.mean(centred ** 2, axis=0) + eps)
+    normed = centred * inv_std
+    g = dout * gamma                          # gradient reaching the normalised input
+    dx = inv_std * (g - g.mean(axis=0) - normed * np.mean(g * normed, axis=0))
+    return dx, np.sum(dout * normed, axis=0), np.sum(dout, axis=0)
+
+
+def precision_recall_macro_f1(y_true: np.ndarray, y_pred: np.ndarray,
+                              num_classes: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-class precision and recall, and the macro F1 (zero_division=0, every class counted).
+
+    Returns
+    -------
+    precision, recall : ndarrays of shape (K,)
+    macro_f1 : float, the mean over all K classes of each class's F1
+    """
+    k = num_classes
+    counts = np.zeros((k, k))
+    np.add.at(counts, (y_true, y_pred), 1)    # counts[t, p]: truth t predicted as p
+    hits = np.diagonal(counts)
+    predicted, actual = counts.sum(axis=0), counts.sum(axis=1)
+    precision = np.divide(hits, predicted, out=np.zeros(k), where=predicted > 0)
+    recall = np.divide(hits, actual, out=np.zeros(k), where=actual > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros(k), where=both > 0)
+    return precision, recall, float(f1.mean())
+
+
+def he_init(fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
+    """He (Kaiming) normal initialisation for a ReLU layer: N(0, 2 / fan_in).
+
+    Returns
+    -------
+    W : ndarray of shape (fan_in, fan_out)
+    """
+    return rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_in, fan_out))
+
+
+def fit_with_early_stopping(params: dict, train_epoch, val_loss, max_epochs: int,
+                            patience: int) -> tuple[dict, int, list]:
+    """Train until the validation loss has not improved for ``patience`` epochs in a row.
+
+    Parameters
+    ----------
+    params : dict name -> ndarray, updated IN PLACE by ``train_epoch(params)``
+    train_epoch : callable, one epoch of training
+    val_loss : callable, ``val_loss(params) -> float``
+    max_epochs, patience : ints >= 1
+
+    Returns
+    -------
+    best_params : dict of copies of the arrays at the best epoch
+    best_epoch : int, counted from 1
+    val_losses : list of floats, one per epoch run
+    """
+    best_loss, best_epoch, best_params = np.inf, 0, {k: v.copy() for k, v in params.items()}
+    losses, since_best = [], 0
+    for epoch in range(1, max_epochs + 1):
+        train_epoch(params)
+        losses.append(float(val_loss(params)))
+        if losses[-1] < best_loss:            # strictly lower: a tie is no improvement
+            best_loss, best_epoch, since_best = losses[-1], epoch, 0
+            best_params = {k: v.copy() for k, v in params.items()}  # a snapshot, not a reference
+        else:
+            since_best += 1
+            if since_best == patience:
+                break
+    return best_params, best_epoch, losses
