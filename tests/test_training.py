@@ -402,3 +402,205 @@ def test_torch_twin_auc_matches_numpy(case):
                                ref.roc_auc_score(y, score), rtol=1e-12)
     with pytest.raises(ValueError, match="both present"):
         tw.roc_auc_score(torch.ones(3, dtype=torch.long), torch.arange(3.0))
+
+
+# --------------------------------------------------------------------------- the exercise forms (graded answers)
+# The references of the chapter's graded exercises (dlcourse/training/checks.py) equal PyTorch and
+# scikit-learn; the solutions notebook's answers equal the references.  The mistake tables
+# themselves are proven by tests/test_course.py.
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checktools import solution  # noqa: E402
+
+from dlcourse.training import practice as pr  # noqa: E402
+from dlcourse.training.checks import check as ch04, early_stopping_problem  # noqa: E402
+
+
+def _sol(name):
+    return solution("04_training", name)
+
+
+def test_exercise_bce_with_logits_equals_torch_at_any_logit():
+    logits, target = _bce_case()
+    for fn in (ref.bce_with_logits, _sol("bce_with_logits")):
+        with np.errstate(over="raise", divide="raise", invalid="raise"):
+            loss, dlogits = fn(logits, target)
+        lt = _t(logits, grad=True)
+        F.binary_cross_entropy_with_logits(lt, _t(target)).backward()
+        np.testing.assert_allclose(loss, F.binary_cross_entropy_with_logits(_t(logits), _t(target)).item(),
+                                   rtol=RTOL)
+        np.testing.assert_allclose(dlogits, lt.grad.numpy(), rtol=RTOL, atol=1e-300)
+
+
+def test_exercise_standardize_splits_equals_standard_scaler_on_the_digits():
+    from sklearn.preprocessing import StandardScaler
+
+    from dlcourse.data import load_digits
+    d = load_digits(0)
+    splits = [a.astype(np.float64) for a in (d.x_train, d.x_val, d.x_test)]
+    scaler = StandardScaler().fit(splits[0])
+    assert (scaler.scale_ == 1.0).any(), "the digits have pixels that are constant on the training set"
+    for fn in (ref.standardize_splits, _sol("standardize_splits")):
+        out = fn(*splits)
+        for got, x in zip(out, splits):
+            np.testing.assert_allclose(got, scaler.transform(x), rtol=1e-10, atol=1e-12)
+    assert all(np.isfinite(o).all() for o in out)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.8, 1.0])
+def test_exercise_dropout_equals_torch_for_the_returned_mask(p):
+    from dlcourse.training import torch_impl
+    x = np.random.default_rng(5).standard_normal((50, 40))
+    for fn in (ref.dropout_forward_with_mask, _sol("dropout_forward")):
+        out, mask = fn(x, p, True, np.random.default_rng(6))
+        assert mask.dtype == bool and mask.shape == x.shape
+        want = torch_impl.dropout_with_mask(_t(x), torch.from_numpy(mask), p)
+        np.testing.assert_allclose(out, want.numpy(), rtol=1e-12, atol=0)
+        same, _ = fn(x, p, True, np.random.default_rng(6))
+        np.testing.assert_array_equal(out, same)  # the rng given decides the mask
+        evaluated, eval_mask = fn(x, p, False, np.random.default_rng(6))
+        np.testing.assert_array_equal(evaluated, x)
+        assert eval_mask.all()
+
+
+@pytest.mark.parametrize("momentum, eps", [(0.1, 1e-5), (0.3, 1e-3)])
+def test_exercise_batchnorm_forward_equals_batchnorm1d_over_train_and_eval_steps(momentum, eps):
+    rng = np.random.default_rng(7)
+    d = 5
+    gamma, beta = rng.uniform(0.5, 2, d), rng.normal(0, 1, d)
+    for fn in (ref.batchnorm_forward_running, _sol("batchnorm_forward")):
+        layer = torch.nn.BatchNorm1d(d, momentum=momentum, eps=eps).double()
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(gamma))
+            layer.bias.copy_(torch.from_numpy(beta))
+        running_mean, running_var = np.zeros(d), np.ones(d)
+        for step in range(4):  # three train steps (running statistics away from 0 and 1), then eval
+            train = step < 3
+            x = rng.normal(rng.normal(0, 2, d), rng.uniform(0.5, 3, d), (8, d))
+            layer.train(train)
+            want = layer(_t(x)).detach().numpy()
+            out, running_mean, running_var = fn(x, gamma, beta, running_mean, running_var, train, momentum, eps)
+            np.testing.assert_allclose(out, want, rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(running_mean, layer.running_mean.numpy(), rtol=1e-12)
+            np.testing.assert_allclose(running_var, layer.running_var.numpy(), rtol=1e-12)
+
+
+def test_exercise_batchnorm_backward_equals_autograd_and_numerical_grad():
+    rng = np.random.default_rng(8)
+    x = rng.normal(1.0, 2.0, (6, 4))
+    gamma, beta, dout = rng.uniform(0.5, 2, 4), rng.normal(0, 1, 4), rng.standard_normal((6, 4))
+    layer = torch.nn.BatchNorm1d(4, eps=1e-3).double().train()
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(gamma))
+        layer.bias.copy_(torch.from_numpy(beta))
+    xt = _t(x, grad=True)
+    layer(xt).backward(_t(dout))
+    for fn in (ref.batchnorm_backward_from_x, _sol("batchnorm_backward")):
+        dx, dgamma, dbeta = fn(dout, x, gamma, eps=1e-3)
+        np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(dgamma, layer.weight.grad.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(dbeta, layer.bias.grad.numpy(), rtol=1e-10)
+    forward = lambda xx: ref.batchnorm_forward_running(xx, gamma, beta, np.zeros(4), np.ones(4), eps=1e-3)[0]  # noqa: E731
+    assert rel_error(ref.batchnorm_backward_from_x(dout, x, gamma, 1e-3)[0],
+                     numerical_grad(forward, x, dout)) < 1e-7
+
+
+@pytest.mark.parametrize("case", list(_label_cases()))
+def test_exercise_precision_recall_macro_f1_equals_sklearn(case):
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+    y_true, y_pred, k = _label_cases()[case]
+    k += 1  # and one more class, absent from both arrays
+    want_p, want_r, _, _ = precision_recall_fscore_support(y_true, y_pred, labels=list(range(k)), zero_division=0)
+    want_f1 = f1_score(y_true, y_pred, labels=list(range(k)), average="macro", zero_division=0)
+    for fn in (ref.precision_recall_macro_f1, _sol("precision_recall_f1")):
+        precision, recall, macro_f1 = fn(y_true, y_pred, k)
+        np.testing.assert_allclose(precision, want_p, rtol=1e-12)
+        np.testing.assert_allclose(recall, want_r, rtol=1e-12)
+        assert isinstance(macro_f1, float) and macro_f1 == pytest.approx(want_f1, rel=1e-12)
+
+
+def test_exercise_he_init_has_kaimings_distribution():
+    from scipy import stats
+    fan_in, fan_out = 256, 384
+    w_torch = torch.empty(fan_out, fan_in, dtype=torch.float64)
+    torch.manual_seed(0)
+    torch.nn.init.kaiming_normal_(w_torch, nonlinearity="relu")
+    for fn in (ref.he_init, _sol("he_init")):
+        w = fn(fan_in, fan_out, np.random.default_rng(9))
+        assert w.shape == (fan_in, fan_out)
+        assert stats.ks_2samp(w.ravel(), w_torch.numpy().ravel()).pvalue > 1e-3
+        assert w.std() == pytest.approx(np.sqrt(2 / fan_in), rel=0.02)
+        np.testing.assert_array_equal(w, fn(fan_in, fan_out, np.random.default_rng(9)))
+
+
+@pytest.mark.parametrize("case", [1, 2, 3, 4])
+def test_exercise_fit_with_early_stopping_agrees_with_the_early_stopping_class(case):
+    params, train_epoch, val_loss, max_epochs, patience = early_stopping_problem(case)
+    stopper, losses = pr.EarlyStopping(patience), []
+    for epoch in range(1, max_epochs + 1):
+        train_epoch(params)
+        losses.append(val_loss(params))
+        if stopper.step(losses[-1], epoch, params):
+            break
+    for fn in (ref.fit_with_early_stopping, _sol("fit_with_early_stopping")):
+        best, best_epoch, got_losses = fn(*early_stopping_problem(case))
+        assert best_epoch == stopper.best_epoch and got_losses == pytest.approx(losses, rel=1e-12)
+        for key in best:
+            np.testing.assert_allclose(best[key], stopper.best_params[key], rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- diagnoses that are not table rows
+
+def _bn_running_var_from_std(x, gamma, beta, running_mean, running_var, train=True, momentum=0.1, eps=1e-5):
+    if not train:
+        return gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta, running_mean, running_var
+    mean, std = x.mean(axis=0), np.sqrt(x.var(axis=0) + eps)
+    out = gamma * (x - mean) / std + beta   # x_hat never stored: right all the same
+    return out, (1 - momentum) * running_mean + momentum * mean, (1 - momentum) * running_var + momentum * std
+
+
+def test_batchnorm_forward_names_the_first_wrong_stage_without_blaming_inline_ones():
+    result = ch04.run("batchnorm_forward", _bn_running_var_from_std)
+    assert result.mistake == "stage new_running_var"
+    assert result.message.startswith("mean, var, x_hat, out, new_running_mean are right; new_running_var is wrong")
+
+
+def _es_counts_the_initial_loss(params, train_epoch, val_loss, max_epochs, patience):
+    losses, best, best_epoch, waited = [val_loss(params)], {k: v.copy() for k, v in params.items()}, 0, 0
+    for epoch in range(1, max_epochs + 1):
+        train_epoch(params)
+        losses.append(val_loss(params))
+        if losses[-1] < min(losses[:-1]):
+            best, best_epoch, waited = {k: v.copy() for k, v in params.items()}, epoch, 0
+        else:
+            waited += 1
+            if waited == patience:
+                break
+    return best, best_epoch, losses
+
+
+def test_early_stopping_names_a_loss_recorded_before_training():
+    assert ch04.run("fit_with_early_stopping", _es_counts_the_initial_loss).message.startswith(
+        "val_losses starts with the loss measured before any training")
+
+
+def _dropout_global_rng(x, p, train, rng):
+    if not train:
+        return x, None
+    mask = np.random.random(x.shape) >= p
+    return (x * mask / (1 - p) if p < 1 else np.zeros_like(x)), mask
+
+
+def _he_uniform(fan_in, fan_out, rng):
+    bound = np.sqrt(6 / fan_in)   # the right std, but not a normal distribution
+    return rng.uniform(-bound, bound, (fan_in, fan_out))
+
+
+def test_random_exercises_see_the_rng_and_the_distribution():
+    result = ch04.run("dropout_forward", _dropout_global_rng)
+    assert result.message.startswith("the mask does not come from the rng given")
+    result = ch04.run("he_init", _he_uniform)
+    assert "beyond 2 std" in result.message and not result.passed

@@ -235,6 +235,11 @@ def standardize_eps(x_train, x_val, x_test):
     return tuple((x - mean) / std for x in (x_train, x_val, x_test))
 
 
+def standardize_centred_only(x_train, x_val, x_test):
+    mean = x_train.mean(axis=0)
+    return x_train - mean, x_val - mean, x_test - mean
+
+
 def standardize_in_place(x_train, x_val, x_test):
     mean, std = x_train.mean(axis=0), _scale_of(x_train.std(axis=0))
     for x in (x_train, x_val, x_test):
@@ -265,6 +270,9 @@ STANDARDIZE_MISTAKES = (
     Mistake("eps instead of scale 1", standardize_eps,
             "a feature constant on the training set is divided by a tiny eps, so where val or test differ from "
             "that constant the values explode: replace a zero std by 1 (as StandardScaler) instead of adding eps"),
+    Mistake("centred only", standardize_centred_only,
+            "the splits are centred but not scaled: divide by the training set's per-feature std as well, so that "
+            "every feature has std 1 on the training set"),
     Mistake("inputs modified in place", standardize_in_place,
             "the arrays passed in were modified in place (x -= mean): the caller's data are destroyed; compute "
             "new arrays, (x - mean) / scale"),
@@ -672,6 +680,26 @@ def _bn_forward_stages(x, gamma, beta, running_mean, running_var, train, momentu
              "new_running_var = (1 - momentum) * running_var + momentum * (unbiased variance, var · N / (N - 1))")]
 
 
+def _implied_stages(got, stages, recorded, eps) -> list:
+    """The stages the learner computed inline (no variable holds them) but must have got right.
+
+    A right ``out`` needs right mean, var and x_hat; a right running mean needs the right mean, a
+    right running variance the right var; a var seen only inside sqrt(var + eps) counts as well.
+    """
+    expected = dict((name, value) for name, value, _ in stages)
+    implied = []
+    if _close(got[0], expected["out"]):
+        implied += [expected[k] for k in ("mean", "var", "x_hat") if k in expected]
+    if "mean" in expected and _close(got[1], expected["new_running_mean"]):
+        implied.append(expected["mean"])
+    if "var" in expected:
+        var = expected["var"]
+        if _close(got[2], expected["new_running_var"]) or any(
+                _close(a, v) for a in recorded for v in (np.sqrt(var + eps), 1 / np.sqrt(var + eps))):
+            implied.append(var)
+    return implied
+
+
 @check.exercise(points=3, mistakes=BN_FORWARD_MISTAKES, reference=ref.batchnorm_forward_running,
                 forbid=(ref.batchnorm_forward, torch_impl.make_batchnorm), hints=[
     "Train mode: normalise each feature (column) with the batch's own mean and variance, then scale by "
@@ -709,12 +737,7 @@ def batchnorm_forward(fn):
                      apply=lambda wrong: wrong(*(a.copy() for a in args), **kw))
             if not _same_items(got, expected):
                 stages = _bn_forward_stages(*args, **kw)
-                if kw["train"]:  # a var computed inline, inside sqrt(var + eps), counts as found
-                    var = stages[1][1]
-                    if any(_close(a, v) for a in recorded for v in (np.sqrt(var + kw["eps"]),
-                                                                    1 / np.sqrt(var + kw["eps"]))):
-                        recorded.append(var)
-                first_wrong_stage(recorded, stages)
+                first_wrong_stage(recorded + _implied_stages(got, stages, recorded, kw["eps"]), stages)
             for name, g, e in zip(("out", "new_running_mean", "new_running_var"), got, expected):
                 expect_close(g, e, f"{name} ({what})")
     return "out and both running statistics equal nn.BatchNorm1d's in train and eval mode on 4 cases"
@@ -1334,6 +1357,9 @@ def fit_with_early_stopping(fn):
             tried.got, tried.expected = (epoch, list(np.round(losses, 6))), (expected[1], expected[2])
             diagnose(got, expected, ES_MISTAKES, same=_same_fit, suffix=f"({what})",
                      apply=lambda wrong: wrong(*early_stopping_problem(case)))
+            if len(losses) == len(expected[2]) + 1 and _close(np.asarray(losses[1:], dtype=float), expected[2]):
+                raise CheckFailed(f"val_losses starts with the loss measured before any training: record one loss "
+                                  f"per epoch, after that epoch's train_epoch ({what})")
             expect(len(losses) == len(expected[2]),
                    f"{len(losses)} validation losses came back, expected {len(expected[2])}: training should stop "
                    f"after epoch {len(expected[2])} ({what})")
