@@ -5,8 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from checktools import solution
 from dlcourse.gradcheck import numerical_grad, rel_error
 from dlcourse.training import numpy_impl as ref
+from dlcourse.training import practice as pr
+from dlcourse.training.checks import check as ch04
+from dlcourse.training.checks import early_stopping_problem
 
 RTOL = 1e-10
 
@@ -409,15 +413,6 @@ def test_torch_twin_auc_matches_numpy(case):
 # scikit-learn; the solutions notebook's answers equal the references.  The mistake tables
 # themselves are proven by tests/test_course.py.
 
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checktools import solution  # noqa: E402
-
-from dlcourse.training import practice as pr  # noqa: E402
-from dlcourse.training.checks import check as ch04, early_stopping_problem  # noqa: E402
-
 
 def _sol(name):
     return solution("04_training", name)
@@ -503,7 +498,7 @@ def test_exercise_batchnorm_backward_equals_autograd_and_numerical_grad():
         np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(dgamma, layer.weight.grad.numpy(), rtol=1e-10)
         np.testing.assert_allclose(dbeta, layer.bias.grad.numpy(), rtol=1e-10)
-    forward = lambda xx: ref.batchnorm_forward_running(xx, gamma, beta, np.zeros(4), np.ones(4), eps=1e-3)[0]  # noqa: E731
+    forward = lambda xx: ref.batchnorm_forward_running(xx, gamma, beta, np.zeros(4), np.ones(4), eps=1e-3)[0]
     assert rel_error(ref.batchnorm_backward_from_x(dout, x, gamma, 1e-3)[0],
                      numerical_grad(forward, x, dout)) < 1e-7
 

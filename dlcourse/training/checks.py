@@ -754,18 +754,18 @@ def _bn_parts(x, gamma, eps):
 
 
 def bnb_constant_statistics(dout, x, gamma, eps=1e-5):
-    m, inv_std, x_hat = _bn_parts(x, gamma, eps)
+    _, inv_std, x_hat = _bn_parts(x, gamma, eps)
     return dout * gamma * inv_std, (dout * x_hat).sum(axis=0), dout.sum(axis=0)
 
 
 def bnb_no_variance_path(dout, x, gamma, eps=1e-5):
-    m, inv_std, x_hat = _bn_parts(x, gamma, eps)
+    _, inv_std, x_hat = _bn_parts(x, gamma, eps)
     g = dout * gamma
     return (g - g.mean(axis=0)) * inv_std, (dout * x_hat).sum(axis=0), dout.sum(axis=0)
 
 
 def bnb_no_mean_path(dout, x, gamma, eps=1e-5):
-    m, inv_std, x_hat = _bn_parts(x, gamma, eps)
+    _, inv_std, x_hat = _bn_parts(x, gamma, eps)
     g = dout * gamma
     return (g - x_hat * (g * x_hat).mean(axis=0)) * inv_std, (dout * x_hat).sum(axis=0), dout.sum(axis=0)
 
@@ -797,14 +797,14 @@ def bnb_unbiased_statistics(dout, x, gamma, eps=1e-5):
 
 
 def bnb_axis1(dout, x, gamma, eps=1e-5):
-    m, inv_std, x_hat = _bn_parts(x, gamma, eps)
+    _, inv_std, x_hat = _bn_parts(x, gamma, eps)
     g = dout * gamma
     dx = (g - g.mean(axis=1, keepdims=True) - x_hat * (g * x_hat).mean(axis=1, keepdims=True)) * inv_std
     return dx, (dout * x_hat).sum(axis=1), dout.sum(axis=1)
 
 
 def bnb_gamma_forgotten(dout, x, gamma, eps=1e-5):
-    m, inv_std, x_hat = _bn_parts(x, gamma, eps)
+    _, inv_std, x_hat = _bn_parts(x, gamma, eps)
     g = dout   # the gradient reaching x_hat is dout * gamma
     dx = (g - g.mean(axis=0) - x_hat * (g * x_hat).mean(axis=0)) * inv_std
     return dx, (dout * x_hat).sum(axis=0), dout.sum(axis=0)
@@ -1059,7 +1059,8 @@ HE_MISTAKES = (
 )
 
 
-@check.exercise(points=2, mistakes=HE_MISTAKES, reference=ref.he_init, forbid=practice.init_weights, hints=[
+@check.exercise(points=2, mistakes=HE_MISTAKES, reference=ref.he_init,
+                forbid=(practice.init_weights, practice.init_std), hints=[
     "He initialisation for a ReLU layer draws every weight independently from a normal distribution with "
     "mean 0 and variance 2 / fan_in, from the generator it is given (so that a seed makes it reproducible).",
     "NumPy's normal takes the standard deviation, not the variance: the std is the square root of "

@@ -657,7 +657,6 @@ def batchnorm_backward_from_x(dout: np.ndarray, x: np.ndarray, gamma: np.ndarray
     dx : ndarray of shape (N, D)
     dgamma, dbeta : ndarrays of shape (D,)
     """
-    m = x.shape[0]
     centred = x - x.mean(axis=0)
     inv_std = 1.0 / np.sqrt(np.mean(centred ** 2, axis=0) + eps)
     normed = centred * inv_std
