@@ -747,7 +747,8 @@ def expect_defaults(fn, name: str, **defaults) -> None:
         if parameter is None or parameter.default is inspect.Parameter.empty:
             continue
         got = parameter.default
-        same = got == want if isinstance(want, (tuple, str)) or got is None or want is None else \
+        same = got is want if isinstance(want, bool) else \
+            got == want if isinstance(want, (tuple, str)) or got is None or want is None else \
             isinstance(got, (int, float)) and not isinstance(got, bool) and float(got) == float(want)
         if not same:
             raise CheckFailed(f"{name}'s default {key}={got!r} is not the exercise's {key}={want!r}: keep the "

@@ -492,3 +492,8 @@ def test_expect_defaults_names_a_changed_default_and_ignores_the_rest():
     with pytest.raises(CheckFailed):
         expect_defaults(lambda w, betas=(0.9, 0.99): w, "step", betas=(0.9, 0.999))
     expect_defaults(lambda w, eps=1e-08: w, "step", eps=1e-8)
+    expect_defaults(lambda x, train=True: x, "layer", train=True)          # a bool default that matches
+    with pytest.raises(CheckFailed, match="train=False is not the exercise's train=True"):
+        expect_defaults(lambda x, train=False: x, "layer", train=True)
+    with pytest.raises(CheckFailed):
+        expect_defaults(lambda x, train=1: x, "layer", train=True)          # 1 is not True for a flag
