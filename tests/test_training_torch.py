@@ -235,6 +235,9 @@ def test_train_mlp_options(small):
     assert seen[0] == (119, 64) and (1, 64) not in seen  # a last batch of 1 is skipped under batch norm
     with pytest.raises(ValueError):
         ti.train_mlp(*small, optimizer="rmsprop", epochs=1, device="cpu")
+    zeros, h = ti.train_mlp(*small, hidden=(8,), init="zeros", epochs=2, device="cpu")
+    hidden_w = zeros.blocks[0][0].weight
+    assert torch.equal(hidden_w, hidden_w[:1].expand_as(hidden_w))  # symmetric units stay identical
 
 
 def test_live_loss_plot_is_a_train_mlp_callback(small):
@@ -281,8 +284,8 @@ def test_train_mlp_runs_on_cuda(small):
 
 @pytest.mark.slow
 def test_deep_plain_nets_stay_at_chance_and_fixed_ones_train(digits):
-    losses = {v: ti.deep_mlp_losses(digits.x_train, digits.y_train, variant=v, steps=150, device="cpu")
-              for v in ti.DEEP_VARIANTS}
+    losses = ti.deep_mlp_curves(digits, depth=20, seed=0, device="cpu")
+    assert list(losses) == list(ti.DEEP_VARIANTS) and all(len(v) == 150 for v in losses.values())
     end = {v: float(np.mean(values[-10:])) for v, values in losses.items()}
     assert abs(end["plain sigmoid"] - LN10) < 0.1 and abs(end["plain relu"] - LN10) < 0.1, end
     assert end["he + batchnorm"] < 1.0 and end["residual"] < 1.0, end  # measured 0.41-0.57 and 0.14-0.28
@@ -316,7 +319,7 @@ def grid(digits):
 
 
 def test_regularization_grid(grid):
-    assert len(grid.histories) == 4 * 4 * 4
+    assert len(grid) == len(grid.histories) == 4 * 4 * 4
     h = grid[(40, 0.0, 0.0)]
     assert h.updates == [0, 30, 60, 90, 120] and len(h.val_loss) == 5
     strong = grid[(40, 0.0, 3.0)]
@@ -356,8 +359,9 @@ def test_plots_build(grid):
             explore.plot_confusion_matrix(np.eye(3) * 5 + 1, normalize=True).figure,
             explore.plot_roc(fpr, tpr, tn.auc(fpr, tpr), label="random").figure,
             explore.plot_depth_stats(stats),
-            explore.plot_deep_losses({"a": [2.3] * 20, "b": list(np.linspace(2.3, 0.5, 20))}),
+            explore.plot_deep_curves({"a": [2.3] * 20, "b": list(np.linspace(2.3, 0.5, 20))}),
+            explore.plot_train_val({"a": grid[(40, 0.0, 0.0)]}),
             explore.plot_lr_range(np.geomspace(1e-4, 1, 30), np.linspace(2.3, 5, 30), suggested=1e-2)]
-    assert [len(f.axes) for f in figs] == [2, 2, 2, 1, 2, 1, 1]
+    assert [len(f.axes) for f in figs] == [2, 2, 2, 1, 2, 1, 2, 1]
     for f in figs:
         plt.close(f)

@@ -26,8 +26,8 @@ from dlcourse.optim.explore import LiveLossPlot, figure_png
 from dlcourse.training.torch_impl import GridPoint, TrainHistory, train_mlp_grid
 
 __all__ = ["LiveLossPlot", "figure_png", "RegularizationGrid", "regularization_grid", "RegularizationExplorer",
-           "regularization_explorer", "plot_histories", "plot_confusion_matrix", "plot_roc",
-           "plot_depth_stats", "plot_deep_losses", "plot_lr_range"]
+           "regularization_explorer", "plot_histories", "plot_train_val", "plot_confusion_matrix", "plot_roc",
+           "plot_depth_stats", "plot_deep_losses", "plot_deep_curves", "plot_lr_range"]
 
 
 # --------------------------------------------------------------------------- the grid
@@ -48,6 +48,9 @@ class RegularizationGrid:
 
     def __getitem__(self, key) -> TrainHistory:
         return self.histories[key]
+
+    def __len__(self) -> int:
+        return len(self.histories)
 
 
 def regularization_grid(data=None, sizes: Sequence[int] = (100, 200, 500, 1000),
@@ -135,6 +138,9 @@ def plot_histories(histories: dict, x: str = "epoch"):
     ax_acc.set(xlabel=x, ylabel="accuracy", title="validation accuracy", ylim=(0, 1.01))
     ax_loss.legend(fontsize=8)
     return fig
+
+
+plot_train_val = plot_histories  # the lesson's name for it
 
 
 # --------------------------------------------------------------------------- the explorer
@@ -296,6 +302,9 @@ def plot_deep_losses(losses: dict, num_classes: int = 10, smooth: int = 5,
     ax.set(xlabel="update", ylabel="mini-batch loss", title=title, ylim=(0, max(3.0, chance + 0.5)))
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return fig
+
+
+plot_deep_curves = plot_deep_losses  # the lesson's name for it
 
 
 def plot_lr_range(lrs: np.ndarray, losses: np.ndarray, suggested: Optional[float] = None, smooth: int = 5):
