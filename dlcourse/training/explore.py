@@ -27,7 +27,7 @@ from dlcourse.training.torch_impl import GridPoint, TrainHistory, train_mlp_grid
 
 __all__ = ["LiveLossPlot", "figure_png", "RegularizationGrid", "regularization_grid", "RegularizationExplorer",
            "regularization_explorer", "plot_histories", "plot_train_val", "plot_confusion_matrix", "plot_roc",
-           "plot_depth_stats", "plot_deep_losses", "plot_deep_curves", "plot_lr_range"]
+           "plot_depth_stats", "plot_deep_losses", "plot_deep_curves", "plot_lr_range", "plot_search"]
 
 
 # --------------------------------------------------------------------------- the grid
@@ -321,4 +321,37 @@ def plot_lr_range(lrs: np.ndarray, losses: np.ndarray, suggested: Optional[float
     ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="loss", title="learning-rate range test",
            ylim=(0, top * 1.05))
     ax.legend(fontsize=8)
+    return fig
+
+
+# --------------------------------------------------------------------------- search
+
+def plot_search(search: dict, x: str = "lr", y: str = "dropout", xlog: bool = True):
+    """Trials of several searches side by side: ``{name: [(config, score), ...]}``.
+
+    Each trial is a dot at its two hyperparameters, coloured by its score; the best of
+    each search is ringed.  Below each panel, the score against the first hyperparameter
+    alone shows how many distinct values of it the search tried.
+    """
+    fig, axes = plt.subplots(2, len(search), figsize=(5 * len(search), 6.4), layout="constrained",
+                             height_ratios=(2, 1), squeeze=False)
+    scores = [s for trials in search.values() for _, s in trials]
+    lo, hi = min(scores), max(scores)
+    for col, (name, trials) in enumerate(search.items()):
+        xs = np.array([c[x] for c, _ in trials])
+        ys = np.array([c[y] for c, _ in trials])
+        ss = np.array([s for _, s in trials])
+        top, bottom = axes[0, col], axes[1, col]
+        dots = top.scatter(xs, ys, c=ss, cmap="viridis", vmin=lo, vmax=hi, s=60, edgecolors="k")
+        best = int(np.argmax(ss))
+        top.scatter(xs[best], ys[best], s=260, facecolors="none", edgecolors="red", linewidths=2,
+                    label=f"best: {ss[best]:.3f}")
+        top.set(title=f"{name} search: {len(trials)} trials", xlabel=x, ylabel=y)
+        bottom.plot(xs, ss, "o", color="C0")
+        bottom.set(xlabel=f"{x} ({len(np.unique(np.round(xs, 12)))} distinct values tried)", ylabel="score")
+        if xlog:
+            top.set_xscale("log")
+            bottom.set_xscale("log")
+        top.legend(loc="lower left", fontsize=8)
+    fig.colorbar(dots, ax=axes[0, :].tolist(), label="validation accuracy", shrink=0.8)
     return fig
