@@ -392,9 +392,8 @@ tiny, tiny_run = tt.train_mlp(x_small, y_small, digits.x_val, digits.y_val, hidd
 explore.plot_train_val({"wide (over-fits)": wide_run, "2 hidden units (under-fits)": tiny_run})
 plt.show()
 for name, run in [("wide", wide_run), ("tiny", tiny_run)]:
-    best = int(np.argmin(run.val_loss))
     print(f"{name:>5}: final train loss {run.train_loss[-1]:.3f}, final validation loss {run.val_loss[-1]:.3f}, "
-          f"best validation loss {run.val_loss[best]:.3f} at epoch {best + 1}")
+          f"best validation loss {run.best_val_loss:.3f} after epoch {run.best_epoch}")
 
 # %% [markdown]
 # ### Weight decay: an L2 penalty, or a decay of the weights?
@@ -476,6 +475,21 @@ print("same output as PyTorch:", np.array_equal(out, theirs.detach().numpy()),
 # real copy (an optimizer changes the weights in place, so a reference would follow training to
 # its end), and stopping is not enough — the best weights must be restored. (You write the loop
 # in the exercises.)
+#
+# `tt.train_mlp(..., patience=p)` does it with a deep copy of the model's `state_dict`. The wide
+# network from above, once more, now with patience 15:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+stopped, stopped_run = tt.train_mlp(x_small, y_small, digits.x_val, digits.y_val, hidden=(512, 512),
+                                    epochs=150, patience=15, seed=0, device=device)
+print(f"stopped after epoch {stopped_run.stopped_epoch} (best validation loss "
+      f"{stopped_run.best_val_loss:.3f} after epoch {stopped_run.best_epoch}); "
+      f"{stopped_run.seconds:.1f} s instead of {wide_run.seconds:.1f} s for all 150 epochs")
+print(f"validation loss of the returned model: {tt.evaluate(stopped, digits.x_val, digits.y_val)[0]:.3f} "
+      f"(the best epoch's, restored); the last epoch's was {stopped_run.val_loss[-1]:.3f}")
+print(f"test accuracy: {tt.evaluate(stopped, digits.x_test, digits.y_test)[1]:.3f} with early stopping, "
+      f"{tt.evaluate(wide, digits.x_test, digits.y_test)[1]:.3f} after all 150 epochs")
 #
 # ### What all of it buys, measured
 #
