@@ -599,3 +599,80 @@ def test_random_exercises_see_the_rng_and_the_distribution():
     assert result.message.startswith("the mask does not come from the rng given")
     result = ch04.run("he_init", _he_uniform)
     assert "beyond 2 std" in result.message and not result.passed
+
+
+# --------------------------------------------------------------------------- the learner review's wrong answers
+
+def _es_reviewer_previous_epoch(params, train_epoch, val_loss, max_epochs, patience):
+    best, best_epoch, best_loss, waited, losses = {k: v.copy() for k, v in params.items()}, 0, np.inf, 0, []
+    for epoch in range(1, max_epochs + 1):
+        train_epoch(params)
+        loss = val_loss(params)
+        if loss < best_loss:
+            best, best_epoch, best_loss = {k: v.copy() for k, v in params.items()}, epoch, loss
+        if losses and loss < losses[-1]:
+            waited = 0
+        elif losses:
+            waited += 1
+        losses.append(loss)
+        if waited >= patience:
+            break
+    return best, best_epoch, losses
+
+
+def _es_reviewer_restores_into_params(params, train_epoch, val_loss, max_epochs, patience):
+    best, best_epoch, best_loss, waited, losses = None, 0, np.inf, 0, []
+    for epoch in range(1, max_epochs + 1):
+        train_epoch(params)
+        losses.append(val_loss(params))
+        if losses[-1] < best_loss:
+            best, best_epoch, best_loss, waited = {k: v.copy() for k, v in params.items()}, epoch, losses[-1], 0
+        else:
+            waited += 1
+            if waited == patience:
+                break
+    params.update(best)
+    return params, best_epoch, losses
+
+
+def _es_reviewer_val_loss_twice(params, train_epoch, val_loss, max_epochs, patience):
+    best, best_epoch, waited, losses = None, 0, 0, []
+    for epoch in range(1, max_epochs + 1):
+        train_epoch(params)
+        losses.append(val_loss(params))
+        if val_loss(params) <= min(losses):
+            best, best_epoch, waited = {k: v.copy() for k, v in params.items()}, epoch, 0
+        else:
+            waited += 1
+            if waited == patience:
+                break
+    return best, best_epoch, losses
+
+
+def _es_reviewer_rounds(params, train_epoch, val_loss, max_epochs, patience):
+    best, best_epoch, best_loss, waited, losses = None, 0, np.inf, 0, []
+    for epoch in range(1, max_epochs + 1):
+        train_epoch(params)
+        losses.append(round(float(val_loss(params)), 4))
+        if losses[-1] < best_loss:
+            best, best_epoch, best_loss, waited = {k: v.copy() for k, v in params.items()}, epoch, losses[-1], 0
+        else:
+            waited += 1
+            if waited == patience:
+                break
+    return best, best_epoch, losses
+
+
+def test_early_stopping_refuses_the_reviewers_wrong_loops():
+    result = ch04.run("fit_with_early_stopping", _es_reviewer_previous_epoch)
+    assert result.mistake == "compared with the previous epoch" and "patience 2" in result.message
+    result = ch04.run("fit_with_early_stopping", _es_reviewer_restores_into_params)
+    assert result.mistake == "returns the caller's dict"
+    result = ch04.run("fit_with_early_stopping", _es_reviewer_val_loss_twice)
+    assert result.mistake == "val_loss called twice per epoch"
+    assert not ch04.run("fit_with_early_stopping", _es_reviewer_rounds).passed
+
+
+def test_early_stopping_scripted_case_without_a_new_best_stops_after_4_epochs():
+    best, best_epoch, losses = ref.fit_with_early_stopping(*early_stopping_problem(5))
+    assert (best_epoch, losses) == (2, [1.0, 0.5, 0.9, 0.8])

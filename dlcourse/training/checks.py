@@ -1221,13 +1221,71 @@ def es_zero_based(params, train_epoch, val_loss, max_epochs, patience):
     return best, best_epoch, losses
 
 
+def es_previous_epoch(params, train_epoch, val_loss, max_epochs, patience):
+    best_loss, best_epoch, best, waited, losses = np.inf, 0, _snapshot(params), 0, []
+    for epoch in range(1, max_epochs + 1):
+        train_epoch(params)
+        losses.append(float(val_loss(params)))
+        if losses[-1] < best_loss:
+            best_loss, best_epoch, best = losses[-1], epoch, _snapshot(params)
+        if len(losses) == 1 or losses[-1] < losses[-2]:   # better than the PREVIOUS epoch, not the best
+            waited = 0
+        else:
+            waited += 1
+            if waited == patience:
+                break
+    return best, best_epoch, losses
+
+
+def es_restored_into_params(params, train_epoch, val_loss, max_epochs, patience):
+    best_loss, best_epoch, best, waited, losses = np.inf, 0, _snapshot(params), 0, []
+    for epoch in range(1, max_epochs + 1):
+        train_epoch(params)
+        losses.append(float(val_loss(params)))
+        if losses[-1] < best_loss:
+            best_loss, best_epoch, best, waited = losses[-1], epoch, _snapshot(params), 0
+        else:
+            waited += 1
+            if waited == patience:
+                break
+    for key, value in best.items():
+        params[key][...] = value   # the best weights restored into the caller's arrays ...
+    return params, best_epoch, losses   # ... and the caller's own dict handed back
+
+
+def es_val_loss_twice(params, train_epoch, val_loss, max_epochs, patience):
+    best_loss, best_epoch, best, waited, losses = np.inf, 0, _snapshot(params), 0, []
+    for epoch in range(1, max_epochs + 1):
+        train_epoch(params)
+        losses.append(float(val_loss(params)))
+        if val_loss(params) < best_loss:   # a second evaluation of the same epoch
+            best_loss, best_epoch, best, waited = losses[-1], epoch, _snapshot(params), 0
+        else:
+            waited += 1
+            if waited == patience:
+                break
+    return best, best_epoch, losses
+
+
 ES_MISTAKES = (
+    Mistake("compared with the previous epoch", es_previous_epoch,
+            "training runs too long: the count of epochs without improvement is reset whenever the loss beats "
+            "the PREVIOUS epoch's, even when it is no new best; compare each loss with the best loss so far and "
+            "reset the count only on a new best"),
+    Mistake("returns the caller's dict", es_restored_into_params,
+            "best_params is the very dict you were given (params): returning the caller's own dict aliases it, "
+            "so the caller's next training step changes your 'best' weights too; return a new dict of copies, "
+            "{k: v.copy() for k, v in params.items()}, saved at the best epoch"),
+    Mistake("val_loss called twice per epoch", es_val_loss_twice,
+            "val_loss is called more than once per epoch: a validation pass costs a full sweep over the "
+            "validation set (and may be noisy); call it exactly once after each epoch's train_epoch, keep the "
+            "number and compare that"),
     Mistake("keeps the last weights", es_keeps_last,
             "best_params are the weights of the LAST epoch: early stopping returns the weights of the best "
             "epoch, so take a copy of the parameters whenever the validation loss improves"),
     Mistake("stores a reference", es_reference_kept,
-            "best_params share their arrays with params (best = params, or params.copy() / dict(params), which "
-            "copy the dict but not the arrays), so train_epoch keeps changing them; store a copy of every "
+            "best_params share their arrays with params (params.copy() or dict(params) copy the dict but not the "
+            "arrays), so train_epoch keeps changing them; store a copy of every "
             "array, {k: v.copy() for k, v in params.items()}"),
     Mistake("patience off by one", es_patience_off_by_one,
             "training runs one epoch too long: stop as soon as `patience` epochs in a row have not improved "
@@ -1290,13 +1348,14 @@ _ES_SCRIPTS = {  # name: (losses per epoch, max_epochs, patience)
     1: ([1.0, 0.8, 0.8, 0.85, 0.7, 0.7, 0.75, 0.9, 0.95, 1.0, 1.1, 1.2], 12, 3),
     2: ([0.9, 0.7, 0.6, 0.5, 0.45, 0.4], 6, 2),
     3: ([0.5, 0.6, 0.4, 0.3, 0.2, 0.1], 6, 1),
+    5: ([1.0, 0.5, 0.9, 0.8, 0.7, 0.6, 0.55, 0.52], 8, 2),
 }
 
 
 def early_stopping_problem(case: int):
     """The inputs of one case of the fit_with_early_stopping check, as
     ``params, train_epoch, val_loss, max_epochs, patience`` (import it to reproduce a failing case):
-    cases 1-3 are scripted validation losses, case 4 a real linear regression that overfits."""
+    cases 1-3 and 5 are scripted validation losses, case 4 a real linear regression that overfits."""
     if case in _ES_SCRIPTS:
         losses, max_epochs, patience = _ES_SCRIPTS[case]
         run = _Scripted(losses)
@@ -1308,7 +1367,8 @@ def early_stopping_problem(case: int):
 _ES_LABELS = {1: "scripted losses 1.0, 0.8, 0.8, 0.85, 0.7, 0.7, 0.75, 0.9, ... with patience 3",
               2: "scripted losses that only go down, max_epochs 6",
               3: "scripted losses 0.5, 0.6, 0.4, ... with patience 1",
-              4: "a linear regression that overfits, patience 10"}
+              4: "a linear regression that overfits, patience 10",
+              5: "scripted losses 1.0, 0.5, 0.9, 0.8, 0.7, ... (falling, but no new best) with patience 2"}
 
 
 def _same_fit(a, b) -> bool:
@@ -1335,7 +1395,7 @@ def _same_fit(a, b) -> bool:
 ])
 def fit_with_early_stopping(fn):
     """Train with early stopping; return (best_params, best_epoch counted from 1, val_losses)."""
-    for case in (1, 2, 3, 4):
+    for case in (1, 2, 3, 5, 4):
         what = _ES_LABELS[case]
         line = (f"from dlcourse.training.checks import early_stopping_problem; "
                 f"fit_with_early_stopping(*early_stopping_problem({case}))")
@@ -1343,7 +1403,13 @@ def fit_with_early_stopping(fn):
             expected = ref.fit_with_early_stopping(*early_stopping_problem(case))
             params, train_epoch, val_loss, max_epochs, patience = early_stopping_problem(case)
             arrays = dict(params)
-            out = call(fn, params, train_epoch, val_loss, max_epochs, patience, allow_mutation=True)
+            calls = []
+
+            def counted_val_loss(p, _val_loss=val_loss):
+                calls.append(1)
+                return _val_loss(p)
+
+            out = call(fn, params, train_epoch, counted_val_loss, max_epochs, patience, allow_mutation=True)
             got = expect_tuple(out, 3, "(best_params, best_epoch, val_losses)", "fit_with_early_stopping",
                                noun="values")
             best, epoch, losses = got
@@ -1351,7 +1417,10 @@ def fit_with_early_stopping(fn):
                                            f"with the same keys")
             expect(best.keys() == params.keys(), f"best_params has the keys {sorted(best)}, expected "
                                                  f"{sorted(params)}")
-            if best is params or any(np.shares_memory(np.asarray(best[k]), v) for k, v in arrays.items()):
+            if best is params:
+                restored = all(_close(best[k], expected[0][k]) for k in expected[0])
+                fail_with(ES_MISTAKES, "returns the caller's dict" if restored else "stores a reference", f"({what})")
+            if any(np.shares_memory(np.asarray(best[k]), v) for k, v in arrays.items()):
                 fail_with(ES_MISTAKES, "stores a reference", f"({what})")
             expect(isinstance(losses, (list, tuple, np.ndarray)), f"val_losses is a {type(losses).__name__}; "
                                                                    "return a list of the losses, one per epoch")
@@ -1364,7 +1433,10 @@ def fit_with_early_stopping(fn):
             expect(len(losses) == len(expected[2]),
                    f"{len(losses)} validation losses came back, expected {len(expected[2])}: training should stop "
                    f"after epoch {len(expected[2])} ({what})")
-            expect_close(np.asarray(losses, dtype=float), expected[2], f"val_losses ({what})")
+            expect_close(np.asarray(losses, dtype=float), expected[2], f"val_losses ({what})", rtol=1e-9)
+            if len(calls) > len(losses):
+                fail_with(ES_MISTAKES, "val_loss called twice per epoch",
+                          f"({len(calls)} calls for {len(losses)} epochs; {what})")
             expect(epoch == expected[1], f"best_epoch is {epoch}, expected {expected[1]} ({what})")
             for key in expected[0]:
                 expect_close(best[key], expected[0][key], f"best_params[{key!r}] ({what})")
