@@ -676,3 +676,48 @@ def test_early_stopping_refuses_the_reviewers_wrong_loops():
 def test_early_stopping_scripted_case_without_a_new_best_stops_after_4_epochs():
     best, best_epoch, losses = ref.fit_with_early_stopping(*early_stopping_problem(5))
     assert (best_epoch, losses) == (2, [1.0, 0.5, 0.9, 0.8])
+
+
+def _dropout_reviewer_whole_rows(x, p, train, rng):
+    if not train:
+        return x, np.ones(x.shape, dtype=bool)
+    mask = np.broadcast_to(rng.random((len(x), 1)) >= p, x.shape)
+    return x * mask / (1 - p) if p < 1 else np.zeros_like(x), mask
+
+
+def _dropout_reviewer_tiled(x, p, train, rng):
+    if not train:
+        return x, np.ones(x.shape, dtype=bool)
+    mask = np.tile(rng.random((x.shape[0], 5)) >= p, (1, -(-x.shape[1] // 5)))[:, :x.shape[1]]
+    return x * mask / (1 - p) if p < 1 else np.zeros_like(x), mask
+
+
+def _dropout_reviewer_eval_none(x, p, train, rng):
+    if not train:
+        return x, None
+    mask = rng.random(x.shape) >= p
+    return x * mask / (1 - p) if p < 1 else np.zeros_like(x), mask
+
+
+def _dropout_reviewer_float_mask(x, p, train, rng):
+    if not train:
+        return x, np.ones(x.shape)
+    mask = (rng.random(x.shape) >= p).astype(float)
+    return x * mask / (1 - p) if p < 1 else np.zeros_like(x), mask
+
+
+def test_dropout_refuses_the_reviewers_masks():
+    result = ch04.run("dropout_forward", _dropout_reviewer_whole_rows)
+    assert result.mistake == "one mask per example", result.message
+    result = ch04.run("dropout_forward", _dropout_reviewer_tiled)
+    assert result.mistake == "mask not independent per element", result.message
+    assert ch04.run("dropout_forward", _dropout_reviewer_eval_none).message.startswith(
+        "in eval mode return an all-True boolean mask")
+    assert "return a boolean mask" in ch04.run("dropout_forward", _dropout_reviewer_float_mask).message
+
+
+def test_dropout_independence_test_accepts_many_seeds():
+    from dlcourse.training.checks import _independence
+    for seed in range(200):
+        for shape, p in (((400, 250), 0.2), ((400, 250), 0.5), ((400, 250), 0.9)):
+            _independence(np.random.default_rng(seed).random(shape) >= p, p, "seed")

@@ -399,7 +399,29 @@ def dropout_nan_at_p1(x, p, train, rng):
     return x * mask / (1 - p), mask   # p = 1: 0 / 0
 
 
+def dropout_per_example(x, p, train, rng):
+    if not train:
+        return x.copy(), np.ones(x.shape, dtype=bool)
+    keep = rng.random((x.shape[0], 1)) >= p   # (N, 1): one draw per example, whole rows dropped
+    mask = np.repeat(keep, x.shape[1], axis=1)
+    return x * mask / (1 - p), mask
+
+
+def dropout_duplicated_columns(x, p, train, rng):
+    if not train:
+        return x.copy(), np.ones(x.shape, dtype=bool)
+    half = rng.random((x.shape[0], (x.shape[1] + 1) // 2)) >= p
+    mask = np.repeat(half, 2, axis=1)[:, :x.shape[1]]   # every draw used for two neighbouring units
+    return x * mask / (1 - p), mask
+
+
 DROPOUT_MISTAKES = (
+    Mistake("one mask per example", dropout_per_example,
+            "whole examples are dropped or kept (one draw per row, broadcast over the features): dropout drops "
+            "each UNIT independently, so draw one number per element, rng.random(x.shape), not rng.random((N, 1))"),
+    Mistake("mask not independent per element", dropout_duplicated_columns,
+            "the mask is not independent per element: neighbouring units are kept or dropped together (a draw "
+            "reused, e.g. repeated or tiled columns); draw one fresh number per element, rng.random(x.shape)"),
     Mistake("no rescale", dropout_no_rescale,
             "in training the kept units are not scaled up: inverted dropout divides them by 1 - p, so that the "
             "expected output equals x and nothing needs rescaling at eval time"),
@@ -415,8 +437,8 @@ DROPOUT_MISTAKES = (
     Mistake("divides by p", dropout_divides_by_p,
             "the kept units are divided by p: divide by the keep probability, 1 - p"),
     Mistake("one mask shared", dropout_shared_mask,
-            "every example of the batch has the same units dropped (one mask of shape (D,)): draw an "
-            "independent mask for every element, of x's shape (N, D)"),
+            "the mask is shared by every example: each example of the batch has the same units dropped (one "
+            "mask of shape (D,)); draw an independent mask for every element, of x's shape (N, D)"),
     Mistake("nan at p = 1", dropout_nan_at_p1,
             "with p = 1 the output is nan: every unit is dropped and x * 0 / 0 = nan; return zeros for p = 1 "
             "(as F.dropout does)"),
@@ -432,8 +454,35 @@ def _as_mask(mask, x, what):
     if mask.shape != x.shape and mask.size == x.shape[-1]:
         fail_with(DROPOUT_MISTAKES, "one mask shared", f"(the mask has shape {mask.shape}; {what})")
     expect(mask.shape == x.shape, f"the mask has shape {mask.shape}, expected x's shape {x.shape} ({what})")
-    expect(np.isin(mask, (0, 1)).all(), f"the mask should hold True/False (or 1/0) only ({what})")
-    return mask.astype(bool)
+    expect(mask.dtype == bool, f"the mask has dtype {mask.dtype}: return a boolean mask (True where a unit is "
+                               f"kept), e.g. rng.random(x.shape) >= p, not a 0/1 {mask.dtype} array ({what})")
+    return mask
+
+
+def _independence(mask, p, what):
+    """A large mask must look like independent Bernoulli(1 - p) draws: no correlation between neighbouring
+    columns or rows, and per-row kept fractions that spread like a binomial's."""
+    if mask.shape[0] > 1 and (mask == mask[0]).all():
+        fail_with(DROPOUT_MISTAKES, "one mask shared", f"({what})")
+    if mask.shape[1] > 1 and (mask == mask[:, :1]).all():
+        fail_with(DROPOUT_MISTAKES, "one mask per example", f"({what})")
+    m = mask.astype(np.float64)
+
+    def corr(a, b):
+        a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+        scale = np.sqrt((a @ a) * (b @ b))
+        return 0.0 if scale == 0 else float(a @ b / scale)
+
+    for where, c in (("neighbouring columns", corr(m[:, :-1], m[:, 1:])),
+                     ("neighbouring rows", corr(m[:-1], m[1:]))):
+        if abs(c) > 0.05:
+            fail_with(DROPOUT_MISTAKES, "mask not independent per element",
+                      f"(the mask's correlation between {where} is {c:.2f}, expected about 0; {what})")
+    spread = m.mean(axis=1).var() / (p * (1 - p) / m.shape[1])
+    if not 0.6 < spread < 1.6:
+        fail_with(DROPOUT_MISTAKES, "mask not independent per element",
+                  f"(the kept fraction per example varies {spread:.2f} times as much as independent draws "
+                  f"would; {what})")
 
 
 def _dropout_train_case(fn, x, p, seed, what):
@@ -483,8 +532,11 @@ def dropout_forward(fn):
             if np.any((np.asarray(out) == 0) & (x != 0)) or np.any(np.abs(np.asarray(out) - x / 0.7) < 1e-12):
                 fail_with(DROPOUT_MISTAKES, "applied at eval", f"({what})")
             expect_close(out, x, f"out in eval mode (the identity; {what})")
-        expect(mask is None or np.asarray(mask).all(), f"in eval mode every unit is kept: return an all-True "
-                                                       f"mask ({what})")
+        expect(mask is not None and np.shape(mask) == x.shape and np.asarray(mask).dtype == bool
+               and np.asarray(mask).all(),
+               f"in eval mode return an all-True boolean mask of x's shape, np.ones(x.shape, dtype=bool): every "
+               f"unit is kept (got {'None' if mask is None else np.asarray(mask).dtype} of shape "
+               f"{np.shape(mask)}; {what})")
     cases = [(x, 0.3, 1, "train mode, x of shape (3, 4), p = 0.3"),
              (rng.standard_normal((6, 5)) + 0.1, 0.6, 2, "train mode, x of shape (6, 5), p = 0.6"),
              (rng.standard_normal((400, 250)) + 0.1, 0.2, 3, "train mode, x of shape (400, 250), p = 0.2"),
@@ -495,8 +547,7 @@ def dropout_forward(fn):
             out, mask = _dropout_train_case(fn, xc, p, seed, what)
             kept = mask.mean()
             if xc.size >= 1000:
-                if mask.shape[0] > 1 and (mask == mask[0]).all():
-                    fail_with(DROPOUT_MISTAKES, "one mask shared", f"({what})")
+                _independence(mask, p, what)
                 if abs(kept - (1 - p)) > 0.01:
                     if abs(kept - p) < 0.01:
                         fail_with(DROPOUT_MISTAKES, "keeps with probability p", f"(kept {kept:.3f}; {what})")
