@@ -1087,10 +1087,10 @@ def he_global_state(fan_in, fan_out, rng):
 
 HE_MISTAKES = (
     Mistake("variance used as std", he_variance_as_std,
-            "the std is 2 / fan_in, the VARIANCE: np.random's normal takes the standard deviation, "
-            "sqrt(2 / fan_in)"),
+            "the std is 2 / fan_in, the VARIANCE: rng.normal(loc, scale, size) takes the standard deviation as "
+            "scale, sqrt(2 / fan_in)"),
     Mistake("LeCun", he_lecun,
-            "the std is sqrt(1 / fan_in), LeCun's initialisation: for ReLU He doubles the variance, "
+            "the std is sqrt(1 / fan_in), LeCun's initialization: for ReLU He doubles the variance, "
             "sqrt(2 / fan_in), because ReLU zeroes half of each unit's inputs"),
     Mistake("Xavier", he_xavier,
             "the std is sqrt(2 / (fan_in + fan_out)), Xavier/Glorot's (made for tanh): He uses fan_in only, "
@@ -1112,14 +1112,15 @@ HE_MISTAKES = (
 
 @check.exercise(points=2, mistakes=HE_MISTAKES, reference=ref.he_init,
                 forbid=(practice.init_weights, practice.init_std), hints=[
-    "He initialisation for a ReLU layer draws every weight independently from a normal distribution with "
+    "He initialization for a ReLU layer draws every weight independently from a normal distribution with "
     "mean 0 and variance 2 / fan_in, from the generator it is given (so that a seed makes it reproducible).",
     "NumPy's normal takes the standard deviation, not the variance: the std is the square root of "
     "2 / fan_in. The shape is (fan_in, fan_out).",
-    "std = np.sqrt(2 / fan_in); return rng.normal(0.0, std, size=(fan_in, fan_out)).",
+    "Two steps: compute the std from fan_in (a square root), then make ONE call to the generator's normal "
+    "method (rng.normal: mean, std, size) for the whole (fan_in, fan_out) array; no loops, no np.random.",
 ])
 def he_init(fn):
-    """He normal initialisation: W of shape (fan_in, fan_out), N(0, 2 / fan_in), drawn from rng."""
+    """He normal initialization: W of shape (fan_in, fan_out), N(0, 2 / fan_in), drawn from rng."""
     what = "fan_in = 3, fan_out = 5"
     with trying("he_init", 3, 5, np.random.default_rng(0), label=what):
         w = call(fn, 3, 5, np.random.default_rng(0))
@@ -1128,7 +1129,8 @@ def he_init(fn):
         if w.shape == (5, 3):
             fail_with(HE_MISTAKES, "shape transposed", f"({what})")
         expect(w.shape == (3, 5), f"W has shape {w.shape}, expected (fan_in, fan_out) = (3, 5)")
-        expect(w.dtype == np.float64, f"W is {w.dtype}; keep float64 (rng.normal's)")
+        expect(np.issubdtype(w.dtype, np.floating), f"W is {w.dtype}; return floating-point weights (rng.normal's "
+                                                    f"float64, or float32)")
     what = "fan_in = 300, fan_out = 200, seeds 1, 1 and 2"
     with trying("he_init", 300, 200, np.random.default_rng(1), label=what):
         first = np.asarray(call(fn, 300, 200, np.random.default_rng(1)))
@@ -1156,6 +1158,9 @@ def he_init(fn):
         tails = np.mean(np.abs(w) > 2 * right)
         expect(abs(tails - 0.0455) < 0.01, f"{tails:.1%} of the weights lie beyond 2 std, where a normal "
                                            f"distribution has 4.6%: draw from rng.normal ({what})")
+        kurtosis = float(np.mean((w - w.mean()) ** 4) / w.var() ** 2)
+        expect(abs(kurtosis - 3) < 0.15, f"the kurtosis of W is {kurtosis:.2f}, where a normal distribution has 3 "
+                                         f"(heavier or lighter tails than a normal): draw from rng.normal ({what})")
     return "W has shape (fan_in, fan_out), std sqrt(2 / fan_in) within 3 %, mean 0, normal tails, and comes from rng"
 
 
@@ -1476,6 +1481,9 @@ def fit_with_early_stopping(fn):
             expect(isinstance(losses, (list, tuple, np.ndarray)), f"val_losses is a {type(losses).__name__}; "
                                                                    "return a list of the losses, one per epoch")
             tried.got, tried.expected = (epoch, list(np.round(losses, 6))), (expected[1], expected[2])
+            if len(calls) > len(losses):
+                fail_with(ES_MISTAKES, "val_loss called twice per epoch",
+                          f"({len(calls)} calls for {len(losses)} epochs; {what})")
             diagnose(got, expected, ES_MISTAKES, same=_same_fit, suffix=f"({what})",
                      apply=lambda wrong: wrong(*early_stopping_problem(case)))
             if len(losses) == len(expected[2]) + 1 and _close(np.asarray(losses[1:], dtype=float), expected[2]):
@@ -1485,9 +1493,6 @@ def fit_with_early_stopping(fn):
                    f"{len(losses)} validation losses came back, expected {len(expected[2])}: training should stop "
                    f"after epoch {len(expected[2])} ({what})")
             expect_close(np.asarray(losses, dtype=float), expected[2], f"val_losses ({what})", rtol=1e-9)
-            if len(calls) > len(losses):
-                fail_with(ES_MISTAKES, "val_loss called twice per epoch",
-                          f"({len(calls)} calls for {len(losses)} epochs; {what})")
             expect(epoch == expected[1], f"best_epoch is {epoch}, expected {expected[1]} ({what})")
             for key in expected[0]:
                 expect_close(best[key], expected[0][key], f"best_params[{key!r}] ({what})")
