@@ -120,6 +120,11 @@ def bce_mean_over_rows(logits, target):
     return np.sum(elementwise) / len(z), (ref.sigmoid(z) - target) / len(z)
 
 
+def bce_grad_over_rows(logits, target):
+    loss, _ = ref.bce_with_logits(logits, target)
+    return loss, (ref.sigmoid(logits) - target) / logits.shape[0]   # N, not N·D
+
+
 BCE_MISTAKES = (
     Mistake("sum not mean", bce_sum_not_mean,
             "the loss is the sum over the elements and the gradient is not divided by their number: the loss "
@@ -135,6 +140,9 @@ BCE_MISTAKES = (
     Mistake("mean over rows only", bce_mean_over_rows,
             "for an (N, D) input the loss is divided by N only (a mean over rows of row sums): average over all "
             "N·D elements (np.mean), and divide the gradient by z.size"),
+    Mistake("gradient divided by shape[0]", bce_grad_over_rows,
+            "the loss is right but dlogits is divided by z.shape[0] (the number of rows, N): the loss is a mean "
+            "over all N·D elements, so divide the gradient by z.size"),
     Mistake("log of sigmoid", bce_log_of_sigmoid,
             "the loss is nan at logits of ±1000: log(sigmoid(z)) and log(1 - sigmoid(z)) hit log(0) = -inf, and "
             "0 · (-inf) = nan; rewrite the loss as softplus(z) - z·y and compute softplus(z) = log(1 + e^z) "
@@ -248,6 +256,11 @@ def standardize_in_place(x_train, x_val, x_test):
     return x_train, x_val, x_test
 
 
+def standardize_global_std(x_train, x_val, x_test):
+    mean, std = x_train.mean(axis=0), x_train.std()   # per-feature mean, but ONE std for all features
+    return tuple((x - mean) / std for x in (x_train, x_val, x_test))
+
+
 STANDARDIZE_MISTAKES = (
     Mistake("statistics from all splits", standardize_leak,
             "the mean and std come from all three splits together: that leaks the validation and test sets "
@@ -258,6 +271,9 @@ STANDARDIZE_MISTAKES = (
     Mistake("global statistics", standardize_global,
             "one mean and one std for the whole array: standardise each feature (column) separately, "
             "x_train.mean(axis=0) and x_train.std(axis=0), shape (D,)"),
+    Mistake("one global std", standardize_global_std,
+            "the mean is per feature but the std is one number for the whole array (x_train.std() without "
+            "axis): every feature needs its own scale too, x_train.std(axis=0), shape (D,)"),
     Mistake("wrong axis", standardize_wrong_axis,
             "the statistics are taken over axis=1, one per example (row), so they do not fit the other splits: "
             "take them per feature over the examples, axis=0, giving shape (D,)"),
@@ -667,6 +683,32 @@ def bn_keepdims(x, gamma, beta, running_mean, running_var, train=True, momentum=
             (1 - momentum) * running_var + momentum * var * n / (n - 1))
 
 
+def _bn_train(x, gamma, beta, running_mean, running_var, momentum, eps):
+    n = x.shape[0]
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    return (gamma * (x - mean) / np.sqrt(var + eps) + beta, (1 - momentum) * running_mean + momentum * mean,
+            (1 - momentum) * running_var + momentum * var * n / (n - 1))
+
+
+def bn_running_unchanged(x, gamma, beta, running_mean, running_var, train=True, momentum=0.1, eps=1e-5):
+    if not train:
+        return _bn_eval(x, gamma, beta, running_mean, running_var, eps), running_mean, running_var
+    out, _, _ = _bn_train(x, gamma, beta, running_mean, running_var, momentum, eps)
+    return out, running_mean, running_var   # the running statistics never learn
+
+
+def bn_momentum_hard_coded(x, gamma, beta, running_mean, running_var, train=True, momentum=0.1, eps=1e-5):
+    if not train:
+        return _bn_eval(x, gamma, beta, running_mean, running_var, eps), running_mean, running_var
+    return _bn_train(x, gamma, beta, running_mean, running_var, 0.1, eps)   # not the momentum passed
+
+
+def bn_eps_hard_coded(x, gamma, beta, running_mean, running_var, train=True, momentum=0.1, eps=1e-5):
+    if not train:
+        return _bn_eval(x, gamma, beta, running_mean, running_var, 1e-5), running_mean, running_var
+    return _bn_train(x, gamma, beta, running_mean, running_var, momentum, 1e-5)   # not the eps passed
+
+
 BN_FORWARD_MISTAKES = (
     Mistake("variance over the wrong axis", bn_var_wrong_axis,
             "the variance is taken over axis=1 (one per example): batch norm normalises each FEATURE over the "
@@ -695,6 +737,14 @@ BN_FORWARD_MISTAKES = (
     Mistake("keepdims shape slip", bn_keepdims,
             "the new running statistics have shape (1, D): the batch mean and variance were taken with "
             "keepdims=True; running_mean and running_var keep their shape (D,)"),
+    Mistake("running stats not updated in train", bn_running_unchanged,
+            "out is right but the running statistics come back unchanged in train mode: update them, "
+            "running = (1 - momentum) · running + momentum · batch statistic (the unbiased variance for the var)"),
+    Mistake("momentum hard-coded", bn_momentum_hard_coded,
+            "you used momentum 0.1, not the momentum passed: use the argument `momentum` in the running "
+            "averages"),
+    Mistake("eps hard-coded", bn_eps_hard_coded,
+            "you used eps 1e-5, not the eps passed: use the argument `eps` in sqrt(var + eps)"),
 )
 
 
@@ -861,7 +911,25 @@ def bnb_gamma_forgotten(dout, x, gamma, eps=1e-5):
     return dx, (dout * x_hat).sum(axis=0), dout.sum(axis=0)
 
 
+def bnb_means_not_sums(dout, x, gamma, eps=1e-5):
+    dx, dgamma, dbeta = ref.batchnorm_backward_from_x(dout, x, gamma, eps)
+    return dx, dgamma / x.shape[0], dbeta / x.shape[0]   # both averaged over the batch
+
+
+def bnb_inv_std_forgotten(dout, x, gamma, eps=1e-5):
+    _, inv_std, x_hat = _bn_parts(x, gamma, eps)
+    g = dout * gamma
+    dx = g - g.mean(axis=0) - x_hat * (g * x_hat).mean(axis=0)   # the final * inv_std is missing
+    return dx, (dout * x_hat).sum(axis=0), dout.sum(axis=0)
+
+
 BN_BACKWARD_MISTAKES = (
+    Mistake("dgamma and dbeta as means", bnb_means_not_sums,
+            "dx is right; dgamma and dbeta are wrong: they are averaged over the batch, but gamma and beta act "
+            "on every example, so their gradients are SUMS over the batch (axis=0), not means"),
+    Mistake("inv_std forgotten", bnb_inv_std_forgotten,
+            "dgamma and dbeta are right; dx is wrong: the factor 1 / sqrt(var + eps) (inv_std) at the end is "
+            "missing; x_hat = (x - mean) · inv_std, so the whole bracket is multiplied by inv_std"),
     Mistake("statistics treated as constants", bnb_constant_statistics,
             "dgamma and dbeta are right; dx is wrong: it is dout * gamma * inv_std, as if the batch mean and "
             "variance were constants; in train mode they depend on every x, which adds two terms: "
@@ -991,7 +1059,28 @@ def prf_classes_from_y_true(y_true, y_pred, num_classes):
     return precision, recall, float(_ratio(2 * precision * recall, precision + recall).mean())
 
 
+def prf_nanmean(y_true, y_pred, num_classes):
+    cm = _counts(y_true, y_pred, num_classes)
+    tp = np.diag(cm)
+    with np.errstate(invalid="ignore"):
+        precision, recall = tp / cm.sum(axis=0), tp / cm.sum(axis=1)   # 0 / 0 = nan ...
+        f1 = 2 * precision * recall / (precision + recall)
+    return precision, recall, float(np.nanmean(f1))   # ... and nanmean skips those classes
+
+
+def prf_f1_arithmetic(y_true, y_pred, num_classes):
+    precision, recall, _ = ref.precision_recall_macro_f1(y_true, y_pred, num_classes)
+    return precision, recall, float(((precision + recall) / 2).mean())   # not the harmonic mean
+
+
 PRF_MISTAKES = (
+    Mistake("nan skipped with nanmean", prf_nanmean,
+            "the macro F1 skips classes: 0 / 0 gave nan and np.nanmean left those classes out, so it averages "
+            "only some classes; count a 0 / 0 precision or recall as 0 (zero_division=0) and average the F1 of "
+            "every one of the num_classes classes"),
+    Mistake("F1 as the arithmetic mean", prf_f1_arithmetic,
+            "each class's F1 is (P + R) / 2, the arithmetic mean: F1 is the HARMONIC mean, 2 P R / (P + R) "
+            "(0 where P + R = 0)"),
     Mistake("precision and recall swapped", prf_swapped,
             "precision and recall are swapped: precision divides the true positives by how often a class was "
             "PREDICTED (a column of the confusion matrix counts[true, pred]), recall by how often it is TRUE (a row)"),
