@@ -12,7 +12,7 @@
 # | 4 | `batchnorm_forward` | batch norm with running statistics, train and eval mode | 3 |
 # | 5 | `batchnorm_backward` | the gradients of batch norm in train mode | 3 |
 # | 6 | `precision_recall_f1` | per-class precision and recall, and the macro F1 | 2 |
-# | 7 | `he_init` | He initialisation for a ReLU layer | 2 |
+# | 7 | `he_init` | He initialization for a ReLU layer | 2 |
 # | 8 | `fit_with_early_stopping` | **the larger task**: a training loop that stops early and keeps the best weights | 4 |
 # | | five concept questions | a number or a pair of numbers each | 5 × 1 |
 #
@@ -28,7 +28,10 @@
 # **Conventions.** Dimension letters: `N` examples, `D` features, `K` classes. Every function
 # returns new arrays and changes none of its inputs in place (except where an exercise says so).
 # Write the code yourself: handing in (or calling) the course's own version of an exercise earns
-# no points.
+# no points. The point of every exercise is to write it **in NumPy**: wrapping PyTorch or scikit-learn
+# (`F.binary_cross_entropy_with_logits` and autograd, `StandardScaler`, ...) would pass the checks,
+# which use those libraries as the oracles they compare with, but it teaches nothing; only the course's
+# own functions are refused.
 
 # %%
 import numpy as np
@@ -247,7 +250,7 @@ def precision_recall_f1(y_true, y_pred, num_classes):
 check.precision_recall_f1(precision_recall_f1)
 
 # %% [markdown]
-# ## Exercise 7 · He initialisation (2 points)
+# ## Exercise 7 · He initialization (2 points)
 #
 # A ReLU layer zeroes about half of its inputs, which halves the variance of the signal at every
 # layer; He et al. compensate by drawing the weights with variance $2/\text{fan\_in}$.
@@ -261,7 +264,7 @@ check.precision_recall_f1(precision_recall_f1)
 
 # %%
 def he_init(fan_in, fan_out, rng):
-    """He normal initialisation, W of shape (fan_in, fan_out)."""
+    """He normal initialization, W of shape (fan_in, fan_out)."""
     ### BEGIN SOLUTION
     return rng.standard_normal((fan_in, fan_out)) * np.sqrt(2 / fan_in)
     ### END SOLUTION

@@ -175,7 +175,9 @@ def _bce_cases():
     "number <= 0. The loss is the mean of the elementwise losses over ALL elements, so the gradient is "
     "divided by z.size.",
     "loss = float(np.mean(softplus - z * y)); dlogits = (sigmoid(z) - y) / z.size, with a stable sigmoid "
-    "(1 / (1 + exp(-z)) is fine here: exp(1000) = inf gives 1 / inf = 0).",
+    "that never calls exp on a large positive number: e.g. np.where(z >= 0, 1 / (1 + exp(-|z|)), "
+    "exp(-|z|) / (1 + exp(-|z|))), or scipy.special.expit (1 / (1 + exp(-z)) overflows, with a warning, "
+    "at z = -1000).",
 ])
 def bce_with_logits(fn):
     """Mean binary cross-entropy on logits and its gradient: (loss, dlogits)."""

@@ -687,7 +687,7 @@ def precision_recall_macro_f1(y_true: np.ndarray, y_pred: np.ndarray,
 
 
 def he_init(fan_in: int, fan_out: int, rng: np.random.Generator) -> np.ndarray:
-    """He (Kaiming) normal initialisation for a ReLU layer: N(0, 2 / fan_in).
+    """He (Kaiming) normal initialization for a ReLU layer: N(0, 2 / fan_in).
 
     Returns
     -------
