@@ -736,7 +736,6 @@ def test_he_init_accepts_float32_and_refuses_heavy_tails():
     assert ch04.run("he_init", _he_reviewer_float32).passed
     result = ch04.run("he_init", _he_reviewer_student_t)
     assert not result.passed and "kurtosis" in result.message
-    from dlcourse.training.checks import he_init as he_check   # noqa: F401 - the check itself, many seeds
     for seed in range(50):
         w = np.random.default_rng(seed).standard_normal((800, 300))
         assert abs(np.mean(w ** 4) / w.var() ** 2 - 3) < 0.15
