@@ -365,6 +365,6 @@ def test_plots_build(grid):
                                  "random": [({"lr": 3e-2, "dropout": 0.2}, 0.95)]})]
     assert [len(f.axes) for f in figs] == [2, 2, 2, 1, 2, 1, 2, 1, 5]
     search_fig = figs[-1]
-    assert "best: 0.950" in [t.get_text() for t in search_fig.axes[1].get_legend().get_texts()]
+    assert search_fig.axes[1].get_title() == "random search: 1 trials, best (ringed) 0.950"
     for f in figs:
         plt.close(f)

@@ -270,15 +270,18 @@ def plot_depth_stats(stats: dict, title: str = "signal and gradient size by dept
     """Per-layer activation std (left) and weight-gradient std (right), one line per setting, log y.
 
     ``stats``: ``{label: DepthStats}`` (``practice.depth_statistics``) or ``{label: (act_std, grad_std)}``.
-    Zeros (a dead signal) are drawn at the bottom of the axes instead of vanishing from a log plot.
+    Exact zeros (a dead signal) are drawn at a floor a decade below the smallest positive value
+    instead of vanishing from a log plot; every positive value is drawn where it is.
     """
     fig, (ax_act, ax_grad) = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
-    for i, (label, s) in enumerate(stats.items()):
-        act, grad = (s.activation_std, s.gradient_std) if hasattr(s, "activation_std") else s
+    pairs = [(s.activation_std, s.gradient_std) if hasattr(s, "activation_std") else s for s in stats.values()]
+    positive = [v for pair in pairs for arr in pair for v in np.asarray(arr, dtype=float).ravel() if v > 0]
+    floor = min(positive) / 10 if positive else 1e-30
+    for i, (label, (act, grad)) in enumerate(zip(stats, pairs)):
         layers = np.arange(1, len(act) + 1)
         style = dict(color=f"C{i}", marker="o", ms=3, label=label)
-        ax_act.plot(layers, np.maximum(act, 1e-30), **style)
-        ax_grad.plot(layers, np.maximum(grad, 1e-30), **style)
+        ax_act.plot(layers, np.maximum(act, floor), **style)
+        ax_grad.plot(layers, np.maximum(grad, floor), **style)
     ax_act.set(xlabel="layer", ylabel="std of the layer's output", yscale="log", title="forward: activations")
     ax_grad.set(xlabel="layer", ylabel="std of dloss/dW", yscale="log", title="backward: weight gradients")
     ax_grad.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
@@ -312,12 +315,14 @@ def plot_lr_range(lrs: np.ndarray, losses: np.ndarray, suggested: Optional[float
     fig, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
     lrs, losses = np.asarray(lrs), np.asarray(losses, dtype=float)
     ax.plot(lrs, losses, color="C0", alpha=0.35, lw=1, label="mini-batch loss")
-    if smooth > 1 and len(losses) >= smooth:
-        ax.plot(lrs, np.convolve(losses, np.ones(smooth) / smooth, mode="same"), color="C0", lw=2,
-                label=f"smoothed ({smooth} steps)")
+    if smooth > 1 and len(losses) >= smooth:  # a centred moving average, only where the window is full
+        smoothed = np.convolve(losses, np.ones(smooth) / smooth, mode="valid")
+        centre = lrs[smooth // 2: smooth // 2 + len(smoothed)]
+        ax.plot(centre, smoothed, color="C0", lw=2, label=f"smoothed ({smooth} steps)")
     if suggested is not None:
         ax.axvline(suggested, color="C3", ls="--", label=f"suggested lr = {suggested:.2g}")
-    top = min(np.nanmax(losses), 4 * np.nanmin(losses)) if len(losses) else 1
+    # up to where the test stopped (4x the lowest loss), but never below the starting loss: the flat start shows
+    top = min(np.nanmax(losses), max(4 * np.nanmin(losses), losses[0])) if len(losses) else 1
     ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="loss", title="learning-rate range test",
            ylim=(0, top * 1.05))
     ax.legend(fontsize=8)
@@ -344,14 +349,12 @@ def plot_search(search: dict, x: str = "lr", y: str = "dropout", xlog: bool = Tr
         top, bottom = axes[0, col], axes[1, col]
         dots = top.scatter(xs, ys, c=ss, cmap="viridis", vmin=lo, vmax=hi, s=60, edgecolors="k")
         best = int(np.argmax(ss))
-        top.scatter(xs[best], ys[best], s=260, facecolors="none", edgecolors="red", linewidths=2,
-                    label=f"best: {ss[best]:.3f}")
-        top.set(title=f"{name} search: {len(trials)} trials", xlabel=x, ylabel=y)
+        top.scatter(xs[best], ys[best], s=260, facecolors="none", edgecolors="red", linewidths=2)
+        top.set(title=f"{name} search: {len(trials)} trials, best (ringed) {ss[best]:.3f}", xlabel=x, ylabel=y)
         bottom.plot(xs, ss, "o", color="C0")
         bottom.set(xlabel=f"{x} ({len(np.unique(np.round(xs, 12)))} distinct values tried)", ylabel="score")
         if xlog:
             top.set_xscale("log")
             bottom.set_xscale("log")
-        top.legend(loc="lower left", fontsize=8)
     fig.colorbar(dots, ax=axes[0, :].tolist(), label="validation accuracy", shrink=0.8)
     return fig

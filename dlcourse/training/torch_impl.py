@@ -770,7 +770,8 @@ def lr_range_test(x, y, lr_min: float = 1e-5, lr_max: float = 10.0, steps: int =
 def suggested_lr(lrs: np.ndarray, losses: np.ndarray, smooth: int = 5) -> float:
     """A learning rate from a range test: a tenth of the one where the smoothed loss is lowest
     (the rule of thumb of Smith 2017 and fastai)."""
-    losses = np.asarray(losses, dtype=float)
-    if smooth > 1 and len(losses) >= smooth:
-        losses = np.convolve(losses, np.ones(smooth) / smooth, mode="same")
-    return float(np.asarray(lrs)[int(np.nanargmin(losses))] / 10)
+    losses, lrs = np.asarray(losses, dtype=float), np.asarray(lrs)
+    if smooth > 1 and len(losses) >= smooth:  # centred moving average where the window is full
+        losses = np.convolve(losses, np.ones(smooth) / smooth, mode="valid")  # (S - smooth + 1,)
+        lrs = lrs[smooth // 2: smooth // 2 + len(losses)]                     # the window centres
+    return float(lrs[int(np.nanargmin(losses))] / 10)
