@@ -674,7 +674,7 @@ def test_early_stopping_refuses_the_reviewers_wrong_loops():
 
 
 def test_early_stopping_scripted_case_without_a_new_best_stops_after_4_epochs():
-    best, best_epoch, losses = ref.fit_with_early_stopping(*early_stopping_problem(5))
+    _, best_epoch, losses = ref.fit_with_early_stopping(*early_stopping_problem(5))
     assert (best_epoch, losses) == (2, [1.0, 0.5, 0.9, 0.8])
 
 

@@ -919,7 +919,7 @@ def bnb_means_not_sums(dout, x, gamma, eps=1e-5):
 
 
 def bnb_inv_std_forgotten(dout, x, gamma, eps=1e-5):
-    _, inv_std, x_hat = _bn_parts(x, gamma, eps)
+    _, _, x_hat = _bn_parts(x, gamma, eps)
     g = dout * gamma
     dx = g - g.mean(axis=0) - x_hat * (g * x_hat).mean(axis=0)   # the final * inv_std is missing
     return dx, (dout * x_hat).sum(axis=0), dout.sum(axis=0)
