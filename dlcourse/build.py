@@ -67,6 +67,10 @@ class BuildError(Exception):
 
 # --------------------------------------------------------------------------- stamping
 
+# The kernel logs only errors: ipykernel 7 warns "running over TCP without encryption" on every
+# start, which alarms instructors and says nothing about the notebook (it runs on localhost).
+KERNEL_QUIET = ["--log-level=ERROR"]
+
 def colab_url(path: str) -> str:
     return f"https://colab.research.google.com/github/{REPOSITORY}/blob/{BRANCH}/{path}"
 
@@ -234,7 +238,7 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 900) -> nbforma
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False, extra_arguments=KERNEL_QUIET,
                             coalesce_streams=True,
                             resources={"metadata": {"path": str(cwd)}})
     try:

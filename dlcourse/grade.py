@@ -53,6 +53,10 @@ class GradeReport:
         return "graded" + (f" ({self.cell_errors} cell(s) raised)" if self.cell_errors else "")
 
 
+# The kernel logs only errors: ipykernel 7 warns "running over TCP without encryption" on every
+# start, which alarms instructors and says nothing about the notebook (it runs on localhost).
+KERNEL_QUIET = ["--log-level=ERROR"]
+
 def _concepts() -> dict[str, str]:
     from dlcourse.build import CHAPTERS
     return {stem: concept for stem, (_, concept) in CHAPTERS.items() if concept}
@@ -121,7 +125,7 @@ def grade_notebook(path: str | Path, chapter: str | None = None, cell_timeout: i
     module = f"dlcourse.{_concepts()[chapter_stem]}.checks"
     nb.cells.append(nbformat.v4.new_code_cell(_GRADER_CELL.format(module=module, marker=marker)))
     client = NotebookClient(nb, timeout=cell_timeout, startup_timeout=startup_timeout, allow_errors=True,
-                            interrupt_on_timeout=True, kernel_name="python3", record_timing=False,
+                            interrupt_on_timeout=True, kernel_name="python3", record_timing=False, extra_arguments=KERNEL_QUIET,
                             resources={"metadata": {"path": str(path.parent.resolve())}})
     try:
         client.execute()
