@@ -9,7 +9,7 @@ Everything a chapter needs to run works offline:
 * :func:`surface` - 2-D test functions with analytic gradients for the optimisers.
 * :func:`load_sample_images` - the two photos that ship with scikit-learn.
 
-Bigger real data (:func:`load_mnist`, :func:`load_fashion_mnist`) goes through
+Bigger real data (:func:`load_mnist`, :func:`load_fashion_mnist`, :func:`load_cifar10`) goes through
 :func:`download`, which caches files, checks their sha256, writes atomically,
 resumes interrupted downloads and, when there is no network, says which offline
 alternative to use instead.
@@ -23,9 +23,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import io
 import os
+import pickle
 import socket
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -41,6 +44,7 @@ __all__ = [
     "load_sample_images", "load_sample_image",
     "DownloadError", "IdxFormatError", "default_cache_dir", "download", "sha256_of",
     "read_idx", "load_mnist", "load_fashion_mnist",
+    "ArchiveFormatError", "CIFAR10_CLASSES", "load_cifar10",
 ]
 
 
@@ -639,3 +643,116 @@ def load_fashion_mnist(split: str = "train", cache_dir: str | os.PathLike | None
     """
     return _load_idx_pair("fashion_mnist", FASHION_MNIST_MIRRORS, FASHION_MNIST_SHA256,
                           split, cache_dir, timeout)
+
+
+
+# ---------------------------------------------------------------------- CIFAR-10
+
+class ArchiveFormatError(ValueError):
+    """A verified download does not hold what it should (a missing member, an unexpected object)."""
+
+
+# The "python version" of CIFAR-10 from its authors' page (Krizhevsky 2009): a tar.gz of
+# 170,498,071 bytes holding cifar-10-batches-py/data_batch_1..5 and test_batch, each a pickled
+# dict {b"data": uint8 (10000, 3072), b"labels": list of 10,000 ints, ...}.  The sha256 is the
+# one Keras verifies the same URL against: keras-team/keras, keras/src/datasets/cifar10.py
+# (commit 7e4b17c5; also tensorflow/tensorflow, tensorflow/python/keras/datasets/cifar10.py).
+# (TensorFlow Datasets' url_checksums/cifar10.txt lists the *binary* version instead.)
+CIFAR10_MIRRORS = ("https://www.cs.toronto.edu/~kriz/",)
+CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+_CIFAR10_BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
+CIFAR10_OFFLINE_HINT = ("use dlcourse.data.load_digits() (8 x 8 grey digits) or "
+                        "dlcourse.data.load_sample_images() (two colour photos), which ship with scikit-learn")
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and NumPy arrays, nothing else.
+
+    A pickle can name any importable callable and have it called while loading.  Even after
+    the sha256 matched, we allow only the three globals a pickled ndarray needs, so a
+    damaged or substituted file cannot run code: anything else raises.
+    """
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR-10 batch "
+                                         f"holds only dicts, lists, bytes and NumPy arrays")
+        if name == "_reconstruct":
+            return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own reconstructor, whatever its module
+        return getattr(np, name)
+
+
+def _read_cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """One pickled batch -> images (n, 3, 32, 32) uint8 and labels (n,) int64."""
+    try:
+        # encoding="bytes": the batches were pickled by Python 2, whose str keys become bytes
+        batch = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as err:  # UnpicklingError, EOFError, ...: whatever it is, the file is wrong
+        raise ArchiveFormatError(f"{where} is not a CIFAR-10 batch ({type(err).__name__}: {err}); "
+                                 f"delete the archive and load again.") from None
+    if not isinstance(batch, dict):
+        raise ArchiveFormatError(f"{where} holds a {type(batch).__name__}, expected a dict")
+    batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    if "data" not in batch or "labels" not in batch:
+        raise ArchiveFormatError(f"{where} has keys {sorted(batch)}, expected 'data' and 'labels'")
+    images = np.asarray(batch["data"])
+    labels = np.asarray(batch["labels"], dtype=np.int64)
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3 * 32 * 32:
+        raise ArchiveFormatError(f"{where}: data is {images.dtype} {images.shape}, "
+                                 f"expected uint8 (n, 3072)")
+    if labels.shape != (len(images),) or (labels.size and not 0 <= labels.min() <= labels.max() <= 9):
+        raise ArchiveFormatError(f"{where}: {labels.shape[0]} labels for {len(images)} images, "
+                                 f"or labels outside 0..9")
+    # each row is 1024 red, then 1024 green, then 1024 blue values, rows of the image in order
+    return images.reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10(split: str = "train", cache_dir: str | os.PathLike | None = None,
+                 timeout: float = 30):
+    """CIFAR-10: 32 x 32 colour photos in 10 classes (50,000 train / 10,000 test).
+
+    Downloads the authors' archive once (about 170 MB), checks its sha256 (every call:
+    a damaged cache is fetched again), then reads the pickled batches straight from the
+    archive, with an unpickler that accepts only plain containers and NumPy arrays.
+
+    Returns
+    -------
+    x : (N, 3, 32, 32) float32 in [0, 1], NCHW (channels R, G, B), N = 50,000 or 10,000
+    y : (N,) int64 labels 0..9, named in ``CIFAR10_CLASSES``
+
+    Raises
+    ------
+    DownloadError with the offline alternative (:func:`load_digits`, :func:`load_sample_images`)
+    when there is no network; ArchiveFormatError when the verified archive is not as expected.
+    """
+    if split not in _CIFAR10_BATCHES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    path = download([m + CIFAR10_ARCHIVE for m in CIFAR10_MIRRORS], CIFAR10_SHA256,
+                    filename=CIFAR10_ARCHIVE, cache_dir=folder / "cifar10", timeout=timeout,
+                    offline_hint=CIFAR10_OFFLINE_HINT)
+    wanted = {f"cifar-10-batches-py/{name}": name for name in _CIFAR10_BATCHES[split]}
+    found = {}
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            for member in archive:  # one pass through the compressed stream
+                if member.name in wanted and member.isfile():
+                    found[wanted[member.name]] = _read_cifar_batch(archive.extractfile(member).read(),
+                                                                   f"{path.name}:{member.name}")
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise ArchiveFormatError(f"{path} is not a readable tar.gz ({err}); delete it and load again.") from None
+    missing = [name for name in _CIFAR10_BATCHES[split] if name not in found]
+    if missing:
+        raise ArchiveFormatError(f"{path} lacks cifar-10-batches-py/{', '.join(missing)}; "
+                                 f"delete it and load again.")
+    images = np.concatenate([found[name][0] for name in _CIFAR10_BATCHES[split]])  # (N, 3, 32, 32) uint8
+    labels = np.concatenate([found[name][1] for name in _CIFAR10_BATCHES[split]])  # (N,)
+    x = images.astype(np.float32)
+    x /= np.float32(255.0)  # in place: the train set is 600 MB as float32
+    return x, labels

@@ -8,7 +8,12 @@ all exercised for real over a socket.
 import gzip
 import hashlib
 import http.server
+import io
+import os
+import pickle
 import socket
+import struct
+import tarfile
 import threading
 import time
 
@@ -493,3 +498,128 @@ def test_real_checksums_look_right():
         for digest in table.values():
             assert len(digest) == 64 and int(digest, 16) >= 0
     assert len(set(data.MNIST_SHA256.values()) | set(data.FASHION_MNIST_SHA256.values())) == 8
+
+
+# ------------------------------------------------------------------------ CIFAR-10
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 wrote its ``str`` (opcode BINSTRING), like the real CIFAR-10 batches."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _save_py2_str(self, obj):
+        self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+
+
+def _py2_pickle(obj):
+    buffer = io.BytesIO()
+    _Py2Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue()
+
+
+def _tar_gz(members):
+    """A tar.gz (as bytes) holding ``members``: name -> bytes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, blob in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            archive.addfile(info, io.BytesIO(blob))
+    return buffer.getvalue()
+
+
+def _fake_cifar10(seed, per_batch=3):
+    """A tiny archive laid out like cifar-10-python.tar.gz, and the images / labels it holds."""
+    rng = np.random.default_rng(seed)
+    members, sets = {}, {"train": [], "test": []}
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        images = rng.integers(0, 256, (per_batch, 3, 32, 32), dtype=np.uint8)
+        images[0, 0, 0, :2] = 0, 255
+        labels = rng.integers(0, 10, per_batch)
+        batch = {b"batch_label": name.encode(), b"labels": [int(v) for v in labels],
+                 b"data": images.reshape(per_batch, 3072), b"filenames": [b"x.png"] * per_batch}
+        members[f"cifar-10-batches-py/{name}"] = _py2_pickle(batch)
+        sets["test" if name == "test_batch" else "train"].append((images, labels))
+    members["cifar-10-batches-py/batches.meta"] = _py2_pickle({b"label_names": [c.encode() for c in
+                                                                                 data.CIFAR10_CLASSES]})
+    members["cifar-10-batches-py/readme.html"] = b"<html></html>"
+    return _tar_gz(members), {k: (np.concatenate([i for i, _ in v]), np.concatenate([l for _, l in v]))
+                              for k, v in sets.items()}
+
+
+def test_load_cifar10_from_loopback(tmp_path, monkeypatch):
+    archive, sets = _fake_cifar10(0)
+    with LoopbackServer({"/k/cifar-10-python.tar.gz": archive}) as server:
+        monkeypatch.setattr(data, "CIFAR10_MIRRORS", (server.url("/gone/"), server.url("/k/")))
+        monkeypatch.setattr(data, "CIFAR10_SHA256", _sha(archive))
+        for split in ("train", "test"):
+            x, y = data.load_cifar10(split, cache_dir=tmp_path)
+            images, labels = sets[split]
+            assert x.dtype == np.float32 and x.shape == images.shape  # (N, 3, 32, 32), NCHW
+            assert y.dtype == np.int64 and y.shape == (len(images),)
+            assert x.min() == 0.0 and x.max() == 1.0
+            np.testing.assert_array_equal(np.rint(x * 255).astype(np.uint8), images)
+            np.testing.assert_array_equal(y, labels)
+        assert len(sets["train"][0]) == 15  # five training batches, in order
+        seen = len(server.requests)
+        data.load_cifar10("test", cache_dir=tmp_path)
+        assert len(server.requests) == seen  # cached
+    assert [p.name for p in (tmp_path / "cifar10").iterdir()] == ["cifar-10-python.tar.gz"]
+    with pytest.raises(ValueError, match="'train' or 'test'"):
+        data.load_cifar10("validation", cache_dir=tmp_path)
+
+
+def test_load_cifar10_refuses_a_corrupt_archive(tmp_path, monkeypatch):
+    archive, _ = _fake_cifar10(1)
+    damaged = archive[:1000] + bytes([archive[1000] ^ 0xFF]) + archive[1001:]
+    with LoopbackServer({"/k/cifar-10-python.tar.gz": damaged}) as server:
+        monkeypatch.setattr(data, "CIFAR10_MIRRORS", (server.url("/k/"),))
+        monkeypatch.setattr(data, "CIFAR10_SHA256", _sha(archive))
+        with pytest.raises(data.DownloadError) as info:
+            data.load_cifar10("test", cache_dir=tmp_path)
+    message = str(info.value)
+    assert "checksum mismatch" in message and _sha(archive) in message and "removed" in message
+    assert "load_sample_images" in message
+    assert list((tmp_path / "cifar10").iterdir()) == []  # nothing damaged is kept
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo this must never run",))
+
+
+@pytest.mark.parametrize("members, words", [
+    ({"cifar-10-batches-py/test_batch": pickle.dumps({b"data": _Evil(), b"labels": []}, protocol=2)},
+     "refusing to load"),
+    ({"cifar-10-batches-py/test_batch": _py2_pickle({b"labels": [1]})}, "expected 'data' and 'labels'"),
+    ({"cifar-10-batches-py/test_batch": _py2_pickle({b"data": np.zeros((2, 3072), np.uint8),
+                                                      b"labels": [1]})}, "1 labels for 2 images"),
+    ({"cifar-10-batches-py/data_batch_1": _py2_pickle({b"data": np.zeros((1, 3072), np.uint8),
+                                                        b"labels": [1]})}, "lacks cifar-10-batches-py/test_batch"),
+], ids=["code-in-pickle", "missing-key", "label-count", "missing-batch"])
+def test_load_cifar10_checks_a_verified_archive(tmp_path, monkeypatch, members, words):
+    archive = _tar_gz(members)  # the checksum matches, what is inside is wrong
+    with LoopbackServer({"/k/cifar-10-python.tar.gz": archive}) as server:
+        monkeypatch.setattr(data, "CIFAR10_MIRRORS", (server.url("/k/"),))
+        monkeypatch.setattr(data, "CIFAR10_SHA256", _sha(archive))
+        with pytest.raises(data.ArchiveFormatError, match=words):
+            data.load_cifar10("test", cache_dir=tmp_path)
+
+
+def test_load_cifar10_offline_names_the_offline_alternatives(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "CIFAR10_MIRRORS", (f"http://127.0.0.1:{_closed_port()}/",))
+    with pytest.raises(data.DownloadError) as info:
+        data.load_cifar10("train", cache_dir=tmp_path, timeout=2)
+    message = str(info.value)
+    assert "load_digits" in message and "load_sample_images" in message
+    assert "cifar-10-python.tar.gz" in message and data.CIFAR10_SHA256 in message
+
+
+def test_cifar10_constants():
+    assert len(data.CIFAR10_SHA256) == 64 and int(data.CIFAR10_SHA256, 16) >= 0
+    assert data.CIFAR10_MIRRORS[0] == "https://www.cs.toronto.edu/~kriz/"
+    assert len(data.CIFAR10_CLASSES) == 10 and data.CIFAR10_CLASSES[0] == "airplane"
