@@ -160,10 +160,12 @@ class KernelExplorer:
             ax_k.text(j, i, f"{value:.2g}", ha="center", va="center", fontsize=9)
         ax_k.set_title("kernel", fontsize=10)
         fm = self.feature_map
-        spread = max(np.abs(fm).max(), 1e-9)
-        signed = fm.min() < -1e-9 * spread
+        # colour scale from the 99.5th percentile: the zero padding makes a few extreme border
+        # values that would otherwise wash out every edge inside the photo
+        spread = max(np.percentile(np.abs(fm), 99.5), 1e-9)
+        signed = fm.min() < -1e-9 * max(np.abs(fm).max(), 1e-9)
         ax_out.imshow(fm, cmap="RdBu_r" if signed else "gray",
-                      vmin=-spread if signed else fm.min(), vmax=spread if signed else fm.max())
+                      vmin=-spread if signed else np.percentile(fm, 0.5), vmax=spread if signed else np.percentile(fm, 99.5))
         ax_out.set_title(f"feature map ({fm.shape[0]} × {fm.shape[1]}), stride {self.stride.value}, "
                          f"dilation {self.dilation.value}", fontsize=10)
         for ax in (ax_in, ax_k, ax_out):
