@@ -676,8 +676,8 @@ class _ArrayUnpickler(pickle.Unpickler):
     damaged or substituted file cannot run code: anything else raises.
     """
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
+    _ALLOWED = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                          ("numpy", "ndarray"), ("numpy", "dtype")})
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:
