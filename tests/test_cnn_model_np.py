@@ -108,6 +108,22 @@ def test_forward_and_every_gradient_match_torch(config, seed):
         np.testing.assert_allclose(grads[name], t_grads[name], rtol=1e-9, atol=1e-12, err_msg=name)
 
 
+def test_the_torch_side_smallcnn_loads_the_numpy_parameters_and_agrees():
+    """torch_impl.SmallCNN (the lesson's PyTorch twin) takes our state_dict as it is: same logits, same gradients."""
+    from dlcourse.cnn.torch_impl import SmallCNN
+    config = CONFIGS[0]
+    params = _random_params(config, 3)
+    x, y = _batch(config, 3)
+    model = SmallCNN(width=16).double()
+    model.load_state_dict({name: torch.from_numpy(value) for name, value in params.items()})
+    logits = model(torch.from_numpy(x))
+    F.cross_entropy(logits, torch.from_numpy(y)).backward()
+    np.testing.assert_allclose(cnn.cnn_forward(params, x)[0], logits.detach().numpy(), rtol=1e-10, atol=1e-12)
+    _, grads = cnn.cnn_loss_and_grads(params, x, y)
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(grads[name], p.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
 def test_gradients_match_torch_with_many_max_pool_ties():
     """Strongly negative biases make most ReLU outputs 0: many pooling windows are all ties."""
     config = CONFIGS[0]

@@ -298,7 +298,9 @@ def cnn_params_to_torch(params: dict[str, np.ndarray]):
 
     Its ``state_dict()`` has the keys of ``params``, so ``model(torch.from_numpy(x))``
     computes the logits of :func:`cnn_forward` and autograd gives the gradients of
-    :func:`cnn_backward`: the tests compare the two.
+    :func:`cnn_backward`: the tests compare the two.  (The lesson's PyTorch network,
+    ``dlcourse.cnn.torch_impl.SmallCNN``, loads the same ``state_dict`` when the images are
+    square and C2 = 2 * C1, as with the defaults; this twin takes any shapes.)
 
     Parameters
     ----------
