@@ -12,11 +12,11 @@ flipped); we do the same, so weights copy to and from ``torch.nn.Conv2d`` unchan
 
 Three versions of one idea live here.  ``conv2d_loops`` is the definition written as
 loops, to read.  ``conv2d_forward`` is the same sum, vectorised with *im2col*: copy every
-receptive field into one column of a matrix, then one matrix product computes every
-output at once.  Both loops and columns are built from the same fact: kernel offset
-``(i, j)`` meets, across all output positions, the strided slice
-``x_pad[..., i*dH : ... : sH, j*dW : ... : sW]`` (``_offset_slices``).  The backward
-pass reuses it: each kernel offset's gradient is added back onto its slice.
+receptive field into one column of a matrix (``sliding_window_view``), then one matrix
+product computes every output at once.  The backward pass undoes im2col with one fact:
+kernel offset ``(i, j)`` meets, across all output positions, the strided slice
+``x_pad[..., i*dH : ... : sH, j*dW : ... : sW]`` (``_offset_slices``), so each offset's
+gradient is added back onto its slice; pooling uses the same slices.
 
 Arguments ``stride``, ``padding`` and ``dilation`` are an int or a pair (height, width),
 as in PyTorch.  ``groups`` splits the channels into independent convolutions:
@@ -174,10 +174,16 @@ def conv2d_loops(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, s
 
 # --------------------------------------------------------------------------- convolution, vectorised
 
+# Columns are built for a few images at a time, about this many numbers (1 MiB of float32):
+# small enough to stay in the CPU cache between im2col and the matrix products that read
+# them (on the course machine up to 1.6x faster than one im2col matrix for the whole batch,
+# at 28x28 images, 16 channels and 5x5 kernels; benchmarks/RESULTS.md).
+CHUNK_ELEMENTS = 1 << 18
+
+
 class Conv2dCache(NamedTuple):
-    cols: np.ndarray          # (groups, C_in // groups * kH * kW, N * H_out * W_out): im2col of x_pad
+    x_pad: np.ndarray         # (N, C_in, H_img + 2 pH, W_img + 2 pW): backward rebuilds the columns from it
     w: np.ndarray             # (C_out, C_in // groups, kH, kW)
-    x_shape: tuple            # (N, C_in, H_img, W_img)
     stride: tuple[int, int]
     padding: tuple[int, int]
     dilation: tuple[int, int]
@@ -190,13 +196,33 @@ def _im2col(x_pad: np.ndarray, kH: int, kW: int, H_out: int, W_out: int, stride,
 
     Row (c, i, j) holds, for every output position of every image, the pixel that kernel
     weight (c, i, j) multiplies there; a matrix product with the weights then computes the
-    whole convolution.  Built with one strided copy per kernel offset (kH * kW copies).
+    whole convolution.  ``sliding_window_view`` gives every window as a view (no copy);
+    stepping it by the stride and the dilation keeps the windows and pixels the convolution
+    uses; one copy lays them out as rows.
     """
-    x_t = x_pad.transpose(1, 0, 2, 3)  # (C_in, N, H_pad, W_pad): channels first, to match the rows
-    cols = np.empty((x_t.shape[0], kH, kW, x_t.shape[1], H_out, W_out), dtype=x_pad.dtype)
+    (sH, sW), (dH, dW) = stride, dilation
+    span = (dH * (kH - 1) + 1, dW * (kW - 1) + 1)                   # a dilated kernel's extent
+    windows = np.lib.stride_tricks.sliding_window_view(x_pad, span, axis=(2, 3))
+    windows = windows[:, :, ::sH, ::sW, ::dH, ::dW]                  # (N, C_in, H_out, W_out, kH, kW), a view
+    return np.ascontiguousarray(windows.transpose(1, 4, 5, 0, 2, 3))  # (C_in, kH, kW, N, H_out, W_out)
+
+
+def _col2im_add(dcols: np.ndarray, dx_pad: np.ndarray, stride, dilation) -> None:
+    """Undo im2col for gradients: add each column entry onto the pixel it was copied from.
+
+    ``dcols`` (C_in, kH, kW, N, H_out, W_out); ``dx_pad`` (N, C_in, H_pad, W_pad) is added to
+    in place.  A pixel that sits in several receptive fields collects from each of them.
+    """
+    kH, kW, _, H_out, W_out = dcols.shape[1:]
+    dx_t = dx_pad.transpose(1, 0, 2, 3)  # (C_in, N, H_pad, W_pad), a view: adding to it adds to dx_pad
     for i, j, rows, columns in _offset_slices(kH, kW, H_out, W_out, stride, dilation):
-        cols[:, i, j] = x_t[:, :, rows, columns]  # (C_in, N, H_out, W_out)
-    return cols
+        dx_t[:, :, rows, columns] += dcols[:, i, j]
+
+
+def _chunks(N: int, per_image: int):
+    """Slices of the batch holding about ``CHUNK_ELEMENTS`` column entries each (at least one image)."""
+    step = max(1, CHUNK_ELEMENTS // per_image)
+    return [slice(start, min(start + step, N)) for start in range(0, N, step)]
 
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None, stride: IntOrPair = 1,
@@ -207,6 +233,8 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None,
     Each group is one matrix product: its weights, flattened to
     (C_out // groups, C_in // groups * kH * kW), times its columns,
     (C_in // groups * kH * kW, N * H_out * W_out).  Same result as ``conv2d_loops``.
+    The columns are built and multiplied a few images at a time (``CHUNK_ELEMENTS``),
+    so that they are still in the CPU cache when the product reads them.
 
     Parameters
     ----------
@@ -219,22 +247,25 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray] = None,
     Returns
     -------
     out : ndarray of shape (N, C_out, H_out, W_out), H_out = ``conv_output_size(H_img, kH, ...)``
-    cache : Conv2dCache for ``conv2d_backward`` (holds the im2col matrix: the size of
-        x times kH * kW / stride**2)
+    cache : Conv2dCache for ``conv2d_backward`` (the padded input, not the columns:
+        kH * kW times less memory, for one more im2col in the backward pass)
     """
     stride, padding, dilation, H_out, W_out = _check_conv(x, w, b, stride, padding, dilation, groups)
     N = x.shape[0]
     C_out, C_in_g, kH, kW = w.shape
     dtype = np.result_type(x, w)
-    x, w = x.astype(dtype, copy=False), w.astype(dtype, copy=False)
-    cols = _im2col(_pad(x, padding), kH, kW, H_out, W_out, stride, dilation)
-    cols = cols.reshape(groups, C_in_g * kH * kW, N * H_out * W_out)    # (G, C_in/G*kH*kW, N*H_out*W_out)
+    x_pad, w = _pad(x.astype(dtype, copy=False), padding), w.astype(dtype, copy=False)
     w_mat = w.reshape(groups, C_out // groups, C_in_g * kH * kW)        # (G, C_out/G, C_in/G*kH*kW)
-    out = (w_mat @ cols).reshape(C_out, N, H_out, W_out)                # (C_out, N, H_out, W_out)
+    out = np.empty((N, C_out, H_out, W_out), dtype=dtype)
+    for batch in _chunks(N, x.shape[1] * kH * kW * H_out * W_out):
+        n = batch.stop - batch.start
+        cols = _im2col(x_pad[batch], kH, kW, H_out, W_out, stride, dilation)
+        cols = cols.reshape(groups, C_in_g * kH * kW, n * H_out * W_out)  # (G, C_in/G*kH*kW, n*H_out*W_out)
+        out_t = (w_mat @ cols).reshape(C_out, n, H_out, W_out)            # (C_out, n, H_out, W_out)
+        out[batch] = out_t.transpose(1, 0, 2, 3)
     if b is not None:
-        out += b.astype(dtype, copy=False)[:, None, None, None]         # one bias per output channel
-    out = np.ascontiguousarray(out.transpose(1, 0, 2, 3))              # (N, C_out, H_out, W_out)
-    return out, Conv2dCache(cols, w, x.shape, stride, padding, dilation, groups, b is not None)
+        out += b.astype(dtype, copy=False)[:, None, None]                 # one bias per output channel
+    return out, Conv2dCache(x_pad, w, stride, padding, dilation, groups, b is not None)
 
 
 def conv2d_backward(dout: np.ndarray,
@@ -257,22 +288,27 @@ def conv2d_backward(dout: np.ndarray,
     dw : ndarray of shape (C_out, C_in // groups, kH, kW)
     db : ndarray of shape (C_out,), or None when the forward pass had no bias
     """
-    cols, w, (N, C_in, H_img, W_img), stride, (pH, pW), dilation, groups, has_bias = cache
+    x_pad, w, stride, (pH, pW), dilation, groups, has_bias = cache
+    N, C_in, H_pad, W_pad = x_pad.shape
     C_out, C_in_g, kH, kW = w.shape
     H_out, W_out = dout.shape[2:]
-    dout = dout.astype(cols.dtype, copy=False)
-    db = dout.sum(axis=(0, 2, 3)) if has_bias else None   # b is added at every (n, p, q)
-    dout_mat = dout.transpose(1, 0, 2, 3).reshape(groups, C_out // groups, N * H_out * W_out)  # (G, C_out/G, N*H_out*W_out)
+    dout = dout.astype(x_pad.dtype, copy=False)
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None                  # b is added at every (n, p, q)
     w_mat = w.reshape(groups, C_out // groups, C_in_g * kH * kW)          # (G, C_out/G, C_in/G*kH*kW)
-    dw = (dout_mat @ cols.transpose(0, 2, 1)).reshape(w.shape)           # d(w_mat @ cols)/d w_mat = cols^T
-    dcols = (w_mat.transpose(0, 2, 1) @ dout_mat)                         # d(w_mat @ cols)/d cols = w_mat^T
-    dcols = dcols.reshape(C_in, kH, kW, N, H_out, W_out)                  # (C_in, kH, kW, N, H_out, W_out)
-    # col2im: scatter each kernel offset's gradient back onto the pixels it read
-    dx_t = np.zeros((C_in, N, H_img + 2 * pH, W_img + 2 * pW), dtype=cols.dtype)  # (C_in, N, H_pad, W_pad)
-    for i, j, rows, columns in _offset_slices(kH, kW, H_out, W_out, stride, dilation):
-        dx_t[:, :, rows, columns] += dcols[:, i, j]
-    dx = dx_t[:, :, pH:pH + H_img, pW:pW + W_img].transpose(1, 0, 2, 3)   # drop the padding: (N, C_in, H_img, W_img)
-    return np.ascontiguousarray(dx), dw, db
+    dw_mat = np.zeros_like(w_mat)
+    dx_pad = np.zeros_like(x_pad)                                         # (N, C_in, H_pad, W_pad)
+    for batch in _chunks(N, C_in * kH * kW * H_out * W_out):
+        n = batch.stop - batch.start
+        cols = _im2col(x_pad[batch], kH, kW, H_out, W_out, stride, dilation)
+        cols = cols.reshape(groups, C_in_g * kH * kW, n * H_out * W_out)  # (G, C_in/G*kH*kW, n*H_out*W_out)
+        dout_mat = dout[batch].transpose(1, 0, 2, 3).reshape(groups, C_out // groups, n * H_out * W_out)
+        # d(w_mat @ cols)/d w_mat = cols^T, summed over the chunks; computed as (cols @ dout_mat^T)^T,
+        # the same numbers, because OpenBLAS runs that orientation about twice as fast
+        dw_mat += (cols @ dout_mat.transpose(0, 2, 1)).transpose(0, 2, 1)
+        dcols = w_mat.transpose(0, 2, 1) @ dout_mat                       # d(w_mat @ cols)/d cols = w_mat^T
+        _col2im_add(dcols.reshape(C_in, kH, kW, n, H_out, W_out), dx_pad[batch], stride, dilation)
+    dx = dx_pad[:, :, pH:H_pad - pH, pW:W_pad - pW]                      # drop the padding: (N, C_in, H_img, W_img)
+    return np.ascontiguousarray(dx), dw_mat.reshape(w.shape), db
 
 
 # --------------------------------------------------------------------------- pooling
