@@ -52,7 +52,7 @@ CHAPTERS = {
     "02_backprop": ("A scalar autograd engine, layer-by-layer backprop, gradient checking, an MLP's backward", "backprop"),
     "03_gradient_descent": ("Loss landscapes, SGD, momentum, RMSProp, Adam, schedules; an MLP on digits to 97%", "optim"),
     "04_training": ("Losses, metrics, data, regularization, batch norm, initialization, tuning", "training"),
-    "05_cnn": ("Convolutions by hand: im2col, pooling, a CNN (planned)", None),
+    "05_cnn": ("Convolution and pooling by hand, a CNN on digits, transfer learning", "cnn"),
     "06_rnn": ("RNN, LSTM and GRU cells, backprop through time (planned)", None),
     "07_transformer": ("Attention, multi-head attention, a small Transformer (planned)", None),
     "08_gan": ("Generative adversarial networks (planned)", None),
