@@ -561,6 +561,16 @@ def transfer_study(labels_per_class: Sequence[int] = (1, 2, 5, 10, 20, 50), seed
     The three methods see the same images, the same ``augment`` and the same number of steps,
     and nothing is chosen on the test images.
 
+    Measured (CPU, the defaults: width 16, seeds 0-2, about 11 s), mean test accuracy for
+    L = 1, 2, 5, 10, 20, 50: frozen 72.6, 80.6, 88.6, 91.5, 91.3, 90.5 %; finetune 74.6, 81.8,
+    89.3, 91.3, 90.5, 91.0 %; scratch 69.9, 83.8, 90.8, 93.3, 94.3, 96.3 % (pretraining: 99.3 %
+    on 0-4).  With width 32 and seeds 0-4 scratch is ahead at every L.  On 8 x 8 digits transfer
+    from 0-4 gains little (only at one label per class, within the seeds' spread) and then
+    loses: 64-pixel digits are easy to learn from a few examples (a 1-nearest-neighbour on raw
+    pixels reaches 75-82 % with one label per class, seeds 0-1), and features learned for 5 classes
+    from about 630 images are narrower than what a new network learns.  A frozen network
+    cannot catch up as labels grow; fine-tuning sits between the two.
+
     Returns
     -------
     TransferResult (``accuracy[method]`` of shape (L, S)); print ``result.table()``
