@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import re
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -298,7 +299,10 @@ def course_map(root: Path = ROOT) -> str:
             rows.append(f"| {number} | {title} | {what} | | | |")
             continue
         exercises, twins = "—", "—"
-        if concept:
+        has_checks = concept and importlib.util.find_spec(f"dlcourse.{concept}.checks") is not None
+        if concept and not has_checks:  # a chapter lands in steps: the lesson before its exercises
+            twins = "✓ / ✓"
+        if has_checks:
             check = importlib.import_module(f"dlcourse.{concept}.checks").check
             questions = sum(check.is_question(n) for n in check.names)
             graded = len(check.names) - questions
@@ -307,7 +311,7 @@ def course_map(root: Path = ROOT) -> str:
             twins = "✓ / ✓"
         link = f"[{title}](chapters/{stem}.ipynb)"
         colab = f"lesson {badge(f'chapters/{stem}.ipynb')}"
-        if concept:
+        if has_checks:
             colab += f"<br>exercises {badge(f'exercises/{stem}.ipynb')}"
         rows.append(f"| {number} | {link} | {what} | {twins} | {exercises} | {colab} |")
     return "\n".join(rows)
