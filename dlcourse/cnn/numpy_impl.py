@@ -495,3 +495,111 @@ def receptive_field(layers) -> list[tuple[int, int]]:
         jump *= stride
         result.append((int(size), int(jump)))
     return result
+
+
+# --------------------------------------------------------------------------- exercise forms (the graded answers)
+# The answers to the graded exercises of chapter 05 (solutions/05_cnn.py), in the form the
+# exercises ask for; each is the ``reference=`` of its check in dlcourse/cnn/checks.py.  The
+# layers above keep the course's cache style; these take plain arguments and return plain
+# values.  (``conv_output_size`` above is already in the exercise's form.)
+
+def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int = 1, padding: int = 0) -> np.ndarray:
+    """2-D convolution (cross-correlation, as ``F.conv2d``) with an int stride and padding.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C_in, H_img, W_img)
+    w : ndarray of shape (C_out, C_in, kH, kW)
+    b : ndarray of shape (C_out,)
+    stride, padding : int, the same for both axes; padding adds zeros on both sides
+
+    Returns
+    -------
+    out : ndarray of shape (N, C_out, H_out, W_out)
+    """
+    return conv2d_forward(x, w, b, stride=stride, padding=padding)[0]
+
+
+def conv2d_backward_from_x(dout: np.ndarray, x: np.ndarray, w: np.ndarray, stride: int = 1,
+                           padding: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of ``conv2d(x, w, b, stride, padding)`` from its inputs rather than a cache.
+
+    Parameters
+    ----------
+    dout : ndarray of shape (N, C_out, H_out, W_out), the upstream gradient
+    x : ndarray of shape (N, C_in, H_img, W_img); w : ndarray of shape (C_out, C_in, kH, kW)
+    stride, padding : int, as in the forward pass
+
+    Returns
+    -------
+    dx : (N, C_in, H_img, W_img); dw : (C_out, C_in, kH, kW); db : (C_out,)
+    """
+    _, cache = conv2d_forward(x, w, np.zeros(w.shape[0], dtype=w.dtype), stride=stride, padding=padding)
+    return conv2d_backward(dout, cache)
+
+
+def maxpool2d_backward_from_x(dout: np.ndarray, x: np.ndarray, kernel_size: int = 2,
+                              stride: int = 2) -> np.ndarray:
+    """Gradient of ``F.max_pool2d(x, kernel_size, stride)`` from its input rather than a cache.
+
+    Each window's upstream gradient goes to ONE element, the first maximum in row-major order
+    within the window (PyTorch's choice on ties); overlapping windows add up.
+
+    Parameters
+    ----------
+    dout : ndarray of shape (N, C, H_out, W_out)
+    x : ndarray of shape (N, C, H_img, W_img)
+    kernel_size, stride : int, the same for both axes
+
+    Returns
+    -------
+    dx : ndarray of shape (N, C, H_img, W_img)
+    """
+    _, cache = maxpool2d_forward(x, kernel_size, stride)
+    return maxpool2d_backward(dout, cache)
+
+
+def receptive_field_size(layers) -> int:
+    """The receptive field (in input pixels, along one axis) of one unit of the last layer.
+
+    Parameters
+    ----------
+    layers : sequence of ``(kernel, stride, dilation)``, first layer first
+
+    Returns
+    -------
+    int, 1 for no layers
+    """
+    return receptive_field(layers)[-1][0] if len(layers) else 1
+
+
+def train_digits_cnn_on(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                        seed: int = 0):
+    """A small CNN trained in PyTorch on the 8 x 8 digits as ``load_digits`` gives them.
+
+    The exercise form of :func:`dlcourse.cnn.torch_impl.train_digits_cnn`: ``torch_impl.SmallCNN``
+    (width 32) trained by ``torch_impl.train_cnn`` for 15 epochs of Adam on the training set
+    (no augmentation), on the CPU.  PyTorch is imported here, so that this NumPy module never
+    needs it.
+
+    Parameters
+    ----------
+    x_train, x_val : float32 ndarrays of shape (N, 64), pixels in [0, 1]
+    y_train, y_val : int ndarrays of shape (N,), labels 0..9
+    seed : seeds the weights and the shuffling
+
+    Returns
+    -------
+    model : the trained ``nn.Module``, in eval mode; it takes (N, 1, 8, 8) and returns (N, 10) logits
+    """
+    import torch
+
+    from dlcourse.cnn import torch_impl
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = torch_impl.SmallCNN(1, 10, width=32)
+    torch.random.set_rng_state(generator_state)
+    model, _ = torch_impl.train_cnn(torch_impl.digits_images(x_train), y_train, torch_impl.digits_images(x_val),
+                                    y_val, model=model, epochs=15, lr=3e-3, batch_size=32, optimizer="adam",
+                                    seed=seed, device="cpu")
+    return model

@@ -1,0 +1,235 @@
+"""Chapter 05's graded exercises (dlcourse/cnn/checks.py): the exercise forms equal PyTorch, and the
+checks' diagnoses that are not mistake-table rows (tests/test_course.py proves every row)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from checktools import solution
+from dlcourse.cnn import checks
+from dlcourse.cnn import numpy_impl as ref
+from dlcourse.cnn.checks import check as ch05
+
+STEM = "05_cnn"
+
+
+def _t(a, grad=False):
+    return torch.from_numpy(np.array(a, dtype=np.float64)).requires_grad_(grad)
+
+
+# --------------------------------------------------------------------------- the exercise forms equal PyTorch
+
+def _conv_configs(count, seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        c_in, c_out = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        k_h, k_w = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        stride, padding = int(rng.integers(1, 4)), int(rng.integers(0, 3))
+        h_img = int(rng.integers(k_h, 9)) + 1
+        w_img = int(rng.integers(k_w, 9)) + 1
+        x = rng.standard_normal((int(rng.integers(1, 4)), c_in, h_img, w_img))
+        yield x, rng.standard_normal((c_out, c_in, k_h, k_w)), rng.standard_normal(c_out), stride, padding
+
+
+@pytest.mark.parametrize("answer", ["reference", "solution"])
+def test_conv2d_forms_equal_f_conv2d(answer):
+    conv2d = ref.conv2d if answer == "reference" else solution(STEM, "conv2d")
+    for x, w, b, stride, padding in _conv_configs(60, seed=1):
+        expected = F.conv2d(_t(x), _t(w), _t(b), stride=stride, padding=padding).numpy()
+        np.testing.assert_allclose(conv2d(x, w, b, stride, padding), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("answer", ["reference", "solution"])
+def test_conv2d_backward_forms_equal_autograd(answer):
+    backward = ref.conv2d_backward_from_x if answer == "reference" else solution(STEM, "conv2d_backward")
+    rng = np.random.default_rng(2)
+    for x, w, b, stride, padding in _conv_configs(60, seed=2):
+        xt, wt, bt = _t(x, True), _t(w, True), _t(b, True)
+        out = F.conv2d(xt, wt, bt, stride=stride, padding=padding)
+        dout = rng.standard_normal(out.shape)
+        out.backward(_t(dout))
+        dx, dw, db = backward(dout, x, w, stride, padding)
+        for ours, theirs in ((dx, xt.grad), (dw, wt.grad), (db, bt.grad)):
+            np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("answer", ["reference", "solution"])
+def test_maxpool2d_backward_forms_equal_autograd_with_ties(answer):
+    backward = ref.maxpool2d_backward_from_x if answer == "reference" else solution(STEM, "maxpool2d_backward")
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        kernel, stride = [(2, 2), (3, 2), (2, 1), (3, 3), (3, 1)][trial % 5]
+        x = rng.integers(0, 3, (2, 2, int(rng.integers(kernel, 9)), int(rng.integers(kernel, 9)))).astype(float)
+        xt = _t(x, True)
+        out = F.max_pool2d(xt, kernel, stride)
+        dout = rng.standard_normal(out.shape)
+        out.backward(_t(dout))
+        np.testing.assert_allclose(backward(dout, x, kernel, stride), xt.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_conv_output_size_equals_the_shape_pytorch_gives():
+    size_of = solution(STEM, "conv_output_size")
+    for size, kernel, stride, padding, dilation in checks.OUTPUT_SIZE_CASES[:-2]:
+        out = F.conv2d(torch.zeros(1, 1, size, 1), torch.zeros(1, 1, kernel, 1), stride=(stride, 1),
+                       padding=(padding, 0), dilation=(dilation, 1))
+        assert ref.conv_output_size(size, kernel, stride, padding, dilation) == out.shape[2]
+        assert size_of(size, kernel, stride, padding, dilation) == out.shape[2]
+
+
+def _measured_receptive_field(layers) -> int:
+    """Pixels (along one axis) whose gradient reaches the centre unit of the last layer."""
+    size = 1 + sum(d * (k - 1) * int(np.prod([s for _, s, _ in layers[:i]])) for i, (k, _, d) in enumerate(layers))
+    x = torch.ones(1, 1, 1, 4 * size + 8, requires_grad=True)
+    h = x
+    for kernel, stride, dilation in layers:
+        h = F.conv2d(h, torch.ones(1, 1, 1, kernel), stride=(1, stride), dilation=(1, dilation))
+    h[0, 0, 0, h.shape[3] // 2].backward()
+    reached = np.flatnonzero(x.grad[0, 0, 0].numpy())
+    return int(reached[-1] - reached[0] + 1)
+
+
+def test_receptive_field_forms_equal_the_gradient_measured_field():
+    receptive_field = solution(STEM, "receptive_field")
+    for layers in checks.RF_CASES:
+        measured = _measured_receptive_field(layers)
+        assert ref.receptive_field_size(layers) == measured
+        assert receptive_field(layers) == measured
+    assert ref.receptive_field_size([]) == 1
+
+
+def test_train_digits_cnn_reference_reaches_97_percent():
+    d = checks.digits_data()
+    model = ref.train_digits_cnn_on(d.x_train, d.y_train, d.x_val, d.y_val, seed=0)
+    with torch.no_grad():
+        logits = model(torch.as_tensor(d.x_test).reshape(-1, 1, 8, 8))
+    assert not model.training
+    assert (logits.argmax(dim=1).numpy() == d.y_test).mean() >= checks.TARGET_ACCURACY
+
+
+# --------------------------------------------------------------------------- diagnoses that are not table rows
+
+def _conv2d_loop_over_positions(x, w, b, stride=1, padding=0):
+    """Vectorised over images and channels, a loop over output positions only: fast enough."""
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    k_h, k_w = w.shape[2:]
+    h_out = (x_pad.shape[2] - k_h) // stride + 1
+    w_out = (x_pad.shape[3] - k_w) // stride + 1
+    out = np.empty((x.shape[0], w.shape[0], h_out, w_out))
+    for p in range(h_out):
+        for q in range(w_out):
+            window = x_pad[:, :, p * stride:p * stride + k_h, q * stride:q * stride + k_w]
+            out[:, :, p, q] = np.tensordot(window, w, axes=([1, 2, 3], [1, 2, 3]))
+    return out + b[:, None, None]
+
+
+def _conv2d_plain_einsum(x, w, b, stride=1, padding=0):
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    windows = np.lib.stride_tricks.sliding_window_view(x_pad, w.shape[2:], axis=(2, 3))[:, :, ::stride, ::stride]
+    return np.einsum("nchwij,ocij->nohw", windows, w) + b[:, None, None]   # no optimize=True: slower, still fine
+
+
+def _conv2d_tensordot_pads_every_axis(x, w, b, stride=1, padding=0):
+    x_pad = np.pad(x, padding)
+    windows = np.lib.stride_tricks.sliding_window_view(x_pad, w.shape[2:], axis=(2, 3))[:, :, ::stride, ::stride]
+    return np.tensordot(windows, w, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2) + b[:, None, None]
+
+
+def test_conv2d_time_limit_accepts_vectorised_answers_and_names_padding_errors():
+    for fn in (_conv2d_loop_over_positions, _conv2d_plain_einsum):
+        result = ch05.run("conv2d", fn)
+        assert result.passed, result.message
+    result = ch05.run("conv2d", _conv2d_tensordot_pads_every_axis)   # raises another error than the row's einsum
+    assert result.mistake == "every axis padded"
+    assert "padding 1" in result.message
+
+
+def _conv2d_backward_dx_zero(dout, x, w, stride=1, padding=0):
+    dx, dw, db = solution(STEM, "conv2d_backward")(dout, x, w, stride, padding)
+    return np.zeros_like(dx), dw, db
+
+
+def test_conv2d_backward_names_the_wrong_gradient():
+    result = ch05.run("conv2d_backward", _conv2d_backward_dx_zero)
+    assert result.message.startswith("dw and db are right; dx (")
+    assert "is wrong: max error" in result.message
+
+
+def test_conv_output_size_refuses_floats_and_receptive_field_takes_lists():
+    def float_size(size, kernel, stride=1, padding=0, dilation=1):
+        return float(solution(STEM, "conv_output_size")(size, kernel, stride, padding, dilation))
+
+    result = ch05.run("conv_output_size", float_size)
+    assert result.mistake == "true division" and "it returned 3.0" in result.message
+
+    def from_lists(layers):
+        return solution(STEM, "receptive_field")([list(layer) for layer in layers])
+
+    assert ch05.run("receptive_field", from_lists).passed
+
+
+def _tiny_loop(zero_grad: bool, clip: bool):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
+    for batch in torch.arange(64).split(8):
+        if zero_grad:
+            optimizer.zero_grad()
+        F.cross_entropy(model(x[batch]), y[batch]).backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimizer.step()
+
+
+# (Without zero_grad but with clipping, the clipped old sum is small beside each new gradient: not
+# recognised, and it also does little harm.)
+@pytest.mark.parametrize("zero_grad, clip", [(True, False), (True, True), (False, False)])
+def test_training_watch_sees_piled_up_gradients_but_not_clipping(zero_grad, clip):
+    with checks._TrainingWatch() as watch:
+        _tiny_loop(zero_grad, clip)
+    assert watch.steps == 8 and watch.compared == 7
+    assert watch.zero_grad_forgotten is (not zero_grad)
+    assert watch.grad_forwards == 8 and len(watch.rows) == 64
+    assert watch._handles == []
+
+
+def _train_with_dropout_left_in_train_mode(x_train, y_train, x_val, y_val, seed):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Dropout(0.5), nn.Linear(256, 10))
+    x = torch.as_tensor(np.concatenate([x_train, x_val])).reshape(-1, 1, 8, 8)   # train + val: allowed
+    y = torch.as_tensor(np.concatenate([y_train, y_val]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(12):
+        for batch in torch.randperm(len(x)).split(32):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x[batch]), y[batch]).backward()
+            optimizer.step()
+    return model                     # still in train mode: the check puts it in eval mode
+
+
+def _returns_model_and_loss(x_train, y_train, x_val, y_val, seed):
+    return checks.cnn_never_trained(x_train, y_train, x_val, y_val, seed), 0.0
+
+
+def _mlp(x_train, y_train, x_val, y_val, seed):
+    return nn.Sequential(nn.Linear(64, 10))
+
+
+def test_train_digits_cnn_puts_the_model_in_eval_mode_and_explains_the_form_of_the_answer():
+    result = ch05.run("train_digits_cnn", _train_with_dropout_left_in_train_mode)
+    assert result.passed, result.message
+    assert "(the check put the model in eval mode)" in result.message
+    assert ch05.run("train_digits_cnn", _returns_model_and_loss).message.startswith(
+        "train_digits_cnn returned a tuple of 2")
+    result = ch05.run("train_digits_cnn", _mlp)
+    assert "mat1 and mat2" in result.message and "must take images (N, 1, 8, 8)" in result.message
+
+
+def test_train_digits_cnn_time_limit(monkeypatch):
+    monkeypatch.setattr(checks, "TRAIN_SECONDS", 0.05)
+    result = ch05.run("train_digits_cnn", solution(STEM, "train_digits_cnn"))
+    assert not result.passed and result.message.startswith("training took more than 0.05 s on the CPU")
