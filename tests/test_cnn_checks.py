@@ -233,3 +233,52 @@ def test_train_digits_cnn_time_limit(monkeypatch):
     monkeypatch.setattr(checks, "TRAIN_SECONDS", 0.05)
     result = ch05.run("train_digits_cnn", solution(STEM, "train_digits_cnn"))
     assert not result.passed and result.message.startswith("training took more than 0.05 s on the CPU")
+
+
+# --------------------------------------------------------------------------- learner review (regressions)
+
+def _review_pad(x, p):
+    return np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+
+
+def _review_convb_square_output(dout, x, w, stride=1, padding=0):   # reviewer's m3b.py, verbatim
+    N, C, H, W = x.shape; O, _, kH, kW = w.shape
+    Ho = dout.shape[2]; Wo = Ho            # BUG: assumes square output
+    s = stride
+    xp = _review_pad(x, padding); dxp = np.zeros_like(xp); dw = np.zeros_like(w)
+    for i in range(kH):
+        for j in range(kW):
+            sl = (slice(None), slice(None), slice(i, i + s * (Ho - 1) + 1, s), slice(j, j + s * (Wo - 1) + 1, s))
+            dw[:, :, i, j] = np.einsum('nopq,ncpq->oc', dout, xp[sl])
+            dxp[sl] += np.einsum('nopq,oc->ncpq', dout, w[:, :, i, j])
+    return dxp[:, :, padding:padding + H, padding:padding + W], dw, dout.sum(axis=(0, 2, 3))
+
+
+def _review_convb_kh_for_both(dout, x, w, stride=1, padding=0):     # reviewer's m3b.py, verbatim
+    N, C, H, W = x.shape; O, _, kH, kW = w.shape
+    Ho, Wo = dout.shape[2:]
+    s = stride
+    xp = _review_pad(x, padding); dxp = np.zeros_like(xp); dw = np.zeros_like(w)
+    for i in range(kH):
+        for j in range(kH if kH <= kW else kW):
+            sl = (slice(None), slice(None), slice(i, i + s * (Ho - 1) + 1, s), slice(j, j + s * (Wo - 1) + 1, s))
+            dw[:, :, i, j] = np.einsum('nopq,ncpq->oc', dout, xp[sl])
+            dxp[sl] += np.einsum('nopq,oc->ncpq', dout, w[:, :, i, j])
+    return dxp[:, :, padding:padding + H, padding:padding + W], dw, dout.sum(axis=(0, 2, 3))
+
+
+def _review_conv2d_h_out_for_both(x, w, b, stride=1, padding=0):   # reviewer's m3b.py, verbatim
+    xp = _review_pad(x, padding); kH, kW = w.shape[2:]
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kH, kW), axis=(2, 3))[:, :, ::stride, ::stride]
+    Ho = win.shape[2]; win = win[:, :, :, :Ho]
+    return np.einsum('ncpqij,ocij->nopq', win, w) + b[:, None, None]
+
+
+def test_review_square_output_assumptions_fail_early():
+    for fn in (_review_convb_square_output, _review_convb_kh_for_both):
+        result = ch05.run("conv2d_backward", fn)
+        assert not result.passed, result.message
+    result = ch05.run("conv2d_backward", _review_convb_square_output)
+    assert "convb_case(2)" in str(result)   # the early non-square case, not the last
+    result = ch05.run("conv2d", _review_conv2d_h_out_for_both)
+    assert not result.passed and "conv2d_case(2)" in str(result)

@@ -309,7 +309,7 @@ def conv2d_case(case: int):
         return x, w, rng.standard_normal(c["C_out"]), c["stride"], c["padding"]
     x_shape, w_shape, stride, padding = {
         1: ((1, 3, 4, 3), (2, 3, 2, 2), 1, 0),
-        2: ((2, 3, 5, 5), (5, 3, 3, 3), 1, 1),
+        2: ((2, 3, 5, 7), (5, 3, 3, 3), 1, 1),       # W_out 7 > H_out 5
         3: ((2, 2, 7, 6), (3, 2, 3, 2), 2, 1),
         4: ((2, 4, 6, 4), (3, 4, 3, 3), 1, 0),
         5: ((3, 3, 9, 8), (4, 3, 3, 3), 3, 2),
@@ -519,9 +519,9 @@ def convb_case(case: int):
     rng = np.random.default_rng(600 + case)
     x_shape, w_shape, stride, padding = {
         1: ((1, 1, 4, 4), (1, 1, 3, 3), 1, 0),
-        2: ((2, 3, 5, 5), (4, 3, 3, 3), 1, 1),
-        3: ((2, 2, 7, 6), (3, 2, 3, 2), 2, 1),
-        4: ((3, 4, 9, 8), (5, 4, 3, 3), 3, 2),
+        2: ((2, 3, 5, 7), (4, 3, 3, 2), 1, 1),       # H_out 5 != W_out 8, kH != kW: early
+        3: ((2, 2, 9, 6), (3, 2, 3, 2), 2, 1),       # H_out 5 != W_out 4
+        4: ((3, 4, 11, 8), (5, 4, 2, 3), 3, 2),      # H_out 5 != W_out 4, kH < kW
     }[case]
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     H_out = ref.conv_output_size(x_shape[2], w_shape[2], stride, padding)
