@@ -215,8 +215,8 @@ def _returns_model_and_loss(x_train, y_train, x_val, y_val, seed):
     return checks.cnn_never_trained(x_train, y_train, x_val, y_val, seed), 0.0
 
 
-def _mlp(x_train, y_train, x_val, y_val, seed):
-    return nn.Sequential(nn.Linear(64, 10))
+def _dense_layer_does_not_fit(x_train, y_train, x_val, y_val, seed):
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(64, 10))   # 4 * 6 * 6 = 144 inputs come
 
 
 def test_train_digits_cnn_puts_the_model_in_eval_mode_and_explains_the_form_of_the_answer():
@@ -225,7 +225,7 @@ def test_train_digits_cnn_puts_the_model_in_eval_mode_and_explains_the_form_of_t
     assert "(the check put the model in eval mode)" in result.message
     assert ch05.run("train_digits_cnn", _returns_model_and_loss).message.startswith(
         "train_digits_cnn returned a tuple of 2")
-    result = ch05.run("train_digits_cnn", _mlp)
+    result = ch05.run("train_digits_cnn", _dense_layer_does_not_fit)
     assert "mat1 and mat2" in result.message and "must take images (N, 1, 8, 8)" in result.message
 
 
@@ -282,3 +282,44 @@ def test_review_square_output_assumptions_fail_early():
     assert "convb_case(2)" in str(result)   # the early non-square case, not the last
     result = ch05.run("conv2d", _review_conv2d_h_out_for_both)
     assert not result.passed and "conv2d_case(2)" in str(result)
+
+
+# the reviewer's m6.py training loop with its modes, verbatim (F, nn and torch are imported above)
+
+def make(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1,32,3,padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(32,64,3,padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(64*4,10))
+def trainer(mode):
+    def train_digits_cnn(x_train, y_train, x_val, y_val, seed):
+        model = make(seed)
+        if mode=='mlp':
+            torch.manual_seed(seed)
+            model = nn.Sequential(nn.Flatten(), nn.Linear(64,256), nn.ReLU(), nn.Linear(256,10))
+        X = torch.as_tensor(x_train, dtype=torch.float32)
+        X = X.reshape(-1,1,8,8) if mode!='chlast' else X.reshape(-1,8,8,1).permute(0,3,2,1)  # transposed images
+        if mode=='noreshape': X = torch.as_tensor(x_train, dtype=torch.float32)
+        Y = torch.as_tensor(y_train)
+        if mode=='float labels': Y = Y.float()
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3 if mode!='sgd lr' else 1e-4) if mode!='sgd lr' else torch.optim.SGD(model.parameters(), lr=1e-3)
+        epochs = 1 if mode=='1 epoch' else 15
+        for ep in range(epochs):
+            for idx in torch.randperm(len(X)).split(32):
+                if mode!='no zero_grad': opt.zero_grad()
+                out = model(X[idx])
+                if mode=='softmax': out = F.softmax(out, dim=1)
+                if mode=='log_softmax+nll': loss = F.nll_loss(F.log_softmax(out,1), Y[idx])
+                elif mode=='float labels': loss = F.mse_loss(out, F.one_hot(Y[idx].long(),10).float())
+                else: loss = F.cross_entropy(out, Y[idx])
+                if mode=='step before backward': opt.step(); loss.backward()
+                else: loss.backward(); opt.step()
+        if mode=='return softmax model': return nn.Sequential(model, nn.Softmax(dim=1))
+        return model
+    return train_digits_cnn
+
+
+def test_review_an_mlp_is_not_a_cnn():
+    result = ch05.run("train_digits_cnn", trainer("mlp"))
+    assert result.mistake == "no convolution"
+    assert result.message.startswith("the model has no convolution: the exercise asks for a CNN (nn.Conv2d layers)")

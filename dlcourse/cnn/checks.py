@@ -933,6 +933,15 @@ def cnn_validation_only(x_train, y_train, x_val, y_val, seed):
     return _fit(model, x, y, torch.optim.Adam(model.parameters(), lr=3e-3), 10, seed)
 
 
+def cnn_no_convolution(x_train, y_train, x_val, y_val, seed):
+    import torch
+    import torch.nn as nn
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))   # an MLP, no conv
+    x, y = torch.as_tensor(x_train).reshape(-1, 1, 8, 8), torch.as_tensor(y_train)
+    return _fit(model, x, y, torch.optim.Adam(model.parameters(), lr=3e-3), 3, seed)
+
+
 def cnn_learning_rate_too_large(x_train, y_train, x_val, y_val, seed):
     import torch
     torch.manual_seed(seed)
@@ -955,6 +964,8 @@ TRAIN_MISTAKES = (
     Mistake("zero_grad forgotten", cnn_zero_grad_forgotten,
             "optimizer.zero_grad() is missing: loss.backward() ADDS to .grad, so every step used the sum of "
             "all gradients so far; call optimizer.zero_grad() once per mini-batch, before loss.backward()"),
+    Mistake("no convolution", cnn_no_convolution,
+            "the model has no convolution: the exercise asks for a CNN (nn.Conv2d layers)"),
     Mistake("learning rate too large", cnn_learning_rate_too_large,
             "the training diverged: the model's weights or outputs are NaN or inf, or it gives every image "
             "the same class (its ReLUs died); the learning rate is far too large (Adam with lr around 1e-3 "
@@ -1112,6 +1123,8 @@ def train_digits_cnn(fn):
                f"train_digits_cnn returned a {type(model).__name__}; return the trained nn.Module")
         params = list(model.parameters())
         expect(bool(params), "the model has no parameters: build it from nn.Conv2d and nn.Linear layers")
+        if not any(isinstance(module, torch.nn.Conv2d) for module in model.modules()):
+            fail_with(TRAIN_MISTAKES, "no convolution")
         was_training = model.training
         model.eval()                              # dropout and batch norm in their predicting form
         x_test = torch.as_tensor(d.x_test).reshape(-1, 1, 8, 8).to(params[0].device)
