@@ -323,3 +323,9 @@ def test_review_an_mlp_is_not_a_cnn():
     result = ch05.run("train_digits_cnn", trainer("mlp"))
     assert result.mistake == "no convolution"
     assert result.message.startswith("the model has no convolution: the exercise asks for a CNN (nn.Conv2d layers)")
+
+
+def test_review_a_softmax_model_fails_even_above_97_percent():
+    result = ch05.run("train_digits_cnn", trainer("return softmax model"))
+    assert result.mistake == "softmax before CrossEntropyLoss"
+    assert "test accuracy 9" in result.message          # it reached ~99 %: still the mistake
