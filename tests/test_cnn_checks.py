@@ -111,7 +111,7 @@ def test_train_digits_cnn_reference_reaches_97_percent():
 # --------------------------------------------------------------------------- diagnoses that are not table rows
 
 def _conv2d_loop_over_positions(x, w, b, stride=1, padding=0):
-    """Vectorised over images and channels, a loop over output positions only: fast enough."""
+    """Vectorised over images and channels, a loop over output positions only: fast enough, not vectorised."""
     x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     k_h, k_w = w.shape[2:]
     h_out = (x_pad.shape[2] - k_h) // stride + 1
@@ -137,9 +137,10 @@ def _conv2d_tensordot_pads_every_axis(x, w, b, stride=1, padding=0):
 
 
 def test_conv2d_time_limit_accepts_vectorised_answers_and_names_padding_errors():
-    for fn in (_conv2d_loop_over_positions, _conv2d_plain_einsum):
-        result = ch05.run("conv2d", fn)
-        assert result.passed, result.message
+    result = ch05.run("conv2d", _conv2d_plain_einsum)
+    assert result.passed, result.message
+    result = ch05.run("conv2d", _conv2d_loop_over_positions)   # fast enough, but a loop over pixels
+    assert result.mistake == "Python loops" and "output positions" in result.message
     result = ch05.run("conv2d", _conv2d_tensordot_pads_every_axis)   # raises another error than the row's einsum
     assert result.mistake == "every axis padded"
     assert "padding 1" in result.message
@@ -329,3 +330,31 @@ def test_review_a_softmax_model_fails_even_above_97_percent():
     result = ch05.run("train_digits_cnn", trainer("return softmax model"))
     assert result.mistake == "softmax before CrossEntropyLoss"
     assert "test accuracy 9" in result.message          # it reached ~99 %: still the mistake
+
+
+def _review_conv2d_taploop(x, w, b, stride=1, padding=0):        # reviewer's m2.py alt_taploop, verbatim
+    N, C, H, W = x.shape; O, _, kH, kW = w.shape
+    xp = _review_pad(x, padding); Ho = (H + 2 * padding - kH) // stride + 1; Wo = (W + 2 * padding - kW) // stride + 1
+    out = np.zeros((N, O, Ho, Wo), dtype=np.result_type(x, w))
+    for i in range(kH):
+        for j in range(kW):
+            out += np.einsum('ncpq,oc->nopq', xp[:, :, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride], w[:, :, i, j])
+    return out + b[:, None, None]
+
+
+def _review_conv2d_pixel_loops_vec_channels(x, w, b, stride=1, padding=0):   # reviewer's m2.py, verbatim
+    N, C, H, W = x.shape; O, _, kH, kW = w.shape
+    xp = _review_pad(x, padding); Ho = (H + 2 * padding - kH) // stride + 1; Wo = (W + 2 * padding - kW) // stride + 1
+    out = np.zeros((N, O, Ho, Wo))
+    for p in range(Ho):
+        for q in range(Wo):
+            out[:, :, p, q] = np.einsum('ncij,ocij->no', xp[:, :, p * stride:p * stride + kH, q * stride:q * stride + kW], w) + b
+    return out
+
+
+def test_review_conv2d_loop_over_pixels_fails_and_loop_over_taps_passes():
+    result = ch05.run("conv2d", _review_conv2d_pixel_loops_vec_channels)
+    assert result.mistake == "Python loops" and "1,024 output positions" in result.message
+    result = ch05.run("conv2d", _review_conv2d_taploop)
+    assert result.passed, result.message
+    assert "vectorised" not in result.message

@@ -18,6 +18,7 @@ H_out / W_out output height and width, kH / kW kernel height and width.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -26,6 +27,7 @@ from dlcourse.cnn import model_np, torch_impl
 from dlcourse.cnn import numpy_impl as ref
 from dlcourse.grading import (CheckFailed, Checker, CheckTimeout, Mistake, call, diagnose, expect,
                               expect_close, expect_defaults, expect_tuple, fail_with, time_limit, trying)
+from dlcourse.grading import _is_learner_file
 from dlcourse.grading import matches as _close
 
 check = Checker("05_cnn")
@@ -298,10 +300,48 @@ CONV_LARGE = dict(N=64, C_in=4, C_out=32, size=32, kernel=3, stride=1, padding=1
 CONV_SECONDS = 4.0
 
 
+# The counted case: how many lines of the learner's own Python run for 32 x 32 = 1,024 output positions.
+# A loop over output pixels runs at least one line per position; a loop over the 3 x 3 kernel taps,
+# over a few rows, or none at all, a few dozen lines.
+CONV_COUNTED = dict(N=1, C_in=2, C_out=2, size=34, kernel=3)
+
+
+class _LineCounter:
+    """Counts the lines of the learner's own code that run (a sys.settrace chained to the one set)."""
+
+    def __init__(self):
+        self.lines = 0
+
+    def __enter__(self):
+        self.previous = sys.gettrace()
+        sys.settrace(self._on_call)
+        return self
+
+    def __exit__(self, *exc):
+        sys.settrace(self.previous)
+        return False
+
+    def _on_call(self, frame, event, arg):
+        local = self.previous(frame, event, arg) if self.previous is not None else None
+        if event == "call" and _is_learner_file(frame.f_code.co_filename):
+            return self._on_line
+        return local
+
+    def _on_line(self, frame, event, arg):
+        if event == "line":
+            self.lines += 1
+        return self._on_line
+
+
 def conv2d_case(case: int):
-    """The inputs of case ``case`` (1 to 5, small to large; 6 the timed one) of the conv2d check:
+    """The inputs of case ``case`` (1 to 5, small to large; 6 the timed one; 7 the counted one) of the conv2d check:
     ``x, w, b, stride, padding`` (import it to reproduce a failing case)."""
     rng = np.random.default_rng(500 + case)
+    if case == 7:
+        c = CONV_COUNTED
+        x = rng.standard_normal((c["N"], c["C_in"], c["size"], c["size"]))
+        w = rng.standard_normal((c["C_out"], c["C_in"], c["kernel"], c["kernel"]))
+        return x, w, rng.standard_normal(c["C_out"]), 1, 0
     if case == 6:
         c = CONV_LARGE
         x = rng.standard_normal((c["N"], c["C_in"], c["size"], c["size"]))
@@ -367,6 +407,20 @@ def conv2d(fn):
             diagnose(got, expected, _CONV_RECOMPUTED, suffix=f"({what})",
                      apply=lambda row: row(x, w, b, stride=stride, padding=padding))
             expect_close(got, expected, f"conv2d's output ({what})")
+    x, w, b, stride, padding = conv2d_case(7)
+    what = _conv_label(x, w, stride, padding)
+    positions = (x.shape[2] - w.shape[2] + 1) * (x.shape[3] - w.shape[3] + 1)
+    line = ("from dlcourse.cnn.checks import conv2d_case; x, w, b, stride, padding = conv2d_case(7); "
+            "conv2d(x, w, b, stride=stride, padding=padding)")
+    with trying("conv2d", label=what, call_text=line) as tried:
+        with _LineCounter() as counter:
+            got = call(fn, x, w, b, stride=stride, padding=padding)
+        tried.got, tried.expected = got, ref.conv2d(x, w, b, stride, padding)
+        expect_close(got, tried.expected, f"conv2d's output ({what})")
+        if counter.lines > positions // 2:
+            fail_with(CONV_MISTAKES, "Python loops",
+                      f"({counter.lines:,} lines of your Python ran for the {positions:,} output positions of "
+                      f"{what}: a loop over output pixels; a loop over the kH x kW kernel taps is fine)")
     x, w, b, stride, padding = conv2d_case(6)
     c = CONV_LARGE
     what = (f"N = {c['N']} images of {c['C_in']} x {c['size']} x {c['size']}, {c['C_out']} filters of "
@@ -384,7 +438,8 @@ def conv2d(fn):
         diagnose(got, expected, _CONV_RECOMPUTED, suffix=f"({what})",
                  apply=lambda row: row(x, w, b, stride=stride, padding=padding))
         expect_close(got, expected, f"conv2d's output ({what})")
-    return ("equals F.conv2d on 5 cases (padding, stride, non-square kernels) and is vectorised: "
+    return ("equals F.conv2d on 5 cases (padding, stride, non-square kernels), has no Python loop over output "
+            f"pixels ({counter.lines} lines of your Python for {positions:,} outputs), and does "
             f"{c['N']} images of {c['size']} x {c['size']} in under {CONV_SECONDS:g} s")
 
 
