@@ -162,7 +162,7 @@ def test_conv_output_size_refuses_floats_and_receptive_field_takes_lists():
         return float(solution(STEM, "conv_output_size")(size, kernel, stride, padding, dilation))
 
     result = ch05.run("conv_output_size", float_size)
-    assert result.mistake == "true division" and "it returned 3.0" in result.message
+    assert result.mistake == "float instead of int" and "it returned 3.0" in result.message
 
     def from_lists(layers):
         return solution(STEM, "receptive_field")([list(layer) for layer in layers])
@@ -358,3 +358,23 @@ def test_review_conv2d_loop_over_pixels_fails_and_loop_over_taps_passes():
     result = ch05.run("conv2d", _review_conv2d_taploop)
     assert result.passed, result.message
     assert "vectorised" not in result.message
+
+
+def test_review_right_values_as_floats_get_the_same_int_message_everywhere():
+    def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):   # reviewer's m1.py 'ALT np.floor float'
+        return np.floor((size + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1
+
+    def receptive_field(layers):                                          # reviewer's m5.py 'float jump'
+        r = 1.0; j = 1.0
+        for k, s, d in layers: r += d * (k - 1) * j; j *= s
+        return r
+
+    results = [ch05.run("conv_output_size", conv_output_size), ch05.run("receptive_field", receptive_field)]
+    for result in results:
+        assert result.mistake == "float instead of int", result.message
+        assert result.message.startswith(checks.INT_MESSAGE) and "return an int (e.g. int(...) or //)" in result.message
+
+    def true_division(size, kernel, stride=1, padding=0, dilation=1):      # reviewer's m1.py 'M true division'
+        return (size + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
+
+    assert ch05.run("conv_output_size", true_division).mistake == "true division"

@@ -97,6 +97,10 @@ def _scalar_vector_check(fn, name: str, cases, reference, table, call_case, desc
             got.append(value)
     expected = [reference(case) for case in cases]
     wrong = [i for i, (g, e) in enumerate(zip(got, expected)) if not _close(g, e, rtol=0, atol=1e-9)]
+    floats = [g for g in got if not _is_count(g)]
+    if floats and not wrong:
+        fail_with(table, "float instead of int", f"(it returned {floats[0]!r})")
+    wrong = [i for i, (g, e) in enumerate(zip(got, expected)) if not _close(g, e, rtol=0, atol=1e-9)]
     if wrong:
         first = cases[wrong[0]]
         with trying(name, *first[0], label=describe(first), **first[1]) as tried:
@@ -138,7 +142,17 @@ def size_true_division(size, kernel, stride=1, padding=0, dilation=1):
     return (size + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
 
 
+# The same words for every exercise that returns a count (conv_output_size, receptive_field).
+INT_MESSAGE = ("the values are right but they are floats: a size is a count (it becomes an array shape or a "
+               "range()); return an int (e.g. int(...) or //)")
+
+
+def size_float(size, kernel, stride=1, padding=0, dilation=1):
+    return np.floor((size + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1   # np.float64
+
+
 OUTPUT_SIZE_MISTAKES = (
+    Mistake("float instead of int", size_float, INT_MESSAGE),
     Mistake("dilation ignored", size_dilation_ignored,
             "the dilation is ignored: a kernel of k taps with dilation d spans d·(k - 1) + 1 pixels, so "
             "subtract d·(k - 1) + 1, not k"),
@@ -183,13 +197,10 @@ def conv_output_size(fn):
     """Output length of a convolution along one axis: an int."""
     expect_defaults(fn, "conv_output_size", stride=1, padding=0, dilation=1)
     cases = [(c[:2], dict(zip(("stride", "padding", "dilation"), c[2:]))) for c in OUTPUT_SIZE_CASES]
-    got = _scalar_vector_check(
+    _scalar_vector_check(
         fn, "conv_output_size", cases, lambda case: ref.conv_output_size(*case[0], **case[1]),
         OUTPUT_SIZE_MISTAKES, lambda f, case: _size_call(f, case[0] + tuple(case[1].values())),
         lambda case: "")
-    floats = [g for g in got if not _is_count(g)]
-    if floats:
-        fail_with(OUTPUT_SIZE_MISTAKES, "true division", f"(it returned {floats[0]!r})")
     return f"equals F.conv2d's output size on {len(cases)} cases (padding, stride and dilation included)"
 
 
@@ -839,7 +850,16 @@ def rf_dilated_span_dk(layers):
     return size
 
 
+def rf_float(layers):
+    size, jump = 1.0, 1.0                  # floats all along
+    for kernel, stride, dilation in layers:
+        size += dilation * (kernel - 1) * jump
+        jump *= stride
+    return size
+
+
 RF_MISTAKES = (
+    Mistake("float instead of int", rf_float, INT_MESSAGE),
     Mistake("strides ignored", rf_strides_ignored,
             "the strides are ignored (the sizes just add up): after a stride-s layer, neighbouring units "
             "are s times further apart in the input, so every later layer's extra units count "
