@@ -378,3 +378,13 @@ def test_review_right_values_as_floats_get_the_same_int_message_everywhere():
         return (size + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
 
     assert ch05.run("conv_output_size", true_division).mistake == "true division"
+
+
+def test_review_step_before_backward_and_transposed_training_images_are_named():
+    result = ch05.run("train_digits_cnn", trainer("step before backward"))
+    assert result.mistake == "step before backward", result.message
+    assert "optimizer.step() ran while .grad was None" in result.message
+    result = ch05.run("train_digits_cnn", trainer("chlast"))
+    assert result.mistake == "test images arranged differently", result.message
+    assert result.message.startswith("the test images go through a different reshape/permutation than the "
+                                     "training images")

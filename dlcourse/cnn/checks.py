@@ -1017,6 +1017,29 @@ def cnn_no_convolution(x_train, y_train, x_val, y_val, seed):
     return _fit(model, x, y, torch.optim.Adam(model.parameters(), lr=3e-3), 3, seed)
 
 
+def cnn_step_before_backward(x_train, y_train, x_val, y_val, seed):
+    import torch
+    import torch.nn.functional as F
+    torch.manual_seed(seed)
+    model = _digits_net()
+    x, y = torch.as_tensor(x_train).reshape(-1, 1, 8, 8), torch.as_tensor(y_train)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for idx in torch.randperm(len(x)).split(32):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        optimizer.step()                                      # .grad is None here: the step does nothing
+        loss.backward()
+    return model.eval()
+
+
+def cnn_images_transposed(x_train, y_train, x_val, y_val, seed):
+    import torch
+    torch.manual_seed(seed)
+    model = _digits_net()
+    x = torch.as_tensor(x_train).reshape(-1, 8, 8, 1).permute(0, 3, 2, 1)   # (N, 1, 8, 8), but transposed
+    return _fit(model, x, torch.as_tensor(y_train), torch.optim.Adam(model.parameters(), lr=3e-3), 10, seed)
+
+
 def cnn_learning_rate_too_large(x_train, y_train, x_val, y_val, seed):
     import torch
     torch.manual_seed(seed)
@@ -1041,6 +1064,13 @@ TRAIN_MISTAKES = (
             "all gradients so far; call optimizer.zero_grad() once per mini-batch, before loss.backward()"),
     Mistake("no convolution", cnn_no_convolution,
             "the model has no convolution: the exercise asks for a CNN (nn.Conv2d layers)"),
+    Mistake("step before backward", cnn_step_before_backward,
+            "optimizer.step() ran while .grad was None: it came before loss.backward(), so every step "
+            "changed nothing; per mini-batch: optimizer.zero_grad(), loss.backward(), THEN optimizer.step()"),
+    Mistake("test images arranged differently", cnn_images_transposed,
+            "the test images go through a different reshape/permutation than the training images: the model "
+            "learned the training images as your code arranged them, but the check (like any user) feeds "
+            "x.reshape(-1, 1, 8, 8); arrange the training images exactly that way (no permute or transpose)"),
     Mistake("learning rate too large", cnn_learning_rate_too_large,
             "the training diverged: the model's weights or outputs are NaN or inf, or it gives every image "
             "the same class (its ReLUs died); the learning rate is far too large (Adam with lr around 1e-3 "
@@ -1066,7 +1096,7 @@ class _TrainingWatch:
     """
 
     def __init__(self):
-        self.steps = self.compared = self.stale = self.grad_forwards = 0
+        self.steps = self.compared = self.stale = self.grad_forwards = self.empty_steps = 0
         self.rows: set = set()
         self._fresh: dict = {}
         self._handles: list = []
@@ -1090,6 +1120,7 @@ class _TrainingWatch:
         self.steps += 1
         param = next((p for group in optimizer.param_groups for p in group["params"] if p.grad is not None), None)
         if param is None:
+            self.empty_steps += 1               # no parameter has a .grad: this step changes nothing
             return None
         key = id(param)
         if key not in self._fresh:              # from now on, add up what each backward pass brings
@@ -1136,6 +1167,31 @@ class _TrainingWatch:
 
 def _row_keys(x) -> set:
     return {row.tobytes() for row in np.asarray(x, dtype=np.float32).reshape(len(x), 64)}
+
+
+def _train_accuracy_as_seen(model, watch, d, device) -> float | None:
+    """When the model trained on the training images in ANOTHER pixel order: its accuracy on them as it saw them.
+
+    The rows the training forward passes saw are matched to training images by their sorted pixels;
+    None when they are the training rows as given (or cannot be matched).
+    """
+    import torch
+    seen = [np.frombuffer(key, dtype=np.float32) for key in watch.rows]
+    if not seen or len(watch.rows & (_row_keys(d.x_train) | _row_keys(d.x_val))) > 0.5 * len(seen):
+        return None
+    label_of = {np.sort(row).tobytes(): label
+                for row, label in zip(np.asarray(d.x_train, dtype=np.float32).reshape(-1, 64), d.y_train)}
+    pairs = [(row, label_of.get(np.sort(row).tobytes())) for row in seen]
+    pairs = [(row, label) for row, label in pairs if label is not None]
+    if len(pairs) < 0.5 * len(seen):
+        return None
+    x = torch.as_tensor(np.stack([row for row, _ in pairs])).reshape(-1, 1, 8, 8).to(device)
+    try:
+        with torch.no_grad():
+            predicted = model(x).argmax(dim=1).cpu().numpy()
+    except Exception:  # noqa: BLE001 - only a diagnosis
+        return None
+    return float((predicted == np.array([label for _, label in pairs])).mean())
 
 
 def _translate_training_error(fail: CheckFailed) -> None:
@@ -1229,6 +1285,9 @@ def train_digits_cnn(fn):
         finite = bool(torch.isfinite(logits).all()) and all(bool(torch.isfinite(p).all()) for p in params)
         if watch.steps == 0 and watch.grad_forwards == 0:
             fail_with(TRAIN_MISTAKES, "never trained", score)
+        if watch.steps > 0 and watch.empty_steps >= 0.9 * watch.steps:
+            fail_with(TRAIN_MISTAKES, "step before backward",
+                      f"({watch.empty_steps} of {watch.steps} steps found no gradient; {score[1:]}")
         if watch.zero_grad_forgotten:
             fail_with(TRAIN_MISTAKES, "zero_grad forgotten",
                       f"({watch.stale} of {watch.compared} steps saw piled-up gradients; {score[1:]}")
@@ -1240,6 +1299,10 @@ def train_digits_cnn(fn):
             from_val = len(watch.rows & _row_keys(d.x_val))
             if from_val >= 0.9 * len(watch.rows) and from_train <= 0.05 * len(watch.rows):
                 fail_with(TRAIN_MISTAKES, "trained on the validation set only", score)
+            seen_accuracy = _train_accuracy_as_seen(model, watch, d, params[0].device)
+            if seen_accuracy is not None and seen_accuracy >= 0.9:
+                fail_with(TRAIN_MISTAKES, "test images arranged differently",
+                          f"(training images as your code arranged them: {seen_accuracy:.1%} right; {score[1:]}")
         raise CheckFailed(f"held-out test accuracy {accuracy:.1%} is below {TARGET_ACCURACY:.0%}: train longer "
                           "(more epochs), with Adam at lr about 1e-3 to 3e-3, on mini-batches of 32 to 64, with "
                           f"enough filters (16 to 32 in the first convolution){mode}")
