@@ -388,3 +388,14 @@ def test_review_step_before_backward_and_transposed_training_images_are_named():
     assert result.mistake == "test images arranged differently", result.message
     assert result.message.startswith("the test images go through a different reshape/permutation than the "
                                      "training images")
+
+
+def _review_conv2d_stride_window(x, w, b, stride=1, padding=0):   # reviewer's m2.py m_stride_window, verbatim
+    # stride in window shape confusion: step positions by stride then starting at stride-1
+    win = np.lib.stride_tricks.sliding_window_view(_review_pad(x, padding), w.shape[2:], axis=(2, 3))[:, :, stride - 1::stride, stride - 1::stride]
+    return np.einsum('ncpqij,ocij->nopq', win, w) + b[:, None, None]
+
+
+def test_review_windows_offset_by_the_stride_are_not_blamed_on_padding():
+    result = ch05.run("conv2d", _review_conv2d_stride_window)
+    assert result.mistake == "windows offset by the stride", result.message

@@ -220,6 +220,11 @@ def conv2d_one_side_padded(x, w, b, stride=1, padding=0):
     return _correlate(x_pad, w, stride) + b[:, None, None]
 
 
+def conv2d_windows_offset_by_stride(x, w, b, stride=1, padding=0):
+    windows = _windows(_pad_hw(x, padding), *w.shape[2:], 1)[:, :, stride - 1::stride, stride - 1::stride]
+    return np.einsum("nchwij,ocij->nohw", windows, w) + b[:, None, None]
+
+
 def conv2d_stride_ignored(x, w, b, stride=1, padding=0):
     return _correlate(_pad_hw(x, padding), w, 1) + b[:, None, None]
 
@@ -279,6 +284,9 @@ CONV_MISTAKES = (
     Mistake("padded on one side", conv2d_one_side_padded,
             "the padding is added on one side only (bottom and right): padding p adds p zeros on BOTH sides "
             "of each image axis, ((p, p), (p, p)) in np.pad"),
+    Mistake("windows offset by the stride", conv2d_windows_offset_by_stride,
+            "the window positions start at s - 1 instead of 0 (a [s - 1::s] slice): the first window sits at "
+            "the top-left corner of the padded input; step the positions with [::s], starting at 0"),
     Mistake("stride ignored", conv2d_stride_ignored,
             "the stride is ignored: the output is the stride-1 map; keep only every stride-th window "
             "position, in both image axes"),
@@ -361,7 +369,7 @@ def conv2d_case(case: int):
     x_shape, w_shape, stride, padding = {
         1: ((1, 3, 4, 3), (2, 3, 2, 2), 1, 0),
         2: ((2, 3, 5, 7), (5, 3, 3, 3), 1, 1),       # W_out 7 > H_out 5
-        3: ((2, 2, 7, 6), (3, 2, 3, 2), 2, 1),
+        3: ((2, 2, 7, 6), (3, 2, 3, 2), 2, 2),       # padding != stride - 1: offset windows != one-sided pad
         4: ((2, 4, 6, 4), (3, 4, 3, 3), 1, 0),
         5: ((3, 3, 9, 8), (4, 3, 3, 3), 3, 2),
     }[case]
