@@ -399,3 +399,42 @@ def _review_conv2d_stride_window(x, w, b, stride=1, padding=0):   # reviewer's m
 def test_review_windows_offset_by_the_stride_are_not_blamed_on_padding():
     result = ch05.run("conv2d", _review_conv2d_stride_window)
     assert result.mistake == "windows offset by the stride", result.message
+
+
+def _review_pool_tap_assign(dout, x, kernel_size=2, stride=2):   # reviewer's m4b.py, verbatim
+    k, s = kernel_size, stride; N, C, H, W = x.shape; Ho, Wo = dout.shape[2:]
+    win = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s].reshape(N, C, Ho, Wo, k * k).argmax(-1)
+    dx = np.zeros_like(x)
+    for i in range(k):
+        for j in range(k):
+            dx[:, :, i:i + s * (Ho - 1) + 1:s, j:j + s * (Wo - 1) + 1:s] = np.where(win == i * k + j, dout, 0)
+    return dx
+
+
+def _review_convb_assign(dout, x, w, stride=1, padding=0):      # reviewer's m3.py generic(..., assign=True)
+    N, C, H, W = x.shape; O, _, kH, kW = w.shape; Ho, Wo = dout.shape[2:]
+    st = stride
+    xp = _review_pad(x, padding); dxp = np.zeros_like(xp); dw = np.zeros_like(w)
+    for i in range(kH):
+        for j in range(kW):
+            sl = (slice(None), slice(None), slice(i, i + st * (Ho - 1) + 1, st), slice(j, j + st * (Wo - 1) + 1, st))
+            dw[:, :, i, j] = np.einsum('nopq,ncpq->oc', dout, xp[sl])
+            dxp[sl] = np.einsum('nopq,oc->ncpq', dout, w[:, :, i, j])
+    return dxp[:, :, padding:padding + H, padding:padding + W], dw, dout.sum(axis=(0, 2, 3))
+
+
+def test_review_classics_are_named():
+    assert ch05.run("maxpool2d_backward", _review_pool_tap_assign).mistake == "= on the tap's slice"
+    assert ch05.run("conv2d_backward", _review_convb_assign).mistake == "dx assigned, not added"
+
+    def conv_output_size(size, kernel, stride=1, padding=0, dilation=1):   # reviewer's m1.py 'M stride ignored'
+        return (size + 2 * padding - dilation * (kernel - 1) - 1) + 1
+    assert ch05.run("conv_output_size", conv_output_size).mistake == "stride ignored"
+
+    def receptive_field(layers):                                          # reviewer's m5.py 'k not k-1'
+        r, j = 1, 1
+        for k, s, d in layers: r += d * k * j; j *= s
+        return r
+    assert ch05.run("receptive_field", receptive_field).mistake == "k added instead of k - 1"
+    result = ch05.run("q_receptive_field", lambda: 10)
+    assert result.mistake == "the lesson's stack" and not result.passed

@@ -151,8 +151,15 @@ def size_float(size, kernel, stride=1, padding=0, dilation=1):
     return np.floor((size + 2 * padding - dilation * (kernel - 1) - 1) / stride) + 1   # np.float64
 
 
+def size_stride_ignored(size, kernel, stride=1, padding=0, dilation=1):
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) + 1      # the stride-1 size
+
+
 OUTPUT_SIZE_MISTAKES = (
     Mistake("float instead of int", size_float, INT_MESSAGE),
+    Mistake("stride ignored", size_stride_ignored,
+            "the stride is ignored: that is the stride-1 size; the kernel moves s pixels at a time, so "
+            "floor-divide the room it has to move by s before counting its first position"),
     Mistake("dilation ignored", size_dilation_ignored,
             "the dilation is ignored: a kernel of k taps with dilation d spans d·(k - 1) + 1 pixels, so "
             "subtract d·(k - 1) + 1, not k"),
@@ -551,7 +558,23 @@ def convb_stride_ignored(dout, x, w, stride=1, padding=0):
     return _stride_one_dx(dout, x, w, padding), dw, dout.sum(axis=(0, 2, 3))
 
 
+def convb_dx_assigned_not_added(dout, x, w, stride=1, padding=0):
+    _, dw, db = _right_grads(dout, x, w, stride, padding)
+    H_out, W_out = dout.shape[2:]
+    dx_pad = np.zeros_like(_pad_hw(x, padding))
+    for i in range(w.shape[2]):
+        for j in range(w.shape[3]):
+            rows = slice(i, i + stride * (H_out - 1) + 1, stride)
+            cols = slice(j, j + stride * (W_out - 1) + 1, stride)
+            dx_pad[:, :, rows, cols] = np.einsum("nohw,oc->nchw", dout, w[:, :, i, j])   # = overwrites
+    return _crop(dx_pad, padding), dw, db
+
+
 CONVB_MISTAKES = (
+    Mistake("dx assigned, not added", convb_dx_assigned_not_added,
+            "dw and db are right; dx is wrong: `dx_pad[...] = ...` in the loop over the kernel taps overwrites "
+            "what the earlier taps put on the same pixels (neighbouring windows overlap); ADD each tap's "
+            "contribution with +="),
     Mistake("db summed over positions only", convb_db_space_only,
             "dx and dw are right; db is wrong: it has one row per example, (N, C_out); the bias is shared by "
             "every example AND every position, so sum dout over the batch too: axes (0, 2, 3)"),
@@ -718,6 +741,18 @@ def pool_assigned_not_added(dout, x, kernel_size=2, stride=2):
     return dx
 
 
+def pool_tap_slice_assigned(dout, x, kernel_size=2, stride=2):
+    k, s = kernel_size, stride
+    winner = _first_max(_pool_windows(x, k, s))
+    N, C, H_out, W_out = dout.shape
+    dx = np.zeros(x.shape)
+    for i in range(k):
+        for j in range(k):
+            dx[:, :, i:i + s * (H_out - 1) + 1:s, j:j + s * (W_out - 1) + 1:s] = \
+                np.where(winner == i * k + j, dout, 0)        # = wipes the slice for every other tap
+    return dx
+
+
 def pool_last_maximum(dout, x, kernel_size=2, stride=2):
     k, s = kernel_size, stride
     windows = _pool_windows(x, k, s)
@@ -745,6 +780,10 @@ POOL_MISTAKES = (
             "gradient; max pooling sends all of dout to the window's winner"),
     Mistake("stride ignored", pool_stride_ignored,
             "the stride is ignored: window (p, q) starts at pixel (p·s, q·s), not at (p, q)"),
+    Mistake("= on the tap's slice", pool_tap_slice_assigned,
+            "in the loop over the taps (i, j), `dx[:, :, rows, cols] = np.where(...)` overwrites the whole "
+            "strided slice: with overlapping windows (stride < kernel_size) it wipes what the earlier taps "
+            "put there, zeros included; use += so every tap only adds its share"),
     Mistake("= instead of +=", pool_assigned_not_added,
             "a pixel that wins in two overlapping windows (stride < kernel_size) keeps only the last "
             "window's gradient: `=` overwrites; use += so that it collects from every window it won"),
@@ -866,8 +905,19 @@ def rf_float(layers):
     return size
 
 
+def rf_k_not_k_minus_one(layers):
+    size, jump = 1, 1
+    for kernel, stride, dilation in layers:
+        size += dilation * kernel * jump   # k units added instead of k - 1
+        jump *= stride
+    return size
+
+
 RF_MISTAKES = (
     Mistake("float instead of int", rf_float, INT_MESSAGE),
+    Mistake("k added instead of k - 1", rf_k_not_k_minus_one,
+            "each layer adds d·k·jump pixels here: a k-tap kernel reaches only k - 1 units beyond the one it is "
+            "centred on, so grow the size by d·(k - 1)·jump"),
     Mistake("strides ignored", rf_strides_ignored,
             "the strides are ignored (the sizes just add up): after a stride-s layer, neighbouring units "
             "are s times further apart in the input, so every later layer's extra units count "
@@ -1360,6 +1410,9 @@ check.question(
         Mistake("product of kernels", 54, "receptive fields grow by adding each layer's extra span, not by "
                                           "multiplying the kernel sizes"),
         Mistake("kernels summed", 11, "each layer adds k - 1 units (times the jump), not k"),
+        Mistake("the lesson's stack", 10, "10 is the lesson's conv-pool-conv-pool stack; here the 2 x 2 pool "
+                                          "is followed by TWO 3 x 3 convolutions and no second pool: each adds "
+                                          "2 units of 2 pixels"),
         Mistake("jump updated first", 13, "the pool's own stride only spaces out the units of the layers "
                                           "AFTER it: it adds (2 - 1) · 1 = 1 pixel"),
     ])
