@@ -653,9 +653,11 @@ def _name_wrong_grads(got, expected, what: str) -> None:
     "output positions are the strided slice x_pad[:, :, i : i + s·(H_out - 1) + 1 : s, j : ...], of shape "
     "(N, C_in, H_out, W_out). Compute dw[:, :, i, j] from dout and that slice, and ADD dout's contribution "
     "onto the same slice of a zero dx_pad. Crop the padding off at the end.",
-    "Inside the tap loop: dw[:, :, i, j] = np.einsum('nohw,nchw->oc', dout, x_pad[:, :, rows, cols]) and "
-    "dx_pad[:, :, rows, cols] += np.einsum('nohw,oc->nchw', dout, w[:, :, i, j]); "
-    "db = dout.sum(axis=(0, 2, 3)).",
+    "In `for i in range(kH): for j in range(kW):` let rows = slice(i, i + s * (H_out - 1) + 1, s) (cols "
+    "alike with j and W_out). dw[:, :, i, j] is one np.einsum of dout (n, o, h, w) with the slice "
+    "x_pad[:, :, rows, cols] (n, c, h, w) that keeps only o and c; the same slice of dx_pad collects, with "
+    "+= (an = would wipe the taps before), an einsum of dout with the tap's weights w[:, :, i, j] (o, c) "
+    "that keeps n, c, h, w. db sums dout over every axis but the channels.",
 ])
 def conv2d_backward(fn):
     """Gradients of conv2d: (dx, dw, db)."""
@@ -821,9 +823,10 @@ def pool_case(case: int):
     "(N, C, H_out, W_out, k, k); reshape its last two axes into one of k·k and take argmax there (the "
     "first maximum). Then, for every tap (i, j) of the window, the windows whose winner sits at (i, j) "
     "send their dout to the strided slice dx[:, :, i : i + s·(H_out - 1) + 1 : s, j : ...].",
-    "winner = windows.reshape(N, C, H_out, W_out, k * k).argmax(axis=-1); for i in range(k), "
-    "for j in range(k): dx[:, :, rows, cols] += np.where(winner == i * k + j, dout, 0), with += (not =) "
-    "so that overlapping windows add up.",
+    "The winner of each window is an argmax over its k·k values flattened into one axis (the first "
+    "maximum comes first). In a double loop over the taps, tap (i, j) is number i·k + j: the windows whose "
+    "winner has that number pass their dout and the others 0 (np.where does that), onto dx's strided slice "
+    "for (i, j), ADDED (+=), since overlapping windows share pixels.",
 ])
 def maxpool2d_backward(fn):
     """Gradient of max pooling with ties: dx, one element per window gets its dout."""
