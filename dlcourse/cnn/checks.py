@@ -1262,7 +1262,9 @@ def _translate_training_error(fail: CheckFailed) -> None:
     text = str(err)
     if "conv2d" in text and "input" in text and "64]" in text:
         fail_with(TRAIN_MISTAKES, "input not reshaped")
-    if "target" in text.lower() and ("Float" in text or "Long" in text or "class probabilities" in text):
+    # torch 2.13: "expected target dtype to be Long or Byte, but got Float"; torch 2.11 (Colab):
+    # "expected scalar type Long but found Float"
+    if ("Long" in text and "Float" in text) or ("target" in text.lower() and "class probabilities" in text):
         fail_with(TRAIN_MISTAKES, "labels as float")
     if "mat1 and mat2 shapes cannot be multiplied" in text:
         raise CheckFailed(f"{fail} — the dense layer's in_features does not fit what the convolutions give it: "
