@@ -42,9 +42,9 @@ import numpy as np
 
 from dlcourse.runtime import ipython_shell
 
-__all__ = ["Checker", "Result", "CheckFailed", "CheckTimeout", "Mistake", "call", "diagnose", "expect",
-           "expect_close", "expect_defaults", "expect_tuple", "fail_with", "first_wrong_stage", "matches", "reproduce", "time_limit",
-           "trying"]
+__all__ = ["Checker", "Result", "CheckFailed", "CheckTimeout", "Mistake", "call", "diagnose", "raises_like",
+           "same_items", "expect", "expect_close", "expect_defaults", "expect_tuple", "fail_with",
+           "first_wrong_stage", "matches", "reproduce", "time_limit", "trying"]
 
 
 class CheckFailed(Exception):
@@ -592,6 +592,41 @@ def fail_with(table, name: str, suffix: str = ""):
     """
     row = next(r for r in table if r.name == name)
     raise CheckFailed(f"{row.message} {suffix}".strip(), mistake=row.name)
+
+
+def same_items(a, b, rtol: float = 1e-6) -> bool:
+    """Two tuples of arrays (or numbers) with the same items, as far as :func:`matches` tells."""
+    try:
+        return len(a) == len(b) and all(matches(x, y, rtol=rtol) for x, y in zip(a, b))
+    except TypeError:
+        return False
+
+
+def raises_like(table, err: BaseException | None, run: Callable, suffix: str = "",
+                right: Callable | None = None) -> None:
+    """Name the row of a mistake table that raises the very error the learner's code raised.
+
+    ``err`` is the learner's exception (``CheckFailed.error`` from :func:`call`; None does
+    nothing); ``run(row.wrong)`` runs one row on the same inputs.  A row that raises an
+    error of the same type and text fails the check with that row's message.  ``right``
+    runs the reference: when it raises an error of the same type, the inputs are to
+    blame, not a mistake, and nothing is named.
+    """
+    if err is None:
+        return
+    if right is not None:
+        try:
+            right()
+        except Exception as own:  # noqa: BLE001
+            if type(own) is type(err):
+                return
+    for row in table:
+        try:
+            with np.errstate(all="ignore"):
+                run(row.wrong)
+        except Exception as own:  # noqa: BLE001 - a row that raises is what we look for
+            if type(own) is type(err) and str(own) == str(err):
+                fail_with(table, row.name, suffix)
 
 
 def first_wrong_stage(recorded: list, stages: list[tuple[str, Any, str]]) -> None:

@@ -23,29 +23,11 @@ from dlcourse.gradcheck import numerical_grad
 from dlcourse.grading import (CheckFailed, Checker, Mistake, call, diagnose, expect, expect_close, expect_tuple,
                               fail_with, first_wrong_stage, reproduce, trying)
 from dlcourse.grading import matches as _close
+from dlcourse.grading import raises_like
 
 check = Checker("02_backprop")
 
 
-
-
-def _raises_like(table, err: BaseException, run, suffix: str = "", right=None) -> None:
-    """Name the row that raises the same error as the learner's code did (``run(row.wrong)`` runs a row).
-
-    ``right`` runs the reference: when it raises the same error, the inputs are to blame, not a row.
-    """
-    if right is not None:
-        try:
-            right()
-        except Exception as own:  # noqa: BLE001
-            if type(own) is type(err):
-                return
-    for row in table:
-        try:
-            run(row.wrong)
-        except Exception as own:  # noqa: BLE001 - a row that raises is what we look for
-            if type(own) is type(err) and str(own) == str(err):
-                fail_with(table, row.name, suffix)
 
 
 def _call_translated(table, fn, *args, record=None):
@@ -55,7 +37,7 @@ def _call_translated(table, fn, *args, record=None):
     except CheckFailed as fail:
         err = getattr(fail, "error", None)
         if err is not None:
-            _raises_like(table, err, lambda wrong: wrong(*args))
+            raises_like(table, err, lambda wrong: wrong(*args))
         raise
 
 
@@ -283,7 +265,7 @@ def value_ops(cls):
                     missing.append(method)
                 continue
             except Exception as err:  # noqa: BLE001 - the learner's operation raised
-                _raises_like(VALUE_OPS_MISTAKES, err, lambda wrong: build(wrong(leaves[0]), wrong(leaves[1])),
+                raises_like(VALUE_OPS_MISTAKES, err, lambda wrong: build(wrong(leaves[0]), wrong(leaves[1])),
                              right=lambda: build(RefValue(leaves[0]), RefValue(leaves[1])))
                 raise CheckFailed(f"{expr} raised {type(err).__name__}: {err}") from None
             expect(out is not None, f"{expr} returned None: did you forget a `return`?")

@@ -29,6 +29,7 @@ from dlcourse.grading import (CheckFailed, Checker, CheckTimeout, Mistake, call,
                               expect_close, expect_defaults, expect_tuple, fail_with, time_limit, trying)
 from dlcourse.grading import _is_learner_file
 from dlcourse.grading import matches as _close
+from dlcourse.grading import raises_like, same_items
 
 check = Checker("05_cnn")
 
@@ -36,28 +37,6 @@ __all__ = ["check", "conv2d_case", "digits_data"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _same_items(a, b, rtol: float = 1e-6) -> bool:
-    """Two tuples of arrays (or numbers) with the same items, as far as :func:`matches` tells."""
-    try:
-        return len(a) == len(b) and all(_close(x, y, rtol=rtol) for x, y in zip(a, b))
-    except TypeError:
-        return False
-
-
-def _raises_like(table, fail: CheckFailed, run, suffix: str = "") -> None:
-    """Name the row that raises the very error the learner's code raised (``run(row.wrong)`` runs a row)."""
-    err = getattr(fail, "error", None)
-    if err is None:
-        return
-    for row in table:
-        try:
-            with np.errstate(all="ignore"):
-                run(row.wrong)
-        except Exception as own:  # noqa: BLE001 - a row that raises is what we look for
-            if type(own) is type(err) and str(own) == str(err):
-                fail_with(table, row.name, suffix)
-
 
 def _is_count(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
@@ -393,7 +372,8 @@ def _translate_conv_error(fn, fail: CheckFailed, x, w, b, stride, padding, suffi
     err = getattr(fail, "error", None)
     if err is None:
         return
-    _raises_like(_CONV_RECOMPUTED, fail, lambda row: row(x, w, b, stride=stride, padding=padding), suffix)
+    raises_like(_CONV_RECOMPUTED, getattr(fail, "error", None),
+                lambda row: row(x, w, b, stride=stride, padding=padding), suffix)
     if padding > 0:
         try:  # does the same call work without padding? Then the padding is what breaks it
             call(fn, x, w, b, stride=stride, padding=0)
@@ -672,7 +652,7 @@ def conv2d_backward(fn):
             out = call(fn, dout, x, w, stride=stride, padding=padding)
             got = expect_tuple(out, 3, "(dx, dw, db)", "conv2d_backward", noun="arrays")
             tried.got, tried.expected = got, expected
-            diagnose(got, expected, CONVB_MISTAKES, same=_same_items, suffix=f"({what})",
+            diagnose(got, expected, CONVB_MISTAKES, same=same_items, suffix=f"({what})",
                      apply=lambda row: row(dout, x, w, stride=stride, padding=padding))
             _name_wrong_grads(got, expected, what)
     return "dx, dw and db equal autograd through F.conv2d on 4 cases (padding and strides 1, 2, 3)"

@@ -20,6 +20,7 @@ import numpy as np
 from dlcourse.grading import (CheckFailed, Checker, Mistake, call, diagnose, expect, expect_close,
                               expect_defaults, expect_tuple, fail_with, first_wrong_stage, trying)
 from dlcourse.grading import matches as _close
+from dlcourse.grading import raises_like, same_items
 from dlcourse.training import numpy_impl as ref
 from dlcourse.training import practice
 from dlcourse.training import torch_impl
@@ -30,28 +31,6 @@ __all__ = ["check", "early_stopping_problem"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-def _same_items(a, b, rtol: float = 1e-6) -> bool:
-    """Two tuples of arrays (or numbers) with the same items, as far as :func:`matches` tells."""
-    try:
-        return len(a) == len(b) and all(_close(x, y, rtol=rtol) for x, y in zip(a, b))
-    except TypeError:
-        return False
-
-
-def _raises_like(table, fail: CheckFailed, run, suffix: str = "") -> None:
-    """Name the row that raises the very error the learner's code raised (``run(row.wrong)`` runs a row)."""
-    err = getattr(fail, "error", None)
-    if err is None:
-        return
-    for row in table:
-        try:
-            with np.errstate(all="ignore"):
-                run(row.wrong)
-        except Exception as own:  # noqa: BLE001 - a row that raises is what we look for
-            if type(own) is type(err) and str(own) == str(err):
-                fail_with(table, row.name, suffix)
-
 
 def _finite(value) -> bool:
     try:
@@ -186,7 +165,7 @@ def bce_with_logits(fn):
             got = expect_tuple(call(fn, z, y), 2, "(loss, dlogits)", "bce_with_logits")
             expected = ref.bce_with_logits(z, y)
             tried.got, tried.expected = got, expected
-            diagnose(got, expected, BCE_MISTAKES, same=_same_items, apply=lambda wrong: wrong(z, y),
+            diagnose(got, expected, BCE_MISTAKES, same=same_items, apply=lambda wrong: wrong(z, y),
                      suffix=f"({what})")
             loss, dz = got
             if _has_nan(loss):
@@ -348,8 +327,8 @@ def standardize_splits(fn):
             try:
                 out = call(fn, *args, allow_mutation=True)
             except CheckFailed as fail:
-                _raises_like(STANDARDIZE_MISTAKES, fail, lambda wrong: wrong(train.copy(), val.copy(), test.copy()),
-                             f"({what})")
+                raises_like(STANDARDIZE_MISTAKES, getattr(fail, "error", None),
+                            lambda wrong: wrong(train.copy(), val.copy(), test.copy()), f"({what})")
                 if isinstance(getattr(fail, "error", None), ValueError) and "broadcast" in str(fail):
                     fail_with(STANDARDIZE_MISTAKES, "wrong axis", f"({what})")
                 raise
@@ -357,7 +336,7 @@ def standardize_splits(fn):
                 fail_with(STANDARDIZE_MISTAKES, "inputs modified in place", f"({what})")
             got = expect_tuple(out, 3, "(train, val, test)", "standardize_splits", noun="arrays")
             tried.got, tried.expected = got, expected
-            diagnose(got, expected, STANDARDIZE_MISTAKES, same=_same_items, suffix=f"({what})",
+            diagnose(got, expected, STANDARDIZE_MISTAKES, same=same_items, suffix=f"({what})",
                      apply=lambda wrong: wrong(train.copy(), val.copy(), test.copy()))
             if not all(_finite(g) for g in got):
                 fail_with(STANDARDIZE_MISTAKES, "division by zero", f"({what})")
@@ -830,15 +809,15 @@ def batchnorm_forward(fn):
                 if fail.mistake == "mutated input" and not (np.array_equal(given[3], running_mean)
                                                             and np.array_equal(given[4], running_var)):
                     fail_with(BN_FORWARD_MISTAKES, "running arrays changed in place", f"({what})")
-                _raises_like(BN_FORWARD_MISTAKES, fail, lambda wrong: wrong(*(a.copy() for a in args), **kw),
-                             f"({what})")
+                raises_like(BN_FORWARD_MISTAKES, getattr(fail, "error", None),
+                            lambda wrong: wrong(*(a.copy() for a in args), **kw), f"({what})")
                 raise
             got = expect_tuple(out, 3, "(out, new_running_mean, new_running_var)", "batchnorm_forward",
                                noun="arrays")
             tried.got, tried.expected = got, expected
-            diagnose(got, expected, BN_FORWARD_MISTAKES, same=_same_items, suffix=f"({what})",
+            diagnose(got, expected, BN_FORWARD_MISTAKES, same=same_items, suffix=f"({what})",
                      apply=lambda wrong: wrong(*(a.copy() for a in args), **kw))
-            if not _same_items(got, expected):
+            if not same_items(got, expected):
                 stages = _bn_forward_stages(*args, **kw)
                 first_wrong_stage(recorded + _implied_stages(got, stages, recorded, kw["eps"]), stages)
             for name, g, e in zip(("out", "new_running_mean", "new_running_var"), got, expected):
@@ -995,12 +974,13 @@ def batchnorm_backward(fn):
             try:
                 out = call(fn, *args, **kw)
             except CheckFailed as fail:
-                _raises_like(BN_BACKWARD_MISTAKES, fail, lambda wrong: wrong(*args, **kw), f"({what})")
+                raises_like(BN_BACKWARD_MISTAKES, getattr(fail, "error", None), lambda wrong: wrong(*args, **kw),
+                            f"({what})")
                 raise
             got = expect_tuple(out, 3, "(dx, dgamma, dbeta)", "batchnorm_backward", noun="arrays")
             expected = ref.batchnorm_backward_from_x(*args, **kw)
             tried.got, tried.expected = got, expected
-            diagnose(got, expected, BN_BACKWARD_MISTAKES, same=_same_items, suffix=f"({what})",
+            diagnose(got, expected, BN_BACKWARD_MISTAKES, same=same_items, suffix=f"({what})",
                      apply=lambda wrong: wrong(*args, **kw))
             right = [n for n, g, e in zip(names, got, expected) if _close(g, e)]
             said = f"{' and '.join(right)} {'is' if len(right) == 1 else 'are'} right; " if right else ""
@@ -1135,7 +1115,7 @@ def precision_recall_f1(fn):
                                "precision_recall_f1")
             expected = ref.precision_recall_macro_f1(y_true, y_pred, k)
             tried.got, tried.expected = got, expected
-            diagnose(got, expected, PRF_MISTAKES, same=_same_items, suffix=f"({what})",
+            diagnose(got, expected, PRF_MISTAKES, same=same_items, suffix=f"({what})",
                      apply=lambda wrong: wrong(y_true, y_pred, k))
             if any(_has_nan(g) for g in got):
                 fail_with(PRF_MISTAKES, "nan for 0/0", f"({what})")
