@@ -53,10 +53,6 @@ class GradeReport:
         return "graded" + (f" ({self.cell_errors} cell(s) raised)" if self.cell_errors else "")
 
 
-# The kernel logs only errors: ipykernel 7 warns "running over TCP without encryption" on every
-# start, which alarms instructors and says nothing about the notebook (it runs on localhost).
-KERNEL_QUIET = ["--log-level=ERROR"]
-
 def _concepts() -> dict[str, str]:
     from dlcourse.build import CHAPTERS
     return {stem: concept for stem, (_, concept) in CHAPTERS.items() if concept}
@@ -98,6 +94,8 @@ def grade_notebook(path: str | Path, chapter: str | None = None, cell_timeout: i
     """Execute one notebook in a fresh kernel and score it; never raises."""
     import nbformat
     from nbclient import NotebookClient
+
+    from dlcourse.build import KERNEL_QUIET  # the build starts its kernels the same way
 
     path = Path(path)
     report = GradeReport(str(path))
