@@ -17,7 +17,6 @@ Dimension letters: N batch, D features, H hidden units, K classes, C channels, L
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from torch import nn
 
 from dlcourse.runtime import configure_torch
 from dlcourse.training.numpy_impl import BatchNormRunning
+from dlcourse.training.practice import EarlyStopping
 
 configure_torch()
 
@@ -405,7 +405,11 @@ def train_mlp(x_train, y_train, x_val, y_val, *, hidden: Sequence[int] = (128,),
         model = MLP((d, *hidden, k), dropout=dropout, batchnorm=batchnorm, init=init).to(device)
         opt = build_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay)
         record()
-        best_state = copy.deepcopy(model.state_dict()) if patience is not None else None
+        # practice.EarlyStopping keeps the best epoch (and, with a patience, a deep copy of its
+        # state_dict); without a patience it only tracks the best epoch and never stops
+        stopper = EarlyStopping(patience if patience is not None else math.inf)
+        keep = (lambda: model.state_dict()) if patience is not None else (lambda: None)
+        stopper.step(history.val_loss[0], 0, keep())
         bar = _progress(range(epochs), progress, f"train_mlp ({device})")
         start, paused = time.perf_counter(), 0.0
         for epoch in bar:
@@ -427,24 +431,22 @@ def train_mlp(x_train, y_train, x_val, y_val, *, hidden: Sequence[int] = (128,),
                 updates[0] += 1
             record()
             e = epoch + 1
-            if history.val_loss[e] < history.val_loss[history.best_epoch]:
-                history.best_epoch = e
-                if patience is not None:
-                    best_state = copy.deepcopy(model.state_dict())
+            stop = stopper.step(history.val_loss[e], e, keep())
+            history.best_epoch = stopper.best_epoch
             t0 = time.perf_counter()
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(train_loss=f"{history.train_loss[-1]:.3f}", val_acc=f"{history.val_acc[-1]:.3f}")
             if callback is not None:
                 callback(history)
             paused += time.perf_counter() - t0
-            if patience is not None and e - history.best_epoch >= patience:
+            if stop:
                 history.stopped_epoch = e
                 break
         if hasattr(bar, "close"):
             bar.close()
         history.seconds = time.perf_counter() - start - paused
-    if best_state is not None:
-        model.load_state_dict(best_state)  # early stopping keeps the best epoch, not the last
+    if patience is not None:
+        model.load_state_dict(stopper.best_params)  # early stopping keeps the best epoch, not the last
     model.eval()
     return model, history
 
