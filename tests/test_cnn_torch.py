@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dlcourse.cnn import glyphs as G
 from dlcourse.cnn import torch_impl as T
 from dlcourse.data import load_digits
 from dlcourse.training.torch_impl import TrainHistory
@@ -211,15 +212,78 @@ def test_image_augment_shapes_ranges_types():
 # --------------------------------------------------------------------------- transfer, scale-up
 
 def test_transfer_study_structure_on_a_tiny_budget():
-    result = T.transfer_study(labels_per_class=(1, 3), seeds=(0, 1), pretrain_steps=5, steps=3, width=4)
+    result = T.transfer_study(labels_per_class=(1, 3), seeds=(0, 1), pretrain_steps=5, steps=3, width=4, variants=1)
     assert result.labels_per_class == (1, 3) and result.seeds == (0, 1)
     assert list(result.accuracy) == list(T.TRANSFER_METHODS) == ["frozen", "finetune", "scratch"]
     for acc in result.accuracy.values():
         assert acc.shape == (2, 2) and np.all((0 <= acc) & (acc <= 1))
-    assert result.pretrain_accuracy.shape == (2,) and result.seconds > 0
+    assert 0 <= result.pretrain_accuracy <= 1 and result.num_source == len(G.GLYPH_CHARS) * len(G.GLYPH_FONTS)
+    assert result.seconds > 0
     assert set(result.mean()) == set(T.TRANSFER_METHODS) and result.mean()["frozen"].shape == (2,)
+    np.testing.assert_array_equal(result.gain("frozen"), result.accuracy["frozen"] - result.accuracy["scratch"])
     table = result.table()
     assert "frozen" in table and len(table.splitlines()) == 3
+
+
+def test_frozen_transfer_trains_only_the_new_layer():
+    """The frozen method must leave the pretrained convolutions as they were: check through _fit_steps."""
+    torch.manual_seed(0)
+    model = T.SmallCNN(1, 10, width=4)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for n, p in model.named_parameters():
+        p.requires_grad_(n.startswith("fc."))
+    x, y = torch.rand(20, 1, 8, 8), torch.arange(20) % 10
+    T._fit_steps(model, x, y, 5, 1e-2, 10, None, np.random.default_rng(0))
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) != n.startswith("fc."), n
+
+
+def test_finetune_uses_two_learning_rates():
+    """body_lr: the pretrained layers move less than the new head (the same gradients' scale aside)."""
+    torch.manual_seed(0)
+    model = T.SmallCNN(1, 10, width=4)
+    x, y = torch.rand(20, 1, 8, 8), torch.arange(20) % 10
+    seen = {}
+    original = torch.optim.AdamW.__init__
+
+    def spy(self, params, *args, **kwargs):
+        params = list(params)
+        seen["lrs"] = sorted(g["lr"] for g in params)
+        original(self, params, *args, **kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.AdamW, "__init__", spy)
+        T._fit_steps(model, x, y, 2, 1e-2, 10, None, np.random.default_rng(0), body_lr=1e-3)
+    assert seen["lrs"] == [1e-3, 1e-2]
+
+
+def test_glyphs_are_every_letter_in_every_font_centred_in_the_box():
+    images, labels, fonts = G.render_glyphs()
+    assert fonts == G.GLYPH_FONTS                       # all 21 text fonts ship with matplotlib
+    assert images.shape == (len(G.GLYPH_CHARS) * len(fonts), 32, 32) and images.dtype == np.float32
+    np.testing.assert_array_equal(np.bincount(labels), [len(fonts)] * len(G.GLYPH_CHARS))
+    assert images.min() >= 0 and images.max() <= 1
+    assert np.all(images.reshape(len(images), -1).max(axis=1) > 0.5)      # every glyph has ink
+    assert np.all(images[:, :2].max(axis=(1, 2)) < 0.05)                 # a 2-pixel margin, top
+    assert np.all(images[:, :, :2].max(axis=(1, 2)) < 0.05)              # and left
+    images2, _, _ = G.render_glyphs.__wrapped__()
+    np.testing.assert_array_equal(images, images2)                        # deterministic
+    # every class is its own picture: averaged over the fonts, the closest two letters are still
+    # far apart compared with a typical pair (l and I, o and O... were left out for that reason)
+    per_font = images.reshape(len(G.GLYPH_CHARS), len(fonts), -1)                 # (letters, fonts, pixels)
+    distance = np.abs(per_font[:, None] - per_font[None]).sum(-1).mean(-1)      # (letters, letters)
+    off_diagonal = distance[~np.eye(len(distance), dtype=bool)]
+    assert off_diagonal.min() > 0.25 * np.median(off_diagonal)
+
+
+def test_glyph_images_are_jittered_8x8_digit_like_images():
+    x, y = G.glyph_images(variants=2, seed=0)
+    assert x.shape == (2 * len(G.GLYPH_CHARS) * len(G.GLYPH_FONTS), 1, 8, 8) and x.dtype == torch.float32
+    assert torch.allclose(x.amax(dim=(1, 2, 3)), torch.ones(len(x)))
+    assert y.shape == (len(x),) and int(y.max()) == len(G.GLYPH_CHARS) - 1
+    n = len(x) // 2
+    assert not torch.allclose(x[:n], x[n:])                               # the two copies differ
+    x2, _ = G.glyph_images(variants=2, seed=0)
+    assert torch.equal(x, x2)
 
 
 def test_few_labels_are_balanced_and_nested():
