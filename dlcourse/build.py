@@ -54,7 +54,7 @@ CHAPTERS = {
     "03_gradient_descent": ("Loss landscapes, SGD, momentum, RMSProp, Adam, schedules; an MLP on digits to 97%", "optim"),
     "04_training": ("Losses, metrics, data, regularization, batch norm, initialization, tuning", "training"),
     "05_cnn": ("Convolution and pooling by hand, a CNN on digits, transfer learning", "cnn"),
-    "06_rnn": ("RNN, LSTM and GRU cells, backprop through time (planned)", None),
+    "06_rnn": ("RNN, LSTM and GRU by hand, backprop through time, a character language model", "rnn"),
     "07_transformer": ("Attention, multi-head attention, a small Transformer (planned)", None),
     "08_gan": ("Generative adversarial networks (planned)", None),
     "09_xai": ("Explainable AI: saliency, integrated gradients (planned)", None),
