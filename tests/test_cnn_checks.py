@@ -146,6 +146,18 @@ def test_conv2d_time_limit_accepts_vectorised_answers_and_names_padding_errors()
     assert "padding 1" in result.message
 
 
+def test_conv2d_python_loops_message_says_what_was_measured(monkeypatch):
+    result = ch05.run("conv2d", _review_conv2d_pixel_loops_vec_channels)   # caught by the line count
+    assert result.mistake == "Python loops"
+    assert result.message.startswith("conv2d loops over the output pixels in Python: vectorise")
+    assert "found by counting, not timing" in result.message and "too slow" not in result.message
+    monkeypatch.setattr(checks, "CONV_SECONDS", 1e-4)                      # caught by the clock
+    result = ch05.run("conv2d", _conv2d_plain_einsum)
+    assert result.mistake == "Python loops"
+    assert result.message.startswith(checks.CONV_SLOW_MESSAGE + " (stopped after 0.0001 s")
+    assert "loops over the output pixels" not in result.message
+
+
 def _conv2d_backward_dx_zero(dout, x, w, stride=1, padding=0):
     dx, dw, db = solution(STEM, "conv2d_backward")(dout, x, w, stride, padding)
     return np.zeros_like(dx), dw, db
