@@ -344,6 +344,41 @@ def test_review_a_softmax_model_fails_even_above_97_percent():
     assert "test accuracy 9" in result.message          # it reached ~99 %: still the mistake
 
 
+def test_review_softmax_in_the_training_loop_fails_even_above_97_percent():
+    original = F.cross_entropy, F.mse_loss
+    result = ch05.run("train_digits_cnn", trainer("softmax"))          # the returned model gives logits
+    assert result.mistake == "softmax in the training loop", result.message
+    assert result.message.startswith("the training loop hands probabilities")
+    assert "cross-entropy takes logits" in result.message and "cross-entropy calls got probabilities" in result.message
+    assert (F.cross_entropy, F.mse_loss) == original                    # the spies are gone after the check
+
+
+def _softmax_into_cross_entropy_loss_module(x_train, y_train, x_val, y_val, seed):
+    torch.manual_seed(seed)
+    model = make(seed)
+    x, y = torch.as_tensor(x_train).reshape(-1, 1, 8, 8), torch.as_tensor(y_train)
+    opt, loss_fn = torch.optim.Adam(model.parameters(), lr=3e-3), nn.CrossEntropyLoss()
+    for idx in torch.randperm(len(x)).split(32):
+        loss = loss_fn(nn.Softmax(dim=1)(model(x[idx])), y[idx])
+        opt.zero_grad(); loss.backward(); opt.step()
+    return model
+
+
+def test_softmax_into_the_loss_module_is_named_too_and_the_solution_is_not_blamed():
+    result = ch05.run("train_digits_cnn", _softmax_into_cross_entropy_loss_module)
+    assert result.mistake == "softmax in the training loop", result.message
+    result = ch05.run("train_digits_cnn", trainer("log_softmax+nll"))   # log-softmax + NLL is cross-entropy: fine
+    assert result.passed, result.message
+
+
+def test_review_mse_on_one_hot_is_a_note_above_97_percent_and_the_mistake_below():
+    result = ch05.run("train_digits_cnn", trainer("float labels"))     # m6's 'float labels' is MSE on one-hot
+    assert result.passed, result.message                               # the exercise does not prescribe the loss
+    assert "note: you trained with a squared error" in result.message
+    result = ch05.run("train_digits_cnn", checks.cnn_mse_on_one_hot)   # same loss, too little training
+    assert result.mistake == "MSE on one-hot labels" and "squared-error losses" in result.message
+
+
 def _review_conv2d_taploop(x, w, b, stride=1, padding=0):        # reviewer's m2.py alt_taploop, verbatim
     N, C, H, W = x.shape; O, _, kH, kW = w.shape
     xp = _review_pad(x, padding); Ho = (H + 2 * padding - kH) // stride + 1; Wo = (W + 2 * padding - kW) // stride + 1

@@ -1048,6 +1048,40 @@ def cnn_softmax_before_loss(x_train, y_train, x_val, y_val, seed):
     return _fit(model, x, y, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), 4, seed)
 
 
+def cnn_softmax_in_training_loop(x_train, y_train, x_val, y_val, seed):
+    import torch
+    import torch.nn.functional as F
+    torch.manual_seed(seed)
+    model = _digits_net()                                     # returns logits, as asked
+    x, y = torch.as_tensor(x_train).reshape(-1, 1, 8, 8), torch.as_tensor(y_train)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(4):
+        for idx in torch.randperm(len(x), generator=generator).split(32):
+            loss = F.cross_entropy(torch.softmax(model(x[idx]), dim=1), y[idx])   # probabilities into the loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def cnn_mse_on_one_hot(x_train, y_train, x_val, y_val, seed):
+    import torch
+    import torch.nn.functional as F
+    torch.manual_seed(seed)
+    model = _digits_net()
+    x, y = torch.as_tensor(x_train).reshape(-1, 1, 8, 8), torch.as_tensor(y_train)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(4):
+        for idx in torch.randperm(len(x), generator=generator).split(32):
+            loss = F.mse_loss(model(x[idx]), F.one_hot(y[idx], 10).float())   # squared error on one-hot rows
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
 def cnn_validation_only(x_train, y_train, x_val, y_val, seed):
     import torch
     torch.manual_seed(seed)
@@ -1096,6 +1130,12 @@ def cnn_learning_rate_too_large(x_train, y_train, x_val, y_val, seed):
     return _fit(model, x, y, torch.optim.SGD(model.parameters(), lr=10.0, momentum=0.9), 2, seed)
 
 
+MSE_MESSAGE = ("the loss is a squared error (F.mse_loss / nn.MSELoss) against one-hot labels: for classes the "
+               "loss is cross-entropy on the logits, F.cross_entropy(logits, y) with the int64 labels; it is the "
+               "negative log-probability of the right class, so its gradient (softmax - one-hot) stays large "
+               "while a prediction is wrong, whereas the squared error averages over all 10 outputs, pulls "
+               "every logit towards exactly 0 or 1 even when the class is already right, and learns slowly")
+
 TRAIN_MISTAKES = (
     Mistake("input not reshaped", cnn_not_reshaped,
             "the (N, 64) rows went into the convolution unchanged: nn.Conv2d wants images (N, C, H_img, W_img); "
@@ -1127,6 +1167,14 @@ TRAIN_MISTAKES = (
             "the model outputs probabilities (its rows sum to 1): F.cross_entropy / nn.CrossEntropyLoss "
             "applies log-softmax itself, so a softmax before it squashes the gradients and learning crawls; "
             "return the raw logits (drop the nn.Softmax)"),
+    Mistake("softmax in the training loop", cnn_softmax_in_training_loop,
+            "the training loop hands probabilities (a softmax of the logits, rows summing to 1) to "
+            "F.cross_entropy / nn.CrossEntropyLoss: cross-entropy takes logits, it applies log-softmax itself; "
+            "softmax first squashes the gradients (the values the loss sees are confined to [0, 1], so it stays "
+            "above 1.46 however right the model is, and its gradients pass through two softmaxes) and "
+            "learning crawls; pass the raw logits to the loss (keep the softmax for reading probabilities)"),
+    Mistake("MSE on one-hot labels", cnn_mse_on_one_hot,
+            MSE_MESSAGE),
     Mistake("trained on the validation set only", cnn_validation_only,
             "the model was trained on the 270 validation images only: train on x_train, y_train (the 1,257 "
             "training images) and keep x_val, y_val for measuring"),
@@ -1145,6 +1193,8 @@ class _TrainingWatch:
 
     def __init__(self):
         self.steps = self.compared = self.stale = self.grad_forwards = self.empty_steps = 0
+        self.ce_calls = self.ce_probabilities = self.mse_calls = 0
+        self._losses: dict = {}
         self.rows: set = set()
         self._fresh: dict = {}
         self._handles: list = []
@@ -1153,11 +1203,19 @@ class _TrainingWatch:
     def __enter__(self):
         from torch.nn.modules.module import register_module_forward_pre_hook
         from torch.optim.optimizer import register_optimizer_step_pre_hook
+        import torch.nn.functional as F
         self._handles = [register_optimizer_step_pre_hook(self._on_step),
                          register_module_forward_pre_hook(self._on_forward)]
+        # nn.CrossEntropyLoss and nn.MSELoss call these too (F.cross_entropy, F.mse_loss)
+        self._losses = {"cross_entropy": F.cross_entropy, "mse_loss": F.mse_loss}
+        F.cross_entropy, F.mse_loss = self._spy_cross_entropy, self._spy_mse_loss
         return self
 
     def __exit__(self, *exc):
+        import torch.nn.functional as F
+        if self._losses:
+            F.cross_entropy, F.mse_loss = self._losses["cross_entropy"], self._losses["mse_loss"]
+            self._losses = {}
         for handle in self._handles:
             handle.remove()
         self._handles, self._fresh, self._last_input = [], {}, None
@@ -1190,6 +1248,34 @@ class _TrainingWatch:
             if float(g @ f) / norms < 0.99:     # .grad is not (a multiple of) this step's gradient
                 self.stale += 1
         return None
+
+    @staticmethod
+    def _training(input) -> bool:
+        import torch
+        return torch.is_grad_enabled() and isinstance(input, torch.Tensor) and input.requires_grad
+
+    def _spy_cross_entropy(self, input, *args, **kwargs):
+        import torch
+        if self._training(input) and input.ndim == 2 and input.is_floating_point():
+            self.ce_calls += 1
+            with torch.no_grad():
+                rows = input.detach()
+                if bool((rows >= 0).all()) and bool(((rows.sum(dim=1) - 1).abs() < 1e-4).all()):
+                    self.ce_probabilities += 1      # a softmax (probabilities), not logits
+        return self._losses["cross_entropy"](input, *args, **kwargs)
+
+    def _spy_mse_loss(self, input, *args, **kwargs):
+        if self._training(input):
+            self.mse_calls += 1
+        return self._losses["mse_loss"](input, *args, **kwargs)
+
+    @property
+    def softmax_into_cross_entropy(self) -> bool:
+        return self.ce_calls >= 5 and self.ce_probabilities > self.ce_calls / 2
+
+    @property
+    def trained_with_mse(self) -> bool:
+        return self.mse_calls >= 5 and self.mse_calls > self.ce_calls
 
     def _on_forward(self, module, inputs):
         import torch
@@ -1329,9 +1415,18 @@ def train_digits_cnn(fn):
                                                                                         dtype=logits.dtype),
                                                           atol=1e-4):   # probabilities: wrong even above 97 %
             fail_with(TRAIN_MISTAKES, "softmax before CrossEntropyLoss", score)
+        if watch.softmax_into_cross_entropy:                                  # wrong even above 97 % too
+            fail_with(TRAIN_MISTAKES, "softmax in the training loop",
+                      f"({watch.ce_probabilities} of {watch.ce_calls} cross-entropy calls got probabilities; "
+                      f"{score[1:]}")
         if accuracy >= TARGET_ACCURACY:
+            note = ""
+            if watch.trained_with_mse:            # the exercise does not prescribe the loss: a note, no penalty
+                note = (" — note: you trained with a squared error (F.mse_loss); for classes the usual loss is "
+                        "cross-entropy on the logits (F.cross_entropy), which learns faster and gives "
+                        "log-probabilities")
             return (f"held-out test accuracy {accuracy:.1%} >= {TARGET_ACCURACY:.0%} on the 270 test images "
-                    f"it never saw{mode}")
+                    f"it never saw{mode}{note}")
         finite = bool(torch.isfinite(logits).all()) and all(bool(torch.isfinite(p).all()) for p in params)
         if watch.steps == 0 and watch.grad_forwards == 0:
             fail_with(TRAIN_MISTAKES, "never trained", score)
@@ -1341,6 +1436,9 @@ def train_digits_cnn(fn):
         if watch.zero_grad_forgotten:
             fail_with(TRAIN_MISTAKES, "zero_grad forgotten",
                       f"({watch.stale} of {watch.compared} steps saw piled-up gradients; {score[1:]}")
+        if finite and watch.trained_with_mse:
+            fail_with(TRAIN_MISTAKES, "MSE on one-hot labels",
+                      f"({watch.mse_calls} squared-error losses; {score[1:]}")
         one_class = finite and len(np.unique(logits.argmax(dim=1).numpy())) == 1
         if not finite or (watch.steps > 0 and one_class):
             fail_with(TRAIN_MISTAKES, "learning rate too large", score)
