@@ -1020,3 +1020,99 @@ def pad_sequences(seqs: Sequence[np.ndarray], pad_value=0, batch_first: bool = T
     if not batch_first:
         padded, mask = padded.swapaxes(0, 1), mask.T
     return padded, lengths, mask
+
+
+# --------------------------------------------------------------------------- exercise forms (the graded answers)
+# The answers to the graded exercises of chapter 06 (solutions/06_rnn.py), in the form the
+# exercises ask for; each is the ``reference=`` of its check in dlcourse/rnn/checks.py.  The
+# functions above take a params dict and return caches; these take the four weight arrays
+# (as PyTorch stores them) and return plain values.  ``clip_grad_norm`` and
+# ``embedding_backward`` above are already in the exercises' form.
+
+def lstm_cell_step(x_t: np.ndarray, h_prev: np.ndarray, c_prev: np.ndarray, W_ih: np.ndarray,
+                   W_hh: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One ``nn.LSTMCell`` step from its four weight arrays (gates i, f, g, o).
+
+    Parameters
+    ----------
+    x_t : (N, D); h_prev, c_prev : (N, H)
+    W_ih : (4H, D); W_hh : (4H, H); b_ih, b_hh : (4H,)
+
+    Returns
+    -------
+    h, c : ndarrays of shape (N, H)
+    """
+    params = dict(zip(KEYS, (W_ih, W_hh, b_ih, b_hh)))
+    h, c, _ = lstm_cell_forward(x_t, h_prev, c_prev, params)
+    return h, c
+
+
+def gru_cell_step(x_t: np.ndarray, h_prev: np.ndarray, W_ih: np.ndarray, W_hh: np.ndarray,
+                  b_ih: np.ndarray, b_hh: np.ndarray) -> np.ndarray:
+    """One ``nn.GRUCell`` step from its four weight arrays (gates r, z, n).
+
+    Parameters
+    ----------
+    x_t : (N, D); h_prev : (N, H)
+    W_ih : (3H, D); W_hh : (3H, H); b_ih, b_hh : (3H,)
+
+    Returns
+    -------
+    h : ndarray of shape (N, H)
+    """
+    params = dict(zip(KEYS, (W_ih, W_hh, b_ih, b_hh)))
+    return gru_cell_forward(x_t, h_prev, params)[0]
+
+
+def rnn_bptt(dout: np.ndarray, x: np.ndarray, hs: np.ndarray, W_ih: np.ndarray,
+             W_hh: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Backpropagation through time for the vanilla tanh RNN, from the forward pass's states.
+
+    Parameters
+    ----------
+    dout : (T, N, H), the loss gradient with respect to every output h_1 .. h_T
+    x : (T, N, D), the inputs
+    hs : (T+1, N, H), hs[0] = h0 and hs[t+1] = the state after step t (``rnn_forward``'s)
+    W_ih : (H, D); W_hh : (H, H)
+
+    Returns
+    -------
+    dx : (T, N, D); dh0 : (N, H); dW_ih : (H, D); dW_hh : (H, H);
+    db : (H,), the gradient of either bias (b_ih and b_hh get the same)
+    """
+    hs = np.asarray(hs)
+    zeros = np.zeros(W_hh.shape[0], dtype=hs.dtype)
+    params = dict(zip(KEYS, (W_ih, W_hh, zeros, zeros)))
+    cache = RnnCache(np.asarray(x), hs, *_weights(params, hs.dtype)[:2], False)
+    dx, dh0, grads = rnn_backward(dout, cache)
+    return dx, dh0, grads["weight_ih_l0"], grads["weight_hh_l0"], grads["bias_ih_l0"]
+
+
+def generate_tokens(next_logits, state, prompt_ids: Sequence[int], length: int, temperature: float = 1.0,
+                    top_k: Optional[int] = None, rng: Optional[np.random.Generator] = None) -> list[int]:
+    """Feed a prompt through a recurrent model, then sample ``length`` tokens, feeding each back.
+
+    Parameters
+    ----------
+    next_logits : function ``(token, state) -> (logits (V,), new state)``: one step of the model
+    state : the model's initial state (anything ``next_logits`` accepts)
+    prompt_ids : sequence of at least one int token
+    length : number of tokens to generate
+    temperature : float > 0; top_k : int >= 1 or None
+    rng : np.random.Generator, the only source of randomness (None: a fresh default_rng(0))
+
+    Returns
+    -------
+    list of ``length`` ints: the generated tokens (without the prompt)
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    logits = None
+    for token in prompt_ids:                       # the prompt sets up the state; its last logits predict
+        logits, state = next_logits(int(token), state)
+    out: list[int] = []
+    for step in range(length):
+        token = sample_next(logits, rng, temperature=temperature, top_k=top_k)
+        out.append(token)
+        if step < length - 1:
+            logits, state = next_logits(token, state)
+    return out

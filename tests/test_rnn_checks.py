@@ -1,0 +1,177 @@
+"""Chapter 06's graded exercises (dlcourse/rnn/checks.py): the exercise forms equal PyTorch, the checks'
+diagnoses that are not mistake-table rows, and valid alternative answers pass (tests/test_course.py
+proves every row)."""
+
+import numpy as np
+import pytest
+import torch
+
+from checktools import solution
+from dlcourse.rnn import checks
+from dlcourse.rnn import numpy_impl as ref
+from dlcourse.rnn.checks import check as ch06
+
+STEM = "06_rnn"
+
+
+def _t(a, grad=False):
+    return torch.from_numpy(np.array(a, dtype=np.float64)).requires_grad_(grad)
+
+
+def _cell_weights(cell):
+    return [p.detach().numpy().copy() for p in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
+
+
+# --------------------------------------------------------------------------- the exercise forms equal PyTorch
+
+@pytest.mark.parametrize("answer", ["reference", "solution"])
+def test_lstm_and_gru_cell_forms_equal_torch_cells(answer):
+    lstm = ref.lstm_cell_step if answer == "reference" else solution(STEM, "lstm_cell_forward")
+    gru = ref.gru_cell_step if answer == "reference" else solution(STEM, "gru_cell_forward")
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    for _ in range(20):
+        N, D, H = (int(v) for v in rng.integers(1, 6, 3))
+        x, h, c = rng.standard_normal((N, D)), rng.standard_normal((N, H)), rng.standard_normal((N, H))
+        cell = torch.nn.LSTMCell(D, H).double()
+        h_t, c_t = cell(_t(x), (_t(h), _t(c)))
+        ours = lstm(x, h, c, *_cell_weights(cell))
+        np.testing.assert_allclose(ours[0], h_t.detach().numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(ours[1], c_t.detach().numpy(), rtol=1e-12, atol=1e-14)
+        cell = torch.nn.GRUCell(D, H).double()
+        np.testing.assert_allclose(gru(x, h, *_cell_weights(cell)), cell(_t(x), _t(h)).detach().numpy(),
+                                   rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("answer", ["reference", "solution"])
+def test_rnn_backward_forms_equal_autograd_through_nn_rnn(answer):
+    backward = ref.rnn_bptt if answer == "reference" else solution(STEM, "rnn_backward")
+    rng = np.random.default_rng(1)
+    torch.manual_seed(1)
+    for _ in range(20):
+        T, N, D, H = (int(v) for v in rng.integers(1, 6, 4))
+        rnn = torch.nn.RNN(D, H).double()
+        x, h0 = _t(rng.standard_normal((T, N, D)), True), _t(rng.standard_normal((1, N, H)), True)
+        out, _ = rnn(x, h0)
+        dout = rng.standard_normal((T, N, H))
+        out.backward(_t(dout))
+        hs = np.concatenate([h0.detach().numpy(), out.detach().numpy()])          # (T+1, N, H)
+        dx, dh0, dW_ih, dW_hh, db = backward(dout, x.detach().numpy(), hs, rnn.weight_ih_l0.detach().numpy(),
+                                             rnn.weight_hh_l0.detach().numpy())
+        for ours, theirs in ((dx, x.grad), (dh0, h0.grad[0]), (dW_ih, rnn.weight_ih_l0.grad),
+                             (dW_hh, rnn.weight_hh_l0.grad), (db, rnn.bias_ih_l0.grad), (db, rnn.bias_hh_l0.grad)):
+            np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- diagnoses that are not table rows
+
+def _bptt_damped_carry(dout, x, hs, W_ih, W_hh):
+    dx, dh0, dW_ih, dW_hh, db = (np.zeros(x.shape), None, np.zeros(W_ih.shape), np.zeros(W_hh.shape),
+                                 np.zeros(W_hh.shape[0]))
+    dh_next = np.zeros(hs.shape[1:])
+    for t in reversed(range(len(x))):
+        da = (dout[t] + 0.9 * dh_next) * (1 - hs[t + 1] ** 2)      # a wrong factor on the carried gradient
+        dx[t] = da @ W_ih
+        dW_ih += da.T @ x[t]
+        dW_hh += da.T @ hs[t]
+        db += da.sum(axis=0)
+        dh_next = da @ W_hh
+    return dx, dh_next, dW_ih, dW_hh, db
+
+
+def _bptt_dout_doubled(dout, x, hs, W_ih, W_hh):
+    return solution(STEM, "rnn_backward")(2 * dout, x, hs, W_ih, W_hh)
+
+
+def _bptt_dW_ih_halved(dout, x, hs, W_ih, W_hh):
+    dx, dh0, dW_ih, dW_hh, db = solution(STEM, "rnn_backward")(dout, x, hs, W_ih, W_hh)
+    return dx, dh0, dW_ih / 2, dW_hh, db
+
+
+def test_rnn_backward_says_at_which_time_step_it_goes_wrong():
+    result = ch06.run("rnn_backward", _bptt_damped_carry)
+    assert result.message.startswith("right up to T = 1, wrong from T = 2: dx is right for the steps t = 1..1 "
+                                     "and wrong from step t = 0 back")
+    assert result.mistake == "stage: carried gradient" and "T = 2," in result.details
+    result = ch06.run("rnn_backward", _bptt_dout_doubled)
+    assert result.message.startswith("dx is already wrong at the last step t = 0")
+    result = ch06.run("rnn_backward", _bptt_dW_ih_halved)
+    assert result.message.startswith("dx, dh0, dW_hh and db are right; dW_ih (T = 1) is wrong") and "max error" in result.message
+
+
+def _bptt_with_the_lessons_cell(dout, x, hs, W_ih, W_hh):
+    """BPTT as a loop over the lesson's one-step backward (shown in the lesson, so not refused)."""
+    params = dict(zip(ref.KEYS, (W_ih, W_hh, np.zeros(len(W_hh)), np.zeros(len(W_hh)))))
+    dx, dh_next = np.zeros(x.shape), np.zeros(hs.shape[1:])
+    total = {k: np.zeros_like(v) for k, v in params.items()}
+    for t in reversed(range(len(x))):
+        cache = ref.RnnCellCache(x[t], hs[t], hs[t + 1], W_ih, W_hh)
+        dx[t], dh_next, grads = ref.rnn_cell_backward(dout[t] + dh_next, cache)
+        total = {k: total[k] + grads[k] for k in total}
+    return dx, dh_next, total["weight_ih_l0"], total["weight_hh_l0"], total["bias_ih_l0"]
+
+
+def _bptt_vectorised_weights(dout, x, hs, W_ih, W_hh):
+    """Only dh in the loop; the weight gradients as one einsum each afterwards."""
+    da = np.zeros(dout.shape)
+    dh_next = np.zeros(hs.shape[1:])
+    for t in range(len(x) - 1, -1, -1):
+        da[t] = (dout[t] + dh_next) * (1 - hs[t + 1] ** 2)
+        dh_next = da[t] @ W_hh
+    return (np.einsum("tnh,hd->tnd", da, W_ih), dh_next, np.einsum("tnh,tnd->hd", da, x),
+            np.einsum("tnh,tnk->hk", da, hs[:-1]), da.sum(axis=(0, 1)))
+
+
+def _bptt_as_a_list(dout, x, hs, W_ih, W_hh):
+    return list(solution(STEM, "rnn_backward")(dout, x, hs, W_ih, W_hh))
+
+
+@pytest.mark.parametrize("answer", [_bptt_with_the_lessons_cell, _bptt_vectorised_weights, _bptt_as_a_list])
+def test_rnn_backward_accepts_other_right_answers(answer):
+    result = ch06.run("rnn_backward", answer)
+    assert result.passed, result.message
+
+
+def _lstm_np_dot(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
+    a = np.dot(x_t, W_ih) + b_ih + np.dot(h_prev, W_hh) + b_hh      # another error text than x @ W_ih's
+    return a, a
+
+
+def _gru_np_dot(x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
+    return np.dot(x_t, W_ih)
+
+
+def test_shape_errors_of_untransposed_weights_are_translated():
+    result = ch06.run("lstm_cell_forward", _lstm_np_dot)
+    assert result.mistake == "weights not transposed" and "not aligned" in result.message
+    result = ch06.run("gru_cell_forward", _gru_np_dot)
+    assert result.mistake == "weights not transposed"
+
+
+def _lstm_per_gate_slices(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
+    H = h_prev.shape[1]
+
+    def pre(k):
+        rows = slice(k * H, (k + 1) * H)
+        return x_t @ W_ih[rows].T + h_prev @ W_hh[rows].T + b_ih[rows] + b_hh[rows]
+    i, f, g, o = 1 / (1 + np.exp(-pre(0))), 1 / (1 + np.exp(-pre(1))), np.tanh(pre(2)), 1 / (1 + np.exp(-pre(3)))
+    c = f * c_prev + i * g
+    return [o * np.tanh(c), c]                                     # a list is a fine pair
+
+
+def _lstm_wrong_c_scale(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
+    h, c = solution(STEM, "lstm_cell_forward")(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh)
+    return h, 1.01 * c
+
+
+def _gru_returns_pair(x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
+    h = solution(STEM, "gru_cell_forward")(x_t, h_prev, W_ih, W_hh, b_ih, b_hh)
+    return h, h
+
+
+def test_cells_accept_per_gate_weights_and_name_the_wrong_output():
+    assert ch06.run("lstm_cell_forward", _lstm_per_gate_slices).passed
+    result = ch06.run("lstm_cell_forward", _lstm_wrong_c_scale)
+    assert result.message.startswith("h is right; c (N = 1") and "max error" in result.message
+    assert ch06.run("gru_cell_forward", _gru_returns_pair).message.startswith(
+        "gru_cell_forward returned a pair: a GRU has no cell state")
