@@ -10,6 +10,9 @@
 # | 1 | `lstm_cell_forward` | one LSTM step in PyTorch's gate order | 3 |
 # | 2 | `gru_cell_forward` | one GRU step, PyTorch's variant | 2 |
 # | 3 | `rnn_backward` | backpropagation through time for the vanilla RNN | 4 |
+# | 4 | `clip_grad_norm` | gradient clipping by the global norm, `clip_grad_norm_`'s rule | 2 |
+# | 5 | `embedding_backward` | the gradient of an embedding table, repeated ids included | 2 |
+# | 6 | `generate` | **the larger task**: a generation loop with temperature and top-k | 4 |
 # | | four concept questions | a number or a letter each | 4 × 1 |
 #
 # **How the checks work.** Under each exercise is a check cell, `check.<name>(<name>)`. Run it
@@ -144,6 +147,109 @@ def rnn_backward(dout, x, hs, W_ih, W_hh):
 
 # %%
 check.rnn_backward(rnn_backward)
+
+# %% [markdown]
+# ## Exercise 4 · Gradient clipping by the global norm (2 points)
+#
+# An RNN's gradients can explode: one step of gradient descent then throws the weights far away.
+# Clipping by norm treats **all** gradients as one long vector and, when its length is above
+# `max_norm`, shrinks it — every array by the same factor, so the direction of the update is kept.
+# Write `clip_grad_norm(grads, max_norm)` with `torch.nn.utils.clip_grad_norm_`'s rule:
+#
+# $$\text{total} = \sqrt{\textstyle\sum_{\text{arrays } g} \sum g^2},\qquad
+# \text{scale} = \frac{\text{max\_norm}}{\text{total} + 10^{-6}},\quad\text{applied only when it is below 1}$$
+#
+# * `grads`: a list of arrays of any shapes; `max_norm`: a float
+# * return `(clipped, total)`: a list of NEW arrays (torch changes `.grad` in place; this function
+#   leaves the arrays it was given alone) and the total norm **before** clipping, a float
+
+# %%
+def clip_grad_norm(grads, max_norm):
+    """Clip by the global L2 norm: (list of clipped arrays, total norm before clipping)."""
+    ### BEGIN SOLUTION
+    total = float(np.sqrt(sum(np.sum(g * g) for g in grads)))
+    scale = min(1.0, max_norm / (total + 1e-6))            # never scale up
+    return [g * scale for g in grads], total
+    ### END SOLUTION
+
+
+# %%
+check.clip_grad_norm(clip_grad_norm)
+
+# %% [markdown]
+# ## Exercise 5 · The gradient of an embedding (2 points)
+#
+# An embedding table `W` `(V, E)` turns token ids into vectors: `out[n, t] = W[ids[n, t]]`, which
+# is `nn.Embedding`'s forward pass. Write `embedding_backward(dout, ids, V)`, the gradient of the
+# loss with respect to `W`:
+#
+# * `dout` `(..., E)`, the upstream gradient, shaped like `out`; `ids` an int array `(...)`, e.g.
+#   `(N, T)`; `V` the number of rows of the table
+# * return `dW` `(V, E)`: row `v` is the sum of `dout` over every position whose id is `v` (zeros
+#   for ids that do not occur)
+#
+# Careful: the same id occurs many times in a batch of text (every space, every "e").
+
+# %%
+def embedding_backward(dout, ids, V):
+    """Gradient of an embedding table: dW (V, E)."""
+    ### BEGIN SOLUTION
+    E = dout.shape[-1]
+    dW = np.zeros((V, E))
+    np.add.at(dW, ids.reshape(-1), dout.reshape(-1, E))    # one addition per occurrence
+    return dW
+    ### END SOLUTION
+
+
+# %%
+check.embedding_backward(embedding_backward)
+
+# %% [markdown]
+# ## Exercise 6 · A generation loop (4 points) — the larger task
+#
+# A language model generates text one token at a time: it reads the prompt, then repeatedly draws
+# the next token from its prediction and feeds that token back in. Write
+# `generate(next_logits, state, prompt_ids, length, temperature, top_k, rng)`:
+#
+# * `next_logits(token, state)` is one step of a model: it takes one token (an `int`) and the
+#   state, and returns `(logits, new_state)`, `logits` of shape `(V,)`. You do not need to know
+#   what the state is (an array, a pair `(h, c)`, ...): pass the one it returns into the next call
+# * `state` is the initial state; `prompt_ids` a list of at least one token
+# * feed every prompt token in order; the logits after the last one predict the first new token
+# * each new token is drawn from `softmax(logits / temperature)`, where, if `top_k` is not
+#   `None`, only the `top_k` largest logits are kept (the others set to `-inf`); use the generator
+#   `rng` (`rng.choice(V, p=probs)` or your own inverse-CDF draw)
+# * return the list of the `length` generated tokens (ints, without the prompt)
+#
+# The check hands you a small NumPy model and watches what you feed it: the prompt, then each
+# token you drew, with the state carried. It then draws 1,500 tokens from a model with fixed
+# logits at several temperatures and compares their frequencies with the distribution they should
+# follow, so any correct way of drawing passes. The course's `sample_next` and `softmax` earn no
+# points here: write the sampling yourself.
+
+# %%
+def generate(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    """Feed the prompt, then sample `length` tokens, feeding each back; return them as a list of ints."""
+    ### BEGIN SOLUTION
+    for token in prompt_ids:                               # read the prompt, carrying the state
+        logits, state = next_logits(token, state)
+    out = []
+    for _ in range(length):
+        z = np.asarray(logits, dtype=float) / temperature
+        if top_k is not None:
+            smaller = np.argsort(z)[:-top_k]               # all but the k largest
+            z[smaller] = -np.inf
+        p = np.exp(z - z.max())
+        p = p / p.sum()
+        token = int(rng.choice(len(p), p=p))
+        out.append(token)
+        logits, state = next_logits(token, state)          # feed the sampled token back
+    return out
+    ### END SOLUTION
+
+
+# %%
+check.generate(generate)
 
 # %% [markdown]
 # ## Concept questions (1 point each)

@@ -175,3 +175,171 @@ def test_cells_accept_per_gate_weights_and_name_the_wrong_output():
     assert result.message.startswith("h is right; c (N = 1") and "max error" in result.message
     assert ch06.run("gru_cell_forward", _gru_returns_pair).message.startswith(
         "gru_cell_forward returned a pair: a GRU has no cell state")
+
+
+# --------------------------------------------------------------------------- clipping and the embedding
+
+def test_clip_and_embedding_forms_equal_torch():
+    clip, embedding_backward = solution(STEM, "clip_grad_norm"), solution(STEM, "embedding_backward")
+    for case in range(1, len(checks.CLIP_CASES) + 1):
+        grads, max_norm = checks.clip_case(case)
+        params = [torch.nn.Parameter(_t(np.zeros_like(g))) for g in grads]
+        for p, g in zip(params, grads):
+            p.grad = _t(g)
+        total = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        for answer in (ref.clip_grad_norm, clip):
+            clipped, ours = answer(grads, max_norm)
+            assert ours == pytest.approx(float(total), rel=1e-12)
+            for c, p in zip(clipped, params):
+                np.testing.assert_allclose(c, p.grad.numpy(), rtol=1e-12)
+    for case in range(1, len(checks.EMBEDDING_CASES) + 1):
+        dout, ids, V = checks.embedding_case(case)
+        emb = torch.nn.Embedding(V, dout.shape[-1]).double()
+        emb(torch.as_tensor(ids)).backward(_t(dout))
+        for answer in (ref.embedding_backward, embedding_backward):
+            np.testing.assert_allclose(answer(dout, ids, V), emb.weight.grad.numpy(), rtol=1e-12)
+
+
+def _embedding_one_hot(dout, ids, V):
+    one_hot = np.eye(V)[ids.reshape(-1)]                            # (N·T, V)
+    return one_hot.T @ dout.reshape(-1, dout.shape[-1])
+
+
+def _embedding_loop(dout, ids, V):
+    dW = np.zeros((V, dout.shape[-1]))
+    for index in np.ndindex(ids.shape):
+        dW[ids[index]] += dout[index]                               # one id at a time: repeats add up
+    return dW
+
+
+def _clip_as_tuple_of_float32_free_arrays(grads, max_norm):
+    clipped, total = solution(STEM, "clip_grad_norm")(grads, max_norm)
+    return tuple(clipped), np.float64(total)
+
+
+def _clip_without_eps(grads, max_norm):
+    total = np.sqrt(sum((g ** 2).sum() for g in grads))
+    return [g * (max_norm / total if total > max_norm else 1.0) for g in grads], total
+
+
+@pytest.mark.parametrize("name, answer", [("embedding_backward", _embedding_one_hot),
+                                          ("embedding_backward", _embedding_loop),
+                                          ("clip_grad_norm", _clip_as_tuple_of_float32_free_arrays),
+                                          ("clip_grad_norm", _clip_without_eps)])
+def test_other_right_answers_pass(name, answer):
+    result = ch06.run(name, answer)
+    assert result.passed, result.message
+
+
+def _clip_half(grads, max_norm):
+    clipped, total = solution(STEM, "clip_grad_norm")(grads, max_norm)
+    return [g / 2 for g in clipped], total
+
+
+def test_clip_names_what_is_wrong_when_no_row_matches():
+    result = ch06.run("clip_grad_norm", _clip_half)
+    assert result.message.startswith("clipped[0] (shapes [(2,), (3,)], max_norm 1) is wrong: max error")
+
+
+# --------------------------------------------------------------------------- the generation loop
+
+def _softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def _generate_inverse_cdf(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    """Draws by inverse CDF with rng.random, top-k by argpartition, the last token fed too, a numpy prompt."""
+    for token in np.asarray(prompt_ids):
+        logits, state = next_logits(token, state)
+    out = []
+    for _ in range(length):
+        z = logits / temperature
+        if top_k is not None:
+            cut = np.partition(z, -top_k)[-top_k]
+            z = np.where(z >= cut, z, -np.inf)
+        token = int(np.searchsorted(np.cumsum(_softmax(z)), rng.random() * np.sum(_softmax(z)), side="right"))
+        out.append(token)
+        logits, state = next_logits(token, state)
+    return out
+
+
+def _generate_torch_multinomial(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    """torch's sampler (and its own random numbers): still the right distribution; the last token not fed."""
+    torch.manual_seed(0)
+    for token in prompt_ids:
+        logits, state = next_logits(token, state)
+    out = []
+    for step in range(length):
+        z = torch.as_tensor(logits) / temperature
+        if top_k is not None:
+            z = z.masked_fill(z < torch.topk(z, top_k).values[-1], -float("inf"))
+        out.append(int(torch.multinomial(torch.softmax(z, 0), 1)))
+        if step < length - 1:
+            logits, state = next_logits(out[-1], state)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("answer", [_generate_inverse_cdf, _generate_torch_multinomial])
+def test_generate_accepts_any_right_way_of_drawing(answer):
+    result = ch06.run("generate", answer)
+    assert result.passed, result.message
+
+
+def _generate_uniform(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    for token in prompt_ids:
+        logits, state = next_logits(token, state)
+    out = []
+    for _ in range(length):
+        z = logits / temperature
+        allowed = np.argsort(z)[-top_k:] if top_k is not None else np.arange(len(z))
+        out.append(int(rng.choice(allowed)))                        # uniform among them: no softmax at all
+        logits, state = next_logits(out[-1], state)
+    return out
+
+
+def _generate_state_reset_once(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    start = state
+    for token in prompt_ids:
+        logits, state = next_logits(token, state)
+    out = []
+    for step in range(length):
+        out.append(int(rng.choice(len(logits), p=_softmax(logits / temperature))))
+        logits, state = next_logits(out[-1], start if step == 2 else state)   # one call gets the old state
+    return out
+
+
+def _generate_one_short(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    return solution(STEM, "generate")(next_logits, state, prompt_ids, length - 1, temperature, top_k, rng)
+
+
+def _generate_calls_sample_next(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    for token in prompt_ids:
+        logits, state = next_logits(token, state)
+    out = []
+    for _ in range(length):
+        out.append(ref.sample_next(logits, rng, temperature, top_k))
+        logits, state = next_logits(out[-1], state)
+    return out
+
+
+def test_generate_diagnoses_that_are_not_rows():
+    result = ch06.run("generate", _generate_uniform)
+    assert result.mistake == "wrong distribution"
+    assert result.message.startswith("the tokens are not drawn from softmax(logits / temperature) (fixed logits")
+    result = ch06.run("generate", _generate_state_reset_once)
+    assert result.message.startswith("call 6 to next_logits did not get the state that call 5 returned")
+    assert ch06.run("generate", _generate_one_short).message == "generate returned 5 tokens; length = 6 asks for 6"
+    result = ch06.run("generate", _generate_calls_sample_next)
+    assert result.status == "course code" and "sample_next" in result.message
+
+
+def test_toy_model_records_its_calls_and_is_not_copied_by_the_mutation_check():
+    model, state, prompt, length, temperature, top_k, rng = checks.generate_case(1)
+    import copy
+    assert copy.deepcopy(model) is model
+    logits, new_state = model(prompt[0], state)
+    assert logits.shape == (model.V,) and new_state.shape == state.shape
+    assert model.calls[0][0] == prompt[0] and np.array_equal(model.calls[0][1], state)
+    with pytest.raises(TypeError):
+        model(1.0, state)

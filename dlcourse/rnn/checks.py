@@ -185,7 +185,7 @@ def _translate_shape_error(fail: CheckFailed, table, row_name: str, run, suffix:
     "four blocks of H columns in PyTorch's order i, f, g, o. The gates i, f, o take a sigmoid, the cell "
     "candidate g a tanh. Then the new memory forgets some of the old and writes some new, and h shows some of it.",
     "a = x_t @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh has shape (N, 4H); block k is a[:, k*H:(k+1)*H]. "
-    "c = f * c_prev + i * g; h = o * tanh(c). Write your own sigmoid, 1 / (1 + exp(-a)).",
+    "c = f * c_prev + i * g; h = o * tanh(c). The notebook defines sigmoid(a) = 1 / (1 + exp(-a)) for you.",
     "H = h_prev.shape[1]; i = sigmoid(a[:, :H]); f = sigmoid(a[:, H:2*H]); g = np.tanh(a[:, 2*H:3*H]); "
     "o = sigmoid(a[:, 3*H:]); then the two lines for c and h, and return the pair (h, c).",
 ])
@@ -632,6 +632,672 @@ def rnn_backward(fn):
                 last_right = T
     return ("dx, dh0, dW_ih, dW_hh and db equal nn.RNN's autograd for T = 1, 2, 3, 5 and 6 steps "
             "(the gradient carried back through every step, the weights' gradients summed)")
+
+
+# --------------------------------------------------------------------------- 4. gradient clipping by global norm
+
+def clip_per_tensor(grads, max_norm):
+    clipped = [g * min(1.0, max_norm / (np.linalg.norm(g) + 1e-6)) for g in grads]   # one factor per array
+    return clipped, float(np.sqrt(sum(np.sum(g * g) for g in grads)))
+
+
+def clip_scales_up(grads, max_norm):
+    total = float(np.sqrt(sum(np.sum(g * g) for g in grads)))
+    scale = max_norm / (total + 1e-6)                         # applied even when the norm is below the limit
+    return [g * scale for g in grads], total
+
+
+def clip_sum_of_norms(grads, max_norm):
+    total = float(sum(np.linalg.norm(g) for g in grads))      # sum of the arrays' norms
+    scale = min(1.0, max_norm / (total + 1e-6))
+    return [g * scale for g in grads], total
+
+
+def clip_norm_without_sqrt(grads, max_norm):
+    total = float(sum(np.sum(g * g) for g in grads))          # the squared norm
+    scale = min(1.0, max_norm / (total + 1e-6))
+    return [g * scale for g in grads], total
+
+
+def clip_returns_clipped_norm(grads, max_norm):
+    total = float(np.sqrt(sum(np.sum(g * g) for g in grads)))
+    scale = min(1.0, max_norm / (total + 1e-6))
+    return [g * scale for g in grads], total * scale          # the norm AFTER clipping
+
+
+def clip_in_place(grads, max_norm):
+    total = float(np.sqrt(sum(np.sum(g * g) for g in grads)))
+    scale = min(1.0, max_norm / (total + 1e-6))
+    for g in grads:
+        g *= scale                                            # torch's clip_grad_norm_ does this; ours may not
+    return grads, total
+
+
+def clip_max_abs(grads, max_norm):
+    total = float(max(np.max(np.abs(g)) for g in grads))      # the largest entry: the inf-norm
+    scale = min(1.0, max_norm / (total + 1e-6))
+    return [g * scale for g in grads], total
+
+
+CLIP_MISTAKES = (
+    Mistake("changed in place", clip_in_place,
+            "the gradients you were given were scaled in place (g *= scale): torch's clip_grad_norm_ does that "
+            "to .grad, but this function's contract is to return NEW arrays and leave its input alone; "
+            "write [g * scale for g in grads]"),
+    Mistake("clipped per tensor", clip_per_tensor,
+            "each array is clipped on its own, to its own norm: that changes the DIRECTION of the update; clip "
+            "by the GLOBAL norm, one factor for all arrays, scale = max_norm / (total + 1e-6)"),
+    Mistake("scaled up below the limit", clip_scales_up,
+            "gradients whose norm is already below max_norm are scaled UP to it: clipping only ever shrinks; "
+            "apply the factor only when it is below 1 (scale = min(1, max_norm / (total + 1e-6)))"),
+    Mistake("sum of the norms", clip_sum_of_norms,
+            "the total is the sum of the arrays' norms: the global norm is the norm of all entries together, "
+            "sqrt(sum of every array's sum of squares) — the square root of the sum of the SQUARED norms"),
+    Mistake("square root forgotten", clip_norm_without_sqrt,
+            "the total is the sum of squares: take its square root, total = sqrt(sum of every array's "
+            "(g**2).sum())"),
+    Mistake("norm after clipping", clip_returns_clipped_norm,
+            "the clipped arrays are right; the returned norm is the one AFTER clipping: return the total norm "
+            "BEFORE clipping, as clip_grad_norm_ does (it is what you log to see whether gradients explode)"),
+    Mistake("largest entry as the norm", clip_max_abs,
+            "the total is the largest absolute entry (the inf-norm): the default is the L2 norm of all entries, "
+            "sqrt of the sum of squares over every array"),
+)
+
+CLIP_CASES = [  # (shapes, gradient scales, max_norm), small to large
+    ([(2,), (3,)], [1.0, 1.5], 1.0),                  # clipped, two arrays of similar size
+    ([(3, 2), (2,)], [0.3, 0.2], 5.0),                # below the limit: unchanged
+    ([(4, 3), (3,), (2, 2)], [2.0, 0.05, 0.5], 2.5),  # one dominates: per-array clipping differs the most
+    ([(8, 5), (5,), (5, 5), (1,)], [1.0, 3.0, 0.2, 4.0], 3.0),
+]
+
+
+def clip_case(case: int):
+    """The inputs of case ``case`` (1 to 4) of the clip_grad_norm check: ``grads, max_norm``."""
+    shapes, scales, max_norm = CLIP_CASES[case - 1]
+    rng = np.random.default_rng(640 + case)
+    return [s * rng.standard_normal(shape) for shape, s in zip(shapes, scales)], max_norm
+
+
+def _same_clip(a, b) -> bool:
+    """Two (arrays, norm) answers agree (rtol 1e-5: torch's 1e-6 in the factor, or not, is not a mistake)."""
+    try:
+        (ga, na), (gb, nb) = a, b
+        return (len(ga) == len(gb) and all(_close(x, y, rtol=1e-5) for x, y in zip(ga, gb))
+                and _close(na, nb, rtol=1e-5))
+    except (TypeError, ValueError):
+        return False
+
+
+@check.exercise(points=2, mistakes=CLIP_MISTAKES, reference=ref.clip_grad_norm, hints=[
+    "Treat all the gradients as ONE long vector: its length (L2 norm) is the total. If it is above max_norm, "
+    "shrink every array by the same factor so that the total becomes max_norm; otherwise leave them as they are.",
+    "total = square root of the sum, over the arrays, of each array's sum of squares. "
+    "scale = max_norm / (total + 1e-6), as torch computes it, used only when it is below 1. "
+    "Return new arrays (multiply, do not *=) and the total from BEFORE clipping.",
+    "total = float(np.sqrt(sum(np.sum(g ** 2) for g in grads))); scale = min(1.0, max_norm / (total + 1e-6)); "
+    "then a list comprehension that scales every g, and return it with total.",
+])
+def clip_grad_norm(fn):
+    """Clip a list of gradients by their global L2 norm: (clipped list, total norm before clipping)."""
+    for case in range(1, len(CLIP_CASES) + 1):
+        grads, max_norm = clip_case(case)
+        what = f"shapes {[g.shape for g in grads]}, max_norm {max_norm:g}"
+        line = (f"from dlcourse.rnn.checks import clip_case; grads, max_norm = clip_case({case}); "
+                "clip_grad_norm(grads, max_norm)")
+        with trying("clip_grad_norm", label=what, call_text=line) as tried:
+            before = [g.copy() for g in grads]
+            out = call(fn, grads, max_norm, allow_mutation=True)
+            if any(not np.array_equal(g, b) for g, b in zip(grads, before)) or len(grads) != len(before):
+                fail_with(CLIP_MISTAKES, "changed in place", f"({what})")
+            clipped, total = expect_tuple(out, 2, "(clipped, total_norm)", "clip_grad_norm", noun="values")
+            expected = ref.clip_grad_norm(before, max_norm)
+            tried.got, tried.expected = (clipped, total), expected
+            expect(isinstance(clipped, (list, tuple)) and len(clipped) == len(before),
+                   f"the clipped gradients should be a list of {len(before)} arrays, one per gradient; got "
+                   f"{type(clipped).__name__}" + (f" of length {len(clipped)}" if hasattr(clipped, '__len__') else ""))
+            expect(np.ndim(total) == 0, f"total_norm should be one number, got {type(total).__name__}")
+            diagnose((clipped, total), expected, CLIP_MISTAKES[1:], same=_same_clip, suffix=f"({what})",
+                     apply=lambda row: row([b.copy() for b in before], max_norm))
+            expect_close(float(total), expected[1], f"total_norm ({what})", rtol=1e-5)
+            for k, (g, e) in enumerate(zip(clipped, expected[0])):
+                expect_close(g, e, f"clipped[{k}] ({what})", rtol=1e-5)
+    return ("equals torch.nn.utils.clip_grad_norm_ on 4 cases (one factor for all arrays, only when the norm "
+            "is above max_norm) and leaves the gradients it was given unchanged")
+
+
+# --------------------------------------------------------------------------- 5. the embedding's gradient
+
+def embedding_fancy_index_add(dout, ids, V):
+    dW = np.zeros((V, dout.shape[-1]))
+    dW[ids.reshape(-1)] += dout.reshape(-1, dout.shape[-1])   # buffered: a repeated id counts once
+    return dW
+
+
+def embedding_transposed(dout, ids, V):
+    dW = np.zeros((V, dout.shape[-1]))
+    np.add.at(dW, ids.reshape(-1), dout.reshape(-1, dout.shape[-1]))
+    return dW.T                                               # (E, V)
+
+
+def embedding_averaged(dout, ids, V):
+    dW = np.zeros((V, dout.shape[-1]))
+    np.add.at(dW, ids.reshape(-1), dout.reshape(-1, dout.shape[-1]))
+    counts = np.bincount(ids.reshape(-1), minlength=V)
+    return dW / np.maximum(counts, 1)[:, None]                # the mean over the occurrences
+
+
+def embedding_time_major_flatten(dout, ids, V):
+    E = dout.shape[-1]
+    dW = np.zeros((V, E))
+    np.add.at(dW, ids.reshape(-1), dout.transpose(1, 0, 2).reshape(-1, E))   # dout flattened (T, N) order
+    return dW
+
+
+def embedding_last_sequence_only(dout, ids, V):
+    E = dout.shape[-1]
+    for n in range(len(ids)):
+        dW = np.zeros((V, E))                                 # a fresh array every sequence
+        np.add.at(dW, np.reshape(ids[n], -1), np.reshape(dout[n], (-1, E)))
+    return dW
+
+
+def embedding_rows_from_ids(dout, ids, V):
+    E = dout.shape[-1]
+    dW = np.zeros((ids.max() + 1, E))                         # as many rows as the largest id seen
+    np.add.at(dW, ids.reshape(-1), dout.reshape(-1, E))
+    return dW
+
+
+EMBEDDING_MISTAKES = (
+    Mistake("repeated ids lost", embedding_fancy_index_add,
+            "ids that occur more than once get only ONE of their gradients: dW[ids] += dout is buffered, each "
+            "row is written once; use np.add.at(dW, ids, dout), which adds once per occurrence (or a one-hot "
+            "matrix product)"),
+    Mistake("transposed", embedding_transposed,
+            "dW is (E, V): the embedding table is (V, E), one row per token, and its gradient has its shape"),
+    Mistake("averaged over occurrences", embedding_averaged,
+            "each row is the MEAN of its id's gradients: the lookup adds W[v] to the computation at every "
+            "occurrence of v, so its gradient is the SUM of them"),
+    Mistake("flattened in another order", embedding_time_major_flatten,
+            "dout and ids are flattened in different orders (one as (T, N), the other as (N, T)), so gradients "
+            "land on the wrong tokens: flatten both the same way, ids.reshape(-1) with dout.reshape(-1, E)"),
+    Mistake("last sequence only", embedding_last_sequence_only,
+            "only the last sequence of the batch is in dW: the array is created afresh inside the loop over the "
+            "batch; create it once, before the loop, and add every sequence's gradient to it (or do all at "
+            "once with np.add.at on the flattened ids)"),
+    Mistake("rows from the largest id", embedding_rows_from_ids,
+            "dW has ids.max() + 1 rows: the table has V rows whatever ids this batch holds (rows of unseen "
+            "tokens get zero gradient), np.zeros((V, E))"),
+)
+
+EMBEDDING_CASES = [((2, 3), 7, 4), ((3, 5), 10, 3), ((9,), 6, 2), ((4, 6), 12, 5)]   # (ids shape, V, E)
+
+
+def embedding_case(case: int):
+    """The inputs of case ``case`` (1 to 4) of the embedding_backward check: ``dout, ids, V``.
+    The ids repeat and never reach V - 1."""
+    shape, V, E = EMBEDDING_CASES[case - 1]
+    rng = np.random.default_rng(650 + case)
+    ids = rng.integers(0, V - 2, size=shape)
+    ids.reshape(-1)[-1] = ids.reshape(-1)[0]                  # at least one repeat
+    return rng.standard_normal(shape + (E,)), ids, V
+
+
+@check.exercise(points=2, mistakes=EMBEDDING_MISTAKES, reference=ref.embedding_backward, hints=[
+    "The forward pass looked up row ids[n, t] of the table for every position, out[n, t] = W[ids[n, t]]. "
+    "So row v of the table's gradient collects dout[n, t] from EVERY position where v was looked up — "
+    "and an id can occur many times.",
+    "Start from zeros of shape (V, E). Flatten ids to (N·T,) and dout to (N·T, E) in the same order, then "
+    "add each row of dout to the row of dW its id names — one addition per occurrence (np.add.at does "
+    "that; dW[ids] += dout does not).",
+    "dW = np.zeros((V, E)); np.add.at(dW, ids.reshape(-1), dout.reshape(-1, E)); return dW. "
+    "(Or: a one-hot matrix of the ids, (N·T, V), transposed, times dout flattened.)",
+])
+def embedding_backward(fn):
+    """The gradient of an embedding table: dW (V, E)."""
+    for case in range(1, len(EMBEDDING_CASES) + 1):
+        dout, ids, V = embedding_case(case)
+        what = f"ids {ids.shape}, V = {V}, E = {dout.shape[-1]}"
+        line = (f"from dlcourse.rnn.checks import embedding_case; dout, ids, V = embedding_case({case}); "
+                "embedding_backward(dout, ids, V)")
+        with trying("embedding_backward", label=what, call_text=line) as tried:
+            expected = ref.embedding_backward(dout, ids, V)
+            got = call(fn, dout, ids, V)
+            tried.got, tried.expected = got, expected
+            diagnose(got, expected, EMBEDDING_MISTAKES, suffix=f"({what})", apply=lambda row: row(dout, ids, V))
+            expect_close(got, expected, f"dW ({what})")
+    return (f"equals nn.Embedding's weight gradient on {len(EMBEDDING_CASES)} cases (repeated ids add up, "
+            "rows of unseen ids stay zero)")
+
+
+# --------------------------------------------------------------------------- 6. the larger task: a generation loop
+
+class ToyCharModel:
+    """A tiny NumPy character model, one step at a time: ``model(token, state) -> (logits (V,), new state)``.
+
+    ``state = tanh(E[token] + state @ W)``, ``logits = state @ W_out``; the state is an (H,) array.
+    With ``fixed_logits`` every step returns those logits (the state still changes), so the
+    tokens a sampler draws can be compared with one known distribution.  Every call is
+    recorded in ``calls`` as (token, state given, state returned, logits returned), so the
+    check can see what the learner fed in and in which order.
+    """
+
+    def __init__(self, V: int = 8, H: int = 5, seed: int = 0, fixed_logits=None):
+        rng = np.random.default_rng(seed)
+        self.V, self.H = V, H
+        self.E = rng.standard_normal((V, H))
+        self.W = 0.6 * rng.standard_normal((H, H))
+        self.W_out = 1.5 * rng.standard_normal((H, V))
+        self.fixed_logits = None if fixed_logits is None else np.asarray(fixed_logits, dtype=float)
+        self.calls: list = []
+
+    def __deepcopy__(self, memo):
+        return self      # a function-like object: the check watches its calls, not its identity
+
+    def initial_state(self, seed: int = 1) -> np.ndarray:
+        return 0.5 * np.random.default_rng(seed).standard_normal(self.H)
+
+    def __call__(self, token, state):
+        if isinstance(token, (float, np.floating)) or not np.ndim(token) == 0:
+            raise TypeError(f"the model takes one token, an int; got {token!r}")
+        token = int(token)
+        if not 0 <= token < self.V:
+            raise IndexError(f"token {token} is outside the vocabulary 0..{self.V - 1}")
+        state_in = np.array(state, dtype=float, copy=True)
+        new_state = np.tanh(self.E[token] + state_in @ self.W)
+        logits = new_state @ self.W_out if self.fixed_logits is None else self.fixed_logits.copy()
+        self.calls.append((token, state_in, new_state.copy(), logits.copy()))
+        return logits, new_state
+
+
+def _softmax(z):
+    z = np.asarray(z, dtype=float)
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def _draw(probs, rng):
+    return int(rng.choice(len(probs), p=probs))
+
+
+def _top(logits, k):
+    """logits with all but the k largest set to -inf."""
+    keep = np.argsort(logits)[::-1][:k]
+    masked = np.full_like(logits, -np.inf)
+    masked[keep] = logits[keep]
+    return masked
+
+
+def _sample_right(logits, temperature, top_k, rng):
+    z = np.asarray(logits, dtype=float) / temperature
+    if top_k is not None:
+        z = _top(z, top_k)
+    return _draw(_softmax(z), rng)
+
+
+def gen_prompt_returned(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    out = list(prompt_ids)                                    # starts with the prompt
+    for token in prompt_ids:
+        logits, state = next_logits(token, state)
+    for _ in range(length):
+        token = _sample_right(logits, temperature, top_k, rng)
+        out.append(token)
+        logits, state = next_logits(token, state)
+    return out
+
+
+def gen_state_not_carried(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    for token in prompt_ids:
+        logits, _ = next_logits(token, state)                 # the new state is dropped
+    out = []
+    for _ in range(length):
+        token = _sample_right(logits, temperature, top_k, rng)
+        out.append(token)
+        logits, _ = next_logits(token, state)
+    return out
+
+
+def gen_last_prompt_token_only(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    logits, state = next_logits(prompt_ids[-1], state)        # the rest of the prompt is never read
+    out = []
+    for _ in range(length):
+        token = _sample_right(logits, temperature, top_k, rng)
+        out.append(token)
+        logits, state = next_logits(token, state)
+    return out
+
+
+def gen_last_prompt_token_twice(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    for token in prompt_ids:
+        logits, state = next_logits(token, state)
+    token, out = prompt_ids[-1], []
+    for _ in range(length):
+        logits, state = next_logits(token, state)             # the first pass feeds prompt_ids[-1] again
+        token = _sample_right(logits, temperature, top_k, rng)
+        out.append(token)
+    return out
+
+
+def gen_not_fed_back(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    for token in prompt_ids:
+        logits, state = next_logits(token, state)
+    out = []
+    for _ in range(length):
+        out.append(_sample_right(logits, temperature, top_k, rng))
+        logits, state = next_logits(prompt_ids[-1], state)    # the same input every step
+    return out
+
+
+def gen_top_k_plus_one(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    for token in prompt_ids:
+        logits, state = next_logits(token, state)
+    out = []
+    for _ in range(length):
+        z = np.asarray(logits) / temperature
+        if top_k is not None:
+            kth = np.sort(z)[::-1][top_k]                     # the (k+1)-th largest...
+            z = np.where(z >= kth, z, -np.inf)                # ... kept too
+        out.append(_draw(_softmax(z), rng))
+        logits, state = next_logits(out[-1], state)
+    return out
+
+
+def gen_top_k_smallest(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    for token in prompt_ids:
+        logits, state = next_logits(token, state)
+    out = []
+    for _ in range(length):
+        z = np.asarray(logits) / temperature
+        if top_k is not None:
+            keep = np.argsort(z)[:top_k]                      # ascending order: the k SMALLEST
+            z = np.where(np.isin(np.arange(len(z)), keep), z, -np.inf)
+        out.append(_draw(_softmax(z), rng))
+        logits, state = next_logits(out[-1], state)
+    return out
+
+
+def gen_argmax(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    for token in prompt_ids:
+        logits, state = next_logits(token, state)
+    out = []
+    for _ in range(length):
+        out.append(int(np.argmax(logits)))                    # greedy: never samples
+        logits, state = next_logits(out[-1], state)
+    return out
+
+
+def gen_temperature_after_softmax(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None,
+                                  rng=None):
+    for token in prompt_ids:
+        logits, state = next_logits(token, state)
+    out = []
+    for _ in range(length):
+        z = np.asarray(logits, dtype=float)
+        if top_k is not None:
+            z = _top(z, top_k)
+        p = _softmax(z) / temperature                         # divides the probabilities ...
+        out.append(_draw(p / p.sum(), rng))                   # ... and renormalising undoes it
+        logits, state = next_logits(out[-1], state)
+    return out
+
+
+def gen_temperature_multiplied(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    for token in prompt_ids:
+        logits, state = next_logits(token, state)
+    out = []
+    for _ in range(length):
+        z = np.asarray(logits, dtype=float) * temperature     # T = 2 should flatten; this sharpens
+        if top_k is not None:
+            z = _top(z, top_k)
+        out.append(_draw(_softmax(z), rng))
+        logits, state = next_logits(out[-1], state)
+    return out
+
+
+def gen_logits_as_probabilities(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None,
+                                rng=None):
+    for token in prompt_ids:
+        logits, state = next_logits(token, state)
+    out = []
+    for _ in range(length):
+        z = np.asarray(logits, dtype=float) / temperature
+        if top_k is not None:
+            z = np.where(np.isfinite(_top(z, top_k)), z, 0.0)
+        out.append(int(rng.choice(len(z), p=z / z.sum())))   # no softmax: raises on negative logits
+        logits, state = next_logits(out[-1], state)
+    return out
+
+
+GENERATE_MISTAKES = (
+    Mistake("prompt returned too", gen_prompt_returned,
+            "the list starts with the prompt: return only the `length` generated tokens (the caller has the "
+            "prompt already)"),
+    Mistake("state not carried", gen_state_not_carried,
+            "every call gets the initial state: the model's memory is the state it returns; pass the state "
+            "returned by each call into the next (logits, state = next_logits(token, state))"),
+    Mistake("only the last prompt token", gen_last_prompt_token_only,
+            "only the last token of the prompt is fed in: feed EVERY prompt token, in order, carrying the "
+            "state, so that the model has read the whole prompt before it predicts"),
+    Mistake("last prompt token fed twice", gen_last_prompt_token_twice,
+            "the last prompt token is fed twice: after the loop over the prompt, its logits already predict "
+            "the first new token; sample from them first, then feed the token you sampled"),
+    Mistake("sampled token not fed back", gen_not_fed_back,
+            "the model gets the same input at every step: feed back the token you just sampled, so that "
+            "each prediction is conditioned on the text generated so far"),
+    Mistake("top-k keeps k + 1", gen_top_k_plus_one,
+            "one token too many can be drawn: top-k keeps exactly the k largest logits (e.g. the indices "
+            "np.argsort(logits)[-k:]) and sets every other logit to -inf before the softmax"),
+    Mistake("top-k keeps the smallest", gen_top_k_smallest,
+            "the k SMALLEST logits are kept: np.argsort sorts in ascending order, so the k largest are its "
+            "LAST k indices, np.argsort(logits)[-k:]"),
+    Mistake("argmax instead of sampling", gen_argmax,
+            "always the most likely token (argmax): that is greedy decoding, the same text every time; draw "
+            "from the distribution softmax(logits / temperature), e.g. rng.choice(V, p=probs)"),
+    Mistake("temperature after softmax", gen_temperature_after_softmax,
+            "the temperature has no effect: dividing the PROBABILITIES by T and renormalising gives them back; "
+            "divide the LOGITS by T before the softmax, softmax(logits / temperature)"),
+    Mistake("temperature multiplied", gen_temperature_multiplied,
+            "the logits are multiplied by the temperature: T above 1 must flatten the distribution and below 1 "
+            "sharpen it, so divide, softmax(logits / temperature)"),
+    Mistake("logits as probabilities", gen_logits_as_probabilities,
+            "the logits are used as probabilities (logits / logits.sum()): logits are any real numbers, "
+            "negative ones too; turn them into probabilities with a softmax, exp(z - z.max()) normalised"),
+)
+
+# The structure cases: a stateful model, (prompt, length, temperature, top_k, seed of the rng).
+GENERATE_CASES = [([1, 4, 2], 6, 1.0, None, 1), ([3, 0, 5, 5, 6], 12, 0.8, 3, 2)]
+# The distribution cases: a model with fixed logits, (temperature, top_k, draws).
+FIXED_LOGITS = [2.5, 1.6, 1.2, 0.7, 0.4, 0.1]
+DRAW_CASES = [(0.5, None, 1500), (2.0, None, 1500), (1.0, 3, 1500)]
+P_VALUE = 1e-6   # a right sampler fails a case with this probability: never, in practice
+
+
+def generate_case(case: int):
+    """The inputs of case ``case`` of the generate check (1, 2: a model with a state; 3 to 5: fixed
+    logits, many draws): ``model, state, prompt_ids, length, temperature, top_k, rng``."""
+    if case <= len(GENERATE_CASES):
+        prompt, length, temperature, top_k, seed = GENERATE_CASES[case - 1]
+        model = ToyCharModel(seed=660 + case)
+        return model, model.initial_state(), list(prompt), length, temperature, top_k, np.random.default_rng(seed)
+    temperature, top_k, draws = DRAW_CASES[case - len(GENERATE_CASES) - 1]
+    model = ToyCharModel(V=len(FIXED_LOGITS), seed=670 + case, fixed_logits=FIXED_LOGITS)
+    return model, model.initial_state(), [0, 2], draws, temperature, top_k, np.random.default_rng(case)
+
+
+def _generate_line(case: int) -> str:
+    return (f"from dlcourse.rnn.checks import generate_case; model, state, prompt, length, temperature, top_k, "
+            f"rng = generate_case({case}); generate(model, state, prompt, length, temperature, top_k, rng)")
+
+
+def _tokens(out, length: int, prompt) -> list:
+    """The learner's answer as a list of ints, or a message saying what is wrong with its form."""
+    if out is None:
+        raise CheckFailed("generate returned None: did you forget to `return` the list of tokens?")
+    if isinstance(out, np.ndarray) and out.ndim == 1 and out.dtype.kind in "iu":
+        out = out.tolist()
+    if isinstance(out, str) or not isinstance(out, (list, tuple)):
+        raise CheckFailed(f"generate returned a {type(out).__name__}; return a list of ints, the generated tokens")
+    bad = [t for t in out if isinstance(t, bool) or not isinstance(t, (int, np.integer))]
+    if bad:
+        raise CheckFailed(f"generate's list holds {bad[0]!r} ({type(bad[0]).__name__}): the tokens are ints "
+                          "(e.g. int(rng.choice(V, p=probs)))")
+    out = [int(t) for t in out]
+    if len(out) == len(prompt) + length and out[:len(prompt)] == list(prompt):
+        fail_with(GENERATE_MISTAKES, "prompt returned too")
+    if len(out) != length:
+        raise CheckFailed(f"generate returned {len(out)} tokens; length = {length} asks for {length}")
+    return out
+
+
+def _check_feeding(model: ToyCharModel, state0, prompt, out, suffix: str) -> None:
+    """The model was fed the prompt, then each sampled token, carrying the state from call to call."""
+    calls = model.calls
+    P, length = len(prompt), len(out)
+    fed = [c[0] for c in calls]
+    if not calls:
+        raise CheckFailed("generate never called next_logits: the tokens must come from the model's logits")
+    if not np.allclose(calls[0][1], state0):
+        raise CheckFailed("the first call to next_logits did not get the state you were given: start from it")
+    carried = [np.allclose(calls[j][1], calls[j - 1][2]) for j in range(1, len(calls))]
+    if not all(carried):
+        if all(np.allclose(c[1], state0) for c in calls):
+            fail_with(GENERATE_MISTAKES, "state not carried", suffix)
+        j = carried.index(False) + 1
+        raise CheckFailed(f"call {j + 1} to next_logits did not get the state that call {j} returned: pass each "
+                          f"returned state into the next call {suffix}")
+    if fed in (list(prompt) + out[:-1], list(prompt) + out):
+        return
+    if fed[:P] != list(prompt):
+        if P > 1 and fed[0] == prompt[-1] and fed[1:] in (out[:-1], out):
+            fail_with(GENERATE_MISTAKES, "only the last prompt token", suffix)
+        raise CheckFailed(f"the model was fed {fed[:P]} first; feed the prompt {list(prompt)} token by token, "
+                          f"in order, before sampling {suffix}")
+    rest = fed[P:]
+    if rest and rest[0] == prompt[-1] and rest[1:] in (out[:-1], out, out[:-2]):
+        fail_with(GENERATE_MISTAKES, "last prompt token fed twice", suffix)
+    if rest and all(t == prompt[-1] for t in rest) and any(t != prompt[-1] for t in out):
+        fail_with(GENERATE_MISTAKES, "sampled token not fed back", suffix)
+    raise CheckFailed(f"after the prompt the model was fed {rest}, but the tokens you returned were {out}: feed "
+                      f"each sampled token back, in order {suffix}")
+
+
+def _check_top_k(model: ToyCharModel, prompt, out, top_k, suffix: str) -> None:
+    """Every token was among the top k of the logits it was drawn from."""
+    P = len(prompt)
+    for k, token in enumerate(out):
+        logits = model.calls[P - 1 + k][3]
+        order = np.argsort(logits)[::-1]
+        if token in order[:top_k]:
+            continue
+        if token in order[:top_k + 1]:
+            fail_with(GENERATE_MISTAKES, "top-k keeps k + 1", suffix)
+        if token in order[-top_k:]:
+            fail_with(GENERATE_MISTAKES, "top-k keeps the smallest", suffix)
+        raise CheckFailed(f"token {k} ({token}) is not among the top_k = {top_k} largest logits of its step "
+                          f"{suffix}")
+
+
+def _p_value(counts, probs) -> float:
+    """Chi-square goodness of fit of ``counts`` to ``probs`` (0 where a count falls outside the support)."""
+    from scipy.stats import chisquare
+    counts, probs = np.asarray(counts, dtype=float), np.asarray(probs, dtype=float)
+    if np.any(counts[probs == 0] > 0):
+        return 0.0
+    support = probs > 0
+    if support.sum() < 2:
+        return 1.0
+    expected = probs[support] * counts.sum()
+    return float(chisquare(counts[support], expected).pvalue)
+
+
+def _candidates(logits, temperature, top_k):
+    """(row name, the distribution its mistake draws from) for the mistakes seen only in the frequencies."""
+    z = np.asarray(logits, dtype=float)
+    mask = (lambda v: _top(v, top_k)) if top_k is not None else (lambda v: v)
+    positive = np.where(np.isfinite(mask(z)), z, 0.0)
+    return [("temperature after softmax", _softmax(mask(z))),
+            ("temperature multiplied", _softmax(mask(z * temperature))),
+            ("logits as probabilities", positive / positive.sum())]
+
+
+def _check_distribution(out, temperature, top_k, suffix: str) -> str:
+    logits = np.asarray(FIXED_LOGITS)
+    z = logits / temperature
+    right = _softmax(_top(z, top_k) if top_k is not None else z)
+    counts = np.bincount(out, minlength=len(logits))
+    if len(set(out)) == 1 and out[0] == int(np.argmax(logits)):
+        fail_with(GENERATE_MISTAKES, "argmax instead of sampling", suffix)
+    if top_k is not None and counts[right == 0].any():
+        order = np.argsort(logits)[::-1]
+        drawn = set(np.flatnonzero(counts))
+        if drawn <= set(order[:top_k + 1]):
+            fail_with(GENERATE_MISTAKES, "top-k keeps k + 1", suffix)
+        if drawn <= set(order[-top_k:]):
+            fail_with(GENERATE_MISTAKES, "top-k keeps the smallest", suffix)
+    p_right = _p_value(counts, right)
+    if p_right > P_VALUE:
+        return f"T = {temperature:g}{'' if top_k is None else f', top_k = {top_k}'}: chi-square p = {p_right:.2g}"
+    for name, probs in _candidates(logits, temperature, top_k):
+        if np.abs(probs - right).max() > 0.02 and _p_value(counts, probs) > P_VALUE:
+            fail_with(GENERATE_MISTAKES, name, suffix)
+    shown = ", ".join(f"{c / counts.sum():.3f}" for c in counts)
+    want = ", ".join(f"{p:.3f}" for p in right)
+    raise CheckFailed(f"the tokens are not drawn from softmax(logits / temperature) {suffix}: token frequencies "
+                      f"[{shown}] over {len(out)} draws, expected [{want}] (chi-square p = {p_right:.1g})",
+                      mistake="wrong distribution")
+
+
+def _forbidden_samplers() -> tuple:
+    """The course's own samplers: ``sample_next`` and ``softmax``, and torch_impl's ``sample`` when it loads."""
+    found = [ref.sample_next, ref.softmax]
+    try:
+        from dlcourse.rnn import torch_impl
+        found += [getattr(torch_impl, name) for name in ("sample",) if callable(getattr(torch_impl, name, None))]
+    except Exception:  # noqa: BLE001 - torch missing, or the module in the middle of a change
+        pass
+    return tuple(found)
+
+
+@check.exercise(points=4, mistakes=GENERATE_MISTAKES, reference=ref.generate_tokens, seconds=30,
+                target="generate", forbid=_forbidden_samplers(), hints=[
+    "Two phases. First feed the prompt, token by token, carrying the state: the logits after its LAST token "
+    "predict the first new token. Then repeat `length` times: turn the logits into probabilities (temperature, "
+    "top-k, softmax), draw a token with rng, keep it, and feed it to the model to get the next logits and state.",
+    "Probabilities: z = logits / temperature; for top-k set every entry but the k largest to -inf "
+    "(np.argsort(z)[-k:] are the k largest); then p = exp(z - z.max()), normalised. Draw with "
+    "rng.choice(V, p=p). The state returned by each call goes into the next call.",
+    "for token in prompt_ids: logits, state = next_logits(token, state). Then in a loop of `length` steps: "
+    "compute p from logits as above, token = int(rng.choice(len(p), p=p)), append it to out, and "
+    "logits, state = next_logits(token, state). Return out.",
+])
+def generate(fn):
+    """Generate `length` tokens after a prompt from a one-step model: a list of ints."""
+    for case in range(1, len(GENERATE_CASES) + 1):
+        model, state, prompt, length, temperature, top_k, rng = generate_case(case)
+        state0 = state.copy()
+        what = f"prompt {prompt}, length {length}, temperature {temperature:g}, top_k {top_k}"
+        with trying("generate", label=what, call_text=_generate_line(case)) as tried:
+            try:
+                raw = call(fn, model, state, prompt, length, temperature, top_k, rng)
+            except CheckFailed as fail:
+                raises_like(GENERATE_MISTAKES, getattr(fail, "error", None),
+                            lambda row: row(*generate_case(case)), f"({what})")
+                raise
+            tried.got = raw
+            out = _tokens(raw, length, prompt)
+            _check_feeding(model, state0, prompt, out, f"({what})")
+            if top_k is not None:
+                _check_top_k(model, prompt, out, top_k, f"({what})")
+    fits = []
+    for case in range(len(GENERATE_CASES) + 1, len(GENERATE_CASES) + len(DRAW_CASES) + 1):
+        model, state, prompt, length, temperature, top_k, rng = generate_case(case)
+        what = f"fixed logits {FIXED_LOGITS}, temperature {temperature:g}, top_k {top_k}, {length} draws"
+        with trying("generate", label=what, call_text=_generate_line(case)):
+            out = _tokens(call(fn, model, state, prompt, length, temperature, top_k, rng), length, prompt)
+            fits.append(_check_distribution(out, temperature, top_k, f"({what})"))
+    return ("feeds the prompt and every sampled token back with the state carried, keeps the top k, and its "
+            f"draws follow softmax(logits / temperature) ({'; '.join(fits)})")
 
 
 # --------------------------------------------------------------------------- concept questions
