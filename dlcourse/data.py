@@ -8,6 +8,8 @@ Everything a chapter needs to run works offline:
   small 2-D classification sets, generated from a seed, to see decision boundaries.
 * :func:`surface` - 2-D test functions with analytic gradients for the optimisers.
 * :func:`load_sample_images` - the two photos that ship with scikit-learn.
+* :func:`load_text_corpus` - a character corpus that ships with Python (the standard
+  library's own source), split by chunks, for the language models of chapters 06 and 07.
 
 Bigger real data (:func:`load_mnist`, :func:`load_fashion_mnist`, :func:`load_cifar10`) goes through
 :func:`download`, which caches files, checks their sha256, writes atomically,
@@ -33,6 +35,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -45,6 +48,7 @@ __all__ = [
     "DownloadError", "IdxFormatError", "default_cache_dir", "download", "sha256_of",
     "read_idx", "load_mnist", "load_fashion_mnist",
     "ArchiveFormatError", "CIFAR10_CLASSES", "load_cifar10",
+    "TextCorpus", "TEXT_VOCAB", "UNKNOWN_CHAR", "TEXT_CORPORA", "stdlib_files", "load_text_corpus",
 ]
 
 
@@ -327,6 +331,233 @@ def load_sample_image(name: str) -> np.ndarray:
 def _stem(path: str) -> str:
     from pathlib import PurePath
     return PurePath(str(path)).name.rsplit(".", 1)[0].lower()
+
+
+# ------------------------------------------------------------------ text corpus
+#
+# Chapters 06 (RNNs) and 07 (Transformers) train character language models on the same
+# text and the same split, so that their held-out losses compare.  The text must ship with
+# every Python install (offline, no download): by default the source code of the standard
+# library that is running this very interpreter.
+
+# The vocabulary: newline, the 95 printable ASCII characters and one "unknown" character
+# for everything else (tabs, accents, box-drawing...; about 0.01 % of the standard library).
+# Fixed, not read from the text, so every corpus and every Python version shares it.
+UNKNOWN_CHAR = "\u00bf"  # an inverted question mark
+TEXT_VOCAB = "\n" + "".join(chr(c) for c in range(32, 127)) + UNKNOWN_CHAR  # V = 97
+
+# Top-level standard-library modules left out of the "stdlib" corpus: test helpers, files
+# generated per machine (_sysconfigdata_*), ROT13 (this.py), and anything bigger than
+# _STDLIB_MAX_FILE_CHARS (_pydecimal.py, turtle.py, ...: one file would fill much of the text).
+_STDLIB_SKIP_PREFIXES = ("test", "_sysconfigdata", "__phello__")
+_STDLIB_SKIP = frozenset({"this.py", "antigravity.py", "__hello__.py"})
+_STDLIB_MAX_FILE_CHARS = 100_000
+TEXT_CORPORA = ("stdlib", "pydoc_topics")
+
+
+@dataclass(frozen=True, eq=False)
+class TextCorpus:
+    """A character-level corpus, split by chunks into train / validation / test.
+
+    Attributes
+    ----------
+    name : ``"stdlib"`` or ``"pydoc_topics"`` (or what :meth:`from_text` was given)
+    vocab : str of the V characters; id ``i`` is ``vocab[i]`` (the last is :data:`UNKNOWN_CHAR`)
+    train, val, test : (N_train,), (N_val,), (N_test,) int64 ids (see :meth:`encode`)
+    source : where the text came from (e.g. the interpreter's standard-library folder and files)
+    python_version : the interpreter that produced the text (the corpus differs between versions)
+    num_chars : characters in the whole text (= N_train + N_val + N_test)
+    sha256 : hex digest of the whole text (UTF-8, after unknown characters were mapped):
+        a result can name exactly what it was measured on
+    chunk_size, fractions, seed : the split rule (see :func:`load_text_corpus`)
+    """
+
+    name: str
+    vocab: str
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    source: str
+    python_version: str
+    num_chars: int
+    sha256: str
+    chunk_size: int
+    fractions: tuple
+    seed: int
+
+    @property
+    def vocab_size(self) -> int:
+        """V, the number of distinct ids."""
+        return len(self.vocab)
+
+    def encode(self, text: str) -> np.ndarray:
+        """Text -> (len(text),) int64 ids; characters outside the vocabulary become the unknown id."""
+        return _encode_chars(text, self.vocab)
+
+    def decode(self, ids) -> str:
+        """Ids (any int array or sequence, flattened) -> text."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        return "".join(np.asarray(list(self.vocab))[ids]) if ids.size else ""
+
+    def text(self, split: str = "train") -> str:
+        """The decoded text of ``"train"``, ``"val"`` or ``"test"`` (its chunks joined in order)."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        return self.decode(getattr(self, split))
+
+    def describe(self) -> str:
+        """One paragraph naming the text, its size, the split rule and the sha256."""
+        train, val, test = (round(100 * f) for f in self.fractions)
+        return (f"corpus {self.name!r}: {self.source} (Python {self.python_version}); "
+                f"{self.num_chars:,} characters, V = {self.vocab_size}; "
+                f"split by chunks of {self.chunk_size:,} characters, assigned {train}/{val}/{test} "
+                f"by a permutation with seed {self.seed}: train {len(self.train):,}, "
+                f"val {len(self.val):,}, test {len(self.test):,} characters; sha256 {self.sha256}")
+
+    @classmethod
+    def from_text(cls, text: str, *, name: str = "text", source: str = "given text", chunk_size: int = 2000,
+                  fractions: tuple = (0.9, 0.05, 0.05), seed: int = 0) -> "TextCorpus":
+        """Split any text the same way (for tests and for your own corpus)."""
+        return _split_corpus(text, name, source, chunk_size, fractions, seed)
+
+
+def _encode_chars(text: str, vocab: str) -> np.ndarray:
+    """Map each character to its id through a 65,536-entry table (one NumPy gather, no Python loop)."""
+    table = np.full(0x110000 if any(ord(c) > 0xFFFF for c in vocab) else 0x10000, len(vocab) - 1, dtype=np.int64)
+    for i, c in enumerate(vocab):
+        table[ord(c)] = i
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)  # (len(text),)
+    return table[np.minimum(codes, len(table) - 1)]
+
+
+def _split_corpus(text: str, name: str, source: str, chunk_size: int, fractions, seed: int) -> TextCorpus:
+    fractions = tuple(float(f) for f in fractions)
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"fractions must be three shares (train, val, test) summing to 1, got {fractions}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    ids = _encode_chars(text, TEXT_VOCAB)                                       # (num_chars,)
+    clean = "".join(np.asarray(list(TEXT_VOCAB))[ids]) if ids.size else ""      # unknowns mapped
+    n_chunks = -(-len(ids) // chunk_size)                                       # the last may be short
+    n_val = round(fractions[1] * n_chunks)
+    n_test = round(fractions[2] * n_chunks)
+    if n_chunks - n_val - n_test < 1 or (fractions[1] and not n_val) or (fractions[2] and not n_test):
+        raise ValueError(f"{len(ids):,} characters make only {n_chunks} chunks of {chunk_size}: "
+                         f"too few for the split {fractions}; use a smaller chunk_size")
+    order = np.random.default_rng(seed).permutation(n_chunks)
+    parts = {"val": np.sort(order[:n_val]), "test": np.sort(order[n_val:n_val + n_test]),
+             "train": np.sort(order[n_val + n_test:])}                         # chunk numbers, in text order
+
+    def gather(chunks):
+        if not len(chunks):
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate([ids[c * chunk_size:(c + 1) * chunk_size] for c in chunks])
+
+    return TextCorpus(name=name, vocab=TEXT_VOCAB, train=gather(parts["train"]), val=gather(parts["val"]),
+                      test=gather(parts["test"]), source=source, python_version=_python_version(),
+                      num_chars=len(ids), sha256=hashlib.sha256(clean.encode("utf-8")).hexdigest(),
+                      chunk_size=chunk_size, fractions=fractions, seed=seed)
+
+
+def _python_version() -> str:
+    return ".".join(str(v) for v in sys.version_info[:3])
+
+
+def stdlib_files() -> list[Path]:
+    """The standard-library modules the ``"stdlib"`` corpus reads, in order.
+
+    The top-level ``*.py`` files of the running interpreter's standard library
+    (``sysconfig.get_paths()["stdlib"]``), sorted by name, without test helpers
+    (``test*``), machine-generated files (``_sysconfigdata_*``), ``this.py`` / ``antigravity.py``
+    / ``__hello__.py`` (jokes and demos) and files over 100,000 characters.
+    """
+    import sysconfig
+    folder = Path(sysconfig.get_paths()["stdlib"])
+    files = []
+    for path in sorted(folder.glob("*.py")):
+        if path.name in _STDLIB_SKIP or path.name.startswith(_STDLIB_SKIP_PREFIXES):
+            continue
+        if len(path.read_text(encoding="utf-8", errors="replace")) > _STDLIB_MAX_FILE_CHARS:
+            continue
+        files.append(path)
+    return files
+
+
+def _stdlib_text(max_chars: int | None) -> tuple[str, str]:
+    files = stdlib_files()
+    if not files:
+        raise FileNotFoundError("no standard-library source found (an install without .py files?); "
+                                "use load_text_corpus('pydoc_topics')")
+    texts, total, used = [], 0, []
+    for path in files:
+        part = path.read_text(encoding="utf-8", errors="replace")
+        if not part.endswith("\n"):
+            part += "\n"
+        texts.append(part)
+        used.append(path.name)
+        total += len(part)
+        if max_chars is not None and total >= max_chars:
+            break
+    text = "".join(texts)[:max_chars]
+    source = (f"standard-library source {files[0].parent}, {len(used)} top-level modules "
+              f"{used[0]} .. {used[-1]} (sorted, whole files, concatenated"
+              f"{f', cut at {max_chars:,} characters' if max_chars is not None else ''})")
+    return text, source
+
+
+def _pydoc_topics_text(max_chars: int | None) -> tuple[str, str]:
+    from pydoc_data.topics import topics  # the help() texts of Python's language reference
+    text = "".join(topics[key].rstrip("\n") + "\n\n" for key in sorted(topics))[:max_chars]
+    return text, f"pydoc_data.topics, {len(topics)} help topics sorted by name, joined with blank lines"
+
+
+def load_text_corpus(name: str = "stdlib", *, max_chars: int | None = 2_000_000, chunk_size: int = 2000,
+                     fractions: tuple = (0.9, 0.05, 0.05), seed: int = 0) -> TextCorpus:
+    """A character corpus that ships with Python, split into train / validation / test by chunks.
+
+    * ``"stdlib"`` (default): the source code of the standard library of the interpreter
+      running this (:func:`stdlib_files`: top-level modules sorted by name, whole files
+      concatenated), cut at ``max_chars``.  Python code: indentation, names, docstrings,
+      comments.
+    * ``"pydoc_topics"``: the English help texts of ``pydoc_data.topics`` (what ``help("if")``
+      shows; about 0.5 MB of prose with code examples).
+
+    **The text depends on the Python version** (each release edits its standard library:
+    the course's machine runs 3.11, CI also 3.13, Colab 3.12): a number measured on one
+    version is only comparable with the same version.  :meth:`TextCorpus.describe` names
+    the version, the size and the text's sha256, so a result says exactly what it was
+    measured on.
+
+    **The split**: the text is cut into chunks of ``chunk_size`` characters (the last may be
+    shorter); a permutation drawn from ``seed`` sends ``fractions[1]`` of the chunks to
+    validation, ``fractions[2]`` to test and the rest to training; each part keeps its
+    chunks in text order.  Chunks, not whole files: a model sees every module's style in
+    training, and is measured on passages it has not seen (a split by whole modules
+    measured 1.06 nats/char on training text against 1.80 on held-out modules: each module
+    has its own names and habits).
+
+    Characters are mapped to ids over the fixed vocabulary :data:`TEXT_VOCAB` (V = 97:
+    newline, printable ASCII, and :data:`UNKNOWN_CHAR` for anything else).
+
+    Parameters
+    ----------
+    name : ``"stdlib"`` or ``"pydoc_topics"``
+    max_chars : keep the first this many characters (None: all; ``"stdlib"`` has about
+        3.5 million on Python 3.11)
+    chunk_size, fractions, seed : the split rule above
+
+    Returns
+    -------
+    TextCorpus with ``train`` / ``val`` / ``test`` (N_part,) int64 ids, ``vocab``, ``encode``,
+    ``decode``, ``text(split)`` and ``describe()``
+    """
+    if name == "stdlib":
+        text, source = _stdlib_text(max_chars)
+    elif name == "pydoc_topics":
+        text, source = _pydoc_topics_text(max_chars)
+    else:
+        raise ValueError(f"unknown corpus {name!r}; choose one of {', '.join(TEXT_CORPORA)}")
+    return _split_corpus(text, name, source, chunk_size, fractions, seed)
 
 
 # --------------------------------------------------------------------- downloads

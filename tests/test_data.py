@@ -623,3 +623,82 @@ def test_cifar10_constants():
     assert len(data.CIFAR10_SHA256) == 64 and int(data.CIFAR10_SHA256, 16) >= 0
     assert data.CIFAR10_MIRRORS[0] == "https://www.cs.toronto.edu/~kriz/"
     assert len(data.CIFAR10_CLASSES) == 10 and data.CIFAR10_CLASSES[0] == "airplane"
+
+
+# ------------------------------------------------------------------- text corpus
+
+@pytest.fixture(scope="module")
+def corpus():
+    return data.load_text_corpus(max_chars=200_000, chunk_size=2000)
+
+
+def test_text_corpus_sizes_and_split_rule(corpus):
+    assert corpus.num_chars == 200_000 == len(corpus.train) + len(corpus.val) + len(corpus.test)
+    assert len(corpus.val) == len(corpus.test) == 5 * 2000        # 5 % of 100 chunks each
+    for part in (corpus.train, corpus.val, corpus.test):
+        assert part.dtype == np.int64 and part.ndim == 1
+        assert part.min() >= 0 and part.max() < corpus.vocab_size
+    assert corpus.vocab_size == len(data.TEXT_VOCAB) == 97 and corpus.vocab[-1] == data.UNKNOWN_CHAR
+    assert corpus.python_version in corpus.describe() and corpus.sha256 in corpus.describe()
+    assert "200,000 characters" in corpus.describe() and "seed 0" in corpus.describe()
+
+
+def test_text_corpus_deterministic_and_seeded(corpus):
+    again = data.load_text_corpus(max_chars=200_000, chunk_size=2000)
+    for part in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(corpus, part), getattr(again, part))
+    assert again.sha256 == corpus.sha256
+    other = data.load_text_corpus(max_chars=200_000, chunk_size=2000, seed=1)
+    assert other.sha256 == corpus.sha256                              # same text ...
+    assert not np.array_equal(other.val, corpus.val)                  # ... another split
+
+
+def test_text_corpus_splits_are_disjoint_chunks_of_the_text(corpus):
+    whole = corpus.encode(data._stdlib_text(200_000)[0])              # (num_chars,)
+    assert hashlib.sha256(corpus.decode(whole).encode()).hexdigest() == corpus.sha256
+    chunks = {tuple(whole[i:i + 2000]): i // 2000 for i in range(0, len(whole), 2000)}
+    seen = []
+    for part in ("train", "val", "test"):
+        ids = getattr(corpus, part)
+        found = [chunks[tuple(ids[i:i + 2000])] for i in range(0, len(ids), 2000)]
+        assert found == sorted(found)                                 # text order inside a part
+        seen += found
+    assert sorted(seen) == list(range(100))                           # every chunk exactly once
+
+
+def test_text_corpus_encode_decode_round_trip(corpus):
+    text = corpus.text("val")
+    np.testing.assert_array_equal(corpus.encode(text), corpus.val)
+    assert corpus.decode(corpus.encode("def f(x):\n    return x ~ 1\n")) == "def f(x):\n    return x ~ 1\n"
+    # characters outside the vocabulary (tab, accents, emoji) all become the unknown character
+    assert corpus.decode(corpus.encode("\tcafé 🙂")) == "¿caf¿ ¿"
+    assert corpus.decode([]) == "" and len(corpus.encode("")) == 0
+
+
+def test_text_corpus_vocabulary_covers_the_text(corpus):
+    text = data._stdlib_text(200_000)[0]
+    outside = sum(1 for ch in text if ch not in data.TEXT_VOCAB)
+    unknown = sum(int((getattr(corpus, p) == corpus.vocab_size - 1).sum()) for p in ("train", "val", "test"))
+    assert unknown == outside < 1e-3 * len(text)                      # almost everything is ASCII
+
+
+def test_text_corpus_from_text_and_pydoc_topics():
+    c = data.TextCorpus.from_text("abcdefghij" * 30, chunk_size=10, fractions=(0.8, 0.1, 0.1), seed=3)
+    assert (len(c.train), len(c.val), len(c.test)) == (240, 30, 30)
+    assert c.text("val") == "abcdefghij" * 3
+    with pytest.raises(ValueError, match="too few"):
+        data.TextCorpus.from_text("abc", chunk_size=10)
+    with pytest.raises(ValueError, match="summing to 1"):
+        data.TextCorpus.from_text("abc" * 100, fractions=(0.5, 0.1, 0.1))
+    with pytest.raises(ValueError, match="split must be"):
+        c.text("validation")
+    docs = data.load_text_corpus("pydoc_topics", max_chars=50_000)
+    assert docs.num_chars == 50_000 and "pydoc_data.topics" in docs.describe()
+    with pytest.raises(ValueError, match="unknown corpus"):
+        data.load_text_corpus("shakespeare")
+
+
+def test_stdlib_files_skip_tests_and_generated_files():
+    names = [p.name for p in data.stdlib_files()]
+    assert names == sorted(names) and "os.py" in names
+    assert not any(n.startswith(("test", "_sysconfigdata")) for n in names) and "this.py" not in names
