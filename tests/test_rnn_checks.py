@@ -177,6 +177,33 @@ def test_cells_accept_per_gate_weights_and_name_the_wrong_output():
         "gru_cell_forward returned a pair: a GRU has no cell state")
 
 
+def _lstm_gates_f_i_g_o(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
+    a = x_t @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh
+    f, i, g, o = np.split(a, 4, axis=1)                                # no table row: both outputs wrong
+    c = checks._sigmoid(f) * c_prev + checks._sigmoid(i) * np.tanh(g)
+    return checks._sigmoid(o) * np.tanh(c), c
+
+
+def _lstm_returns_c_h(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
+    return solution(STEM, "lstm_cell_forward")(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh)[::-1]
+
+
+def _bptt_grads_first(dout, x, hs, W_ih, W_hh):
+    dx, dh0, dW_ih, dW_hh, db = solution(STEM, "rnn_backward")(dout, x, hs, W_ih, W_hh)
+    return dW_ih, dW_hh, db, dx, dh0
+
+
+def test_no_output_right_gets_a_message_not_an_index_error():
+    message = ch06.run("lstm_cell_forward", _lstm_gates_f_i_g_o).message
+    assert message.startswith("none of h, c is right; h (N = 1") and "max error" in message
+    message = ch06.run("lstm_cell_forward", _lstm_returns_c_h).message
+    assert message.startswith("the outputs are in the wrong order (h holds what c should; c holds what h should)")
+    message = ch06.run("rnn_backward", _bptt_grads_first).message
+    assert message.startswith("the outputs are in the wrong order") and "(dx, dh0, dW_ih, dW_hh, db)" in message
+    for result in (ch06.run("lstm_cell_forward", _lstm_gates_f_i_g_o), ch06.run("rnn_backward", _bptt_grads_first)):
+        assert "IndexError" not in result.message and result.status != "error"
+
+
 # --------------------------------------------------------------------------- clipping and the embedding
 
 def test_clip_and_embedding_forms_equal_torch():

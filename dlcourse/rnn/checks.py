@@ -53,11 +53,20 @@ def _is_shape_error(err) -> bool:
 def _name_wrong(names, got, expected, what: str) -> None:
     """'h is right; c is wrong: max error ...' for the first output that differs."""
     right = [n for n, g, e in zip(names, got, expected) if _close(g, e)]
+    if not right and len(names) > 1:
+        swapped = [f"{a} holds what {b} should" for a, g in zip(names, got) for b, e in zip(names, expected)
+                   if a != b and _close(g, e)]
+        if swapped:
+            raise CheckFailed(f"the outputs are in the wrong order ({'; '.join(swapped)}): return them as "
+                              f"({', '.join(names)}) ({what})", mistake="output order")
     for name, g, e in zip(names, got, expected):
         if name in right:
             continue
-        listed = right[0] if len(right) == 1 else f"{', '.join(right[:-1])} and {right[-1]}"
-        prefix = f"{listed} {'is' if len(right) == 1 else 'are'} right; " if right else ""
+        if right:
+            listed = right[0] if len(right) == 1 else f"{', '.join(right[:-1])} and {right[-1]}"
+            prefix = f"{listed} {'is' if len(right) == 1 else 'are'} right; "
+        else:
+            prefix = f"none of {', '.join(names)} is right; " if len(names) > 1 else ""
         try:
             expect_close(g, e, f"{name} ({what})")
         except CheckFailed as fail:
