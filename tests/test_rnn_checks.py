@@ -292,8 +292,8 @@ def _generate_inverse_cdf(next_logits, state, prompt_ids, length, temperature=1.
 
 
 def _generate_torch_multinomial(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
-    """torch's sampler (and its own random numbers): still the right distribution; the last token not fed."""
-    torch.manual_seed(0)
+    """torch's sampler (its generator seeded from rng): still the right distribution; the last token not fed."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
     for token in prompt_ids:
         logits, state = next_logits(token, state)
     out = []
@@ -301,7 +301,7 @@ def _generate_torch_multinomial(next_logits, state, prompt_ids, length, temperat
         z = torch.as_tensor(logits) / temperature
         if top_k is not None:
             z = z.masked_fill(z < torch.topk(z, top_k).values[-1], -float("inf"))
-        out.append(int(torch.multinomial(torch.softmax(z, 0), 1)))
+        out.append(int(torch.multinomial(torch.softmax(z, 0), 1, generator=gen)))
         if step < length - 1:
             logits, state = next_logits(out[-1], state)
     return np.array(out)
@@ -370,3 +370,61 @@ def test_toy_model_records_its_calls_and_is_not_copied_by_the_mutation_check():
     assert model.calls[0][0] == prompt[0] and np.array_equal(model.calls[0][1], state)
     with pytest.raises(TypeError):
         model(1.0, state)
+
+
+def _generate_with(probs, draw=None, first_from_prompt0=False, stale=False):
+    """A generation loop with the given logits -> probabilities map and its own ways of going wrong."""
+    def generate(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+        seen = []
+        for token in prompt_ids:
+            logits, state = next_logits(token, state)
+            seen.append(logits)
+        use = seen[0] if first_from_prompt0 else seen[-2] if stale and len(seen) > 1 else seen[-1]
+        out = []
+        for _ in range(length):
+            p = probs(np.asarray(use, dtype=float), temperature, top_k)
+            out.append(int(draw(p) if draw else rng.choice(len(p), p=p)))
+            logits, state = next_logits(out[-1], state)
+            use = seen[-1] if stale else logits
+            seen.append(logits)
+        return out
+    return generate
+
+
+def _mask(z, k):
+    return np.where(z >= np.sort(z)[-k], z, -np.inf)
+
+
+def _right_probs(z, T, k):
+    return _softmax(_mask(z / T, k) if k is not None else z / T)
+
+
+def _t_ignored_with_top_k(z, T, k):
+    return _softmax(_mask(z, k) if k is not None else z / T)
+
+
+def _top_k_others_zero(z, T, k):
+    z = z / T
+    return _softmax(np.where(z >= np.sort(z)[-k], z, 0.0) if k is not None else z)
+
+
+def _generate_fixed_seed(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    return _generate_with(_right_probs)(next_logits, state, prompt_ids, length, temperature, top_k,
+                                        np.random.default_rng(12345))
+
+
+@pytest.mark.parametrize("answer, start", [
+    (_generate_with(_right_probs, first_from_prompt0=True), "the first new token was drawn from the logits after "
+                                                            "the FIRST prompt token"),
+    (_generate_with(_right_probs, stale=True), "each token is drawn from the logits of the step BEFORE"),
+    (_generate_with(_t_ignored_with_top_k), "with top_k the temperature has no effect (without top_k it has)"),
+    (_generate_with(_top_k_others_zero), "tokens outside the top k are drawn: the logits of the others are set to 0"),
+    (_generate_with(_right_probs, draw=lambda p: np.random.choice(len(p), p=p)),
+     "use the generator rng you are given: the same rng state must give the same tokens (two calls"),
+    (_generate_fixed_seed,
+     "use the generator rng you are given: the same rng state must give the same tokens (generators of"),
+])
+def test_generate_names_the_step_the_rng_and_the_top_k_mask(answer, start):
+    result = ch06.run("generate", answer)
+    assert not result.passed and result.message.startswith(start), result.message
+    assert "SMALLEST" not in result.message and "one token too many" not in result.message

@@ -887,18 +887,21 @@ class ToyCharModel:
 
     ``state = tanh(E[token] + state @ W)``, ``logits = state @ W_out``; the state is an (H,) array.
     With ``fixed_logits`` every step returns those logits (the state still changes), so the
-    tokens a sampler draws can be compared with one known distribution.  Every call is
+    tokens a sampler draws can be compared with one known distribution.  With ``peak`` every
+    step's logits are ``peak`` on the most likely token and 0 elsewhere: any sampler then
+    draws that token (all but surely), so the check sees which step's logits a token came from.  Every call is
     recorded in ``calls`` as (token, state given, state returned, logits returned), so the
     check can see what the learner fed in and in which order.
     """
 
-    def __init__(self, V: int = 8, H: int = 5, seed: int = 0, fixed_logits=None):
+    def __init__(self, V: int = 8, H: int = 5, seed: int = 0, fixed_logits=None, peak: float | None = None):
         rng = np.random.default_rng(seed)
         self.V, self.H = V, H
         self.E = rng.standard_normal((V, H))
         self.W = 0.6 * rng.standard_normal((H, H))
         self.W_out = 1.5 * rng.standard_normal((H, V))
         self.fixed_logits = None if fixed_logits is None else np.asarray(fixed_logits, dtype=float)
+        self.peak = peak
         self.calls: list = []
 
     def __deepcopy__(self, memo):
@@ -916,6 +919,8 @@ class ToyCharModel:
         state_in = np.array(state, dtype=float, copy=True)
         new_state = np.tanh(self.E[token] + state_in @ self.W)
         logits = new_state @ self.W_out if self.fixed_logits is None else self.fixed_logits.copy()
+        if self.peak is not None:
+            logits = self.peak * (np.arange(self.V) == int(np.argmax(logits)))
         self.calls.append((token, state_in, new_state.copy(), logits.copy()))
         return logits, new_state
 
@@ -1114,20 +1119,24 @@ GENERATE_MISTAKES = (
             "negative ones too; turn them into probabilities with a softmax, exp(z - z.max()) normalised"),
 )
 
-# The structure cases: a stateful model, (prompt, length, temperature, top_k, seed of the rng).
-GENERATE_CASES = [([1, 4, 2], 6, 1.0, None, 1), ([3, 0, 5, 5, 6], 12, 0.8, 3, 2)]
+# The structure cases: a stateful model, (prompt, length, temperature, top_k, seed of the rng, peak): case 2's
+# model puts (all but) all probability on one token per step, so the check sees which logits each token is from.
+GENERATE_CASES = [([1, 4, 2], 6, 1.0, None, 1, None), ([4, 2, 7, 3], 8, 1.0, None, 3, 30.0),
+                  ([3, 0, 5, 5, 6], 12, 0.8, 3, 2, None)]
+PEAKED_MODEL_SEED = 669   # its most likely token changes from step to step (7, 5, 7, 4 | 3, 7, 3, 2, 0, 5, 0)
 # The distribution cases: a model with fixed logits, (temperature, top_k, draws).
 FIXED_LOGITS = [2.5, 1.6, 1.2, 0.7, 0.4, 0.1]
-DRAW_CASES = [(0.5, None, 1500), (2.0, None, 1500), (1.0, 3, 1500)]
+DRAW_CASES = [(0.5, None, 1500), (2.0, None, 1500), (1.0, 3, 1500), (2.0, 4, 1500)]
 P_VALUE = 1e-6   # a right sampler fails a case with this probability: never, in practice
 
 
 def generate_case(case: int):
-    """The inputs of case ``case`` of the generate check (1, 2: a model with a state; 3 to 5: fixed
-    logits, many draws): ``model, state, prompt_ids, length, temperature, top_k, rng``."""
+    """The inputs of case ``case`` of the generate check (1 to 3: a model with a state, case 2's logits peaked
+    on one token; 4 to 7: fixed logits, many draws): ``model, state, prompt_ids, length, temperature, top_k,
+    rng``."""
     if case <= len(GENERATE_CASES):
-        prompt, length, temperature, top_k, seed = GENERATE_CASES[case - 1]
-        model = ToyCharModel(seed=660 + case)
+        prompt, length, temperature, top_k, seed, peak = GENERATE_CASES[case - 1]
+        model = ToyCharModel(seed=660 + case if peak is None else PEAKED_MODEL_SEED, peak=peak)
         return model, model.initial_state(), list(prompt), length, temperature, top_k, np.random.default_rng(seed)
     temperature, top_k, draws = DRAW_CASES[case - len(GENERATE_CASES) - 1]
     model = ToyCharModel(V=len(FIXED_LOGITS), seed=670 + case, fixed_logits=FIXED_LOGITS)
@@ -1191,6 +1200,30 @@ def _check_feeding(model: ToyCharModel, state0, prompt, out, suffix: str) -> Non
                       f"each sampled token back, in order {suffix}")
 
 
+def _check_which_logits(model: ToyCharModel, prompt, out, suffix: str) -> str | None:
+    """With peaked logits, token k must be the peak of the logits returned by call P-1+k (after the token before).
+    A known off-by-one fails here; anything else is returned as a message, raised only if the draws from fixed
+    logits (which name a wrong distribution) pass."""
+    P = len(prompt)
+    peaks = [int(np.argmax(c[3])) for c in model.calls]
+    want = peaks[P - 1:P - 1 + len(out)]
+    if out == want:
+        return None
+    k = next(i for i, (a, b) in enumerate(zip(out, want)) if a != b)
+    if k == 0 and P > 1 and out[0] == peaks[0] and out[1:] == want[1:]:
+        raise CheckFailed(f"the first new token was drawn from the logits after the FIRST prompt token: the logits "
+                          f"returned for the LAST prompt token (prompt[-1]) predict the first new token {suffix}",
+                          mistake="first token from prompt[0]'s logits")
+    if out == peaks[P - 2:P - 2 + len(out)]:
+        raise CheckFailed(f"each token is drawn from the logits of the step BEFORE (one step stale): draw token k "
+                          f"from the logits the model returned when it was fed the token just before it (for the "
+                          f"first new token, prompt[-1]), then feed the new token {suffix}",
+                          mistake="logits one step stale")
+    return (f"new token {k} ({out[k]}) is not drawn from the logits the model returned for the token before it "
+            f"(those logits put all but all the probability on token {want[k]}): sample each token from "
+            f"softmax(latest logits / temperature) {suffix}")
+
+
 def _check_top_k(model: ToyCharModel, prompt, out, top_k, suffix: str) -> None:
     """Every token was among the top k of the logits it was drawn from."""
     P = len(prompt)
@@ -1230,7 +1263,7 @@ def _candidates(logits, temperature, top_k):
             ("logits as probabilities", positive / positive.sum())]
 
 
-def _check_distribution(out, temperature, top_k, suffix: str) -> str:
+def _check_distribution(out, temperature, top_k, suffix: str, temperatures_right: bool = False) -> str:
     logits = np.asarray(FIXED_LOGITS)
     z = logits / temperature
     right = _softmax(_top(z, top_k) if top_k is not None else z)
@@ -1240,6 +1273,11 @@ def _check_distribution(out, temperature, top_k, suffix: str) -> str:
     if top_k is not None and counts[right == 0].any():
         order = np.argsort(logits)[::-1]
         drawn = set(np.flatnonzero(counts))
+        zeroed = _softmax(np.where(np.isfinite(_top(z, top_k)), z, 0.0))
+        if _p_value(counts, zeroed) > P_VALUE:
+            raise CheckFailed("tokens outside the top k are drawn: the logits of the others are set to 0, which "
+                              "still leaves them a probability (exp(0) = 1); set every logit but the k largest to "
+                              f"-inf before the softmax {suffix}", mistake="top-k others set to 0")
         if drawn <= set(order[:top_k + 1]):
             fail_with(GENERATE_MISTAKES, "top-k keeps k + 1", suffix)
         if drawn <= set(order[-top_k:]):
@@ -1249,12 +1287,32 @@ def _check_distribution(out, temperature, top_k, suffix: str) -> str:
         return f"T = {temperature:g}{'' if top_k is None else f', top_k = {top_k}'}: chi-square p = {p_right:.2g}"
     for name, probs in _candidates(logits, temperature, top_k):
         if np.abs(probs - right).max() > 0.02 and _p_value(counts, probs) > P_VALUE:
+            if name == "temperature after softmax" and top_k is not None and temperatures_right:
+                raise CheckFailed("with top_k the temperature has no effect (without top_k it has): divide the "
+                                  "logits by the temperature in the top-k branch too, then keep the k largest, "
+                                  f"softmax(top_k(logits / temperature)) {suffix}", mistake="temperature ignored "
+                                  "with top-k")
             fail_with(GENERATE_MISTAKES, name, suffix)
     shown = ", ".join(f"{c / counts.sum():.3f}" for c in counts)
     want = ", ".join(f"{p:.3f}" for p in right)
     raise CheckFailed(f"the tokens are not drawn from softmax(logits / temperature) {suffix}: token frequencies "
                       f"[{shown}] over {len(out)} draws, expected [{want}] (chi-square p = {p_right:.1g})",
                       mistake="wrong distribution")
+
+
+def _check_rng(fn, case: int, out, suffix: str) -> None:
+    """The same rng state gives the same tokens, another seed other tokens: the draws come from ``rng``."""
+    model, state, prompt, length, temperature, top_k, rng = generate_case(case)
+    again = _tokens(call(fn, model, state, prompt, length, temperature, top_k, rng), length, prompt)
+    model, state, prompt, length, temperature, top_k, _ = generate_case(case)
+    other = _tokens(call(fn, model, state, prompt, length, temperature, top_k, np.random.default_rng(10_000 + case)),
+                    length, prompt)
+    if again != out or other == out:
+        how = ("two calls with generators of the same seed gave different tokens" if again != out else
+               "generators of different seeds gave the same tokens")
+        raise CheckFailed(f"use the generator rng you are given: the same rng state must give the same tokens "
+                          f"({how}; draw with rng.choice, rng.random, ..., not np.random or a generator of your "
+                          f"own) {suffix}", mistake="rng not used")
 
 
 def _forbidden_samplers() -> tuple:
@@ -1282,6 +1340,7 @@ def _forbidden_samplers() -> tuple:
 ])
 def generate(fn):
     """Generate `length` tokens after a prompt from a one-step model: a list of ints."""
+    pending = None, "", 0
     for case in range(1, len(GENERATE_CASES) + 1):
         model, state, prompt, length, temperature, top_k, rng = generate_case(case)
         state0 = state.copy()
@@ -1296,6 +1355,8 @@ def generate(fn):
             tried.got = raw
             out = _tokens(raw, length, prompt)
             _check_feeding(model, state0, prompt, out, f"({what})")
+            if model.peak is not None:
+                pending = _check_which_logits(model, prompt, out, f"({what})"), what, case
             if top_k is not None:
                 _check_top_k(model, prompt, out, top_k, f"({what})")
     fits = []
@@ -1304,7 +1365,13 @@ def generate(fn):
         what = f"fixed logits {FIXED_LOGITS}, temperature {temperature:g}, top_k {top_k}, {length} draws"
         with trying("generate", label=what, call_text=_generate_line(case)):
             out = _tokens(call(fn, model, state, prompt, length, temperature, top_k, rng), length, prompt)
-            fits.append(_check_distribution(out, temperature, top_k, f"({what})"))
+            fits.append(_check_distribution(out, temperature, top_k, f"({what})",
+                                            temperatures_right=len(fits) >= 2))
+            if len(fits) == 1:
+                _check_rng(fn, case, out, f"({what})")
+    if pending[0]:
+        with trying("generate", label=pending[1], call_text=_generate_line(pending[2])):
+            raise CheckFailed(pending[0], mistake="wrong step's logits")
     return ("feeds the prompt and every sampled token back with the state carried, keeps the top k, and its "
             f"draws follow softmax(logits / temperature) ({'; '.join(fits)})")
 
