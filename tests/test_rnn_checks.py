@@ -428,3 +428,20 @@ def test_generate_names_the_step_the_rng_and_the_top_k_mask(answer, start):
     result = ch06.run("generate", answer)
     assert not result.passed and result.message.startswith(start), result.message
     assert "SMALLEST" not in result.message and "one token too many" not in result.message
+
+
+def _clip_returns_inputs_when_small(grads, max_norm):
+    total = float(np.sqrt(sum(np.sum(g ** 2) for g in grads)))
+    scale = max_norm / (total + 1e-6)
+    return ([g * scale for g in grads] if scale < 1 else grads), total
+
+
+def _clip_list_only(grads, max_norm):
+    return solution(STEM, "clip_grad_norm")(grads, max_norm)[0]
+
+
+def test_clip_wants_new_arrays_and_the_pair():
+    message = ch06.run("clip_grad_norm", _clip_returns_inputs_when_small).message
+    assert message.startswith("clip_grad_norm returned the arrays it was given (when there is nothing to clip)")
+    message = ch06.run("clip_grad_norm", _clip_list_only).message
+    assert message.startswith("clip_grad_norm returned only the clipped gradients: return (clipped, total)")

@@ -759,6 +759,10 @@ def clip_grad_norm(fn):
             out = call(fn, grads, max_norm, allow_mutation=True)
             if any(not np.array_equal(g, b) for g, b in zip(grads, before)) or len(grads) != len(before):
                 fail_with(CLIP_MISTAKES, "changed in place", f"({what})")
+            if (isinstance(out, (list, tuple)) and len(out) == len(before)
+                    and all(isinstance(o, np.ndarray) and o.shape == b.shape for o, b in zip(out, before))):
+                raise CheckFailed(f"clip_grad_norm returned only the clipped gradients: return (clipped, total), "
+                                  f"the list and the total norm before clipping ({what})", mistake="list only")
             clipped, total = expect_tuple(out, 2, "(clipped, total_norm)", "clip_grad_norm", noun="values")
             expected = ref.clip_grad_norm(before, max_norm)
             tried.got, tried.expected = (clipped, total), expected
@@ -766,6 +770,11 @@ def clip_grad_norm(fn):
                    f"the clipped gradients should be a list of {len(before)} arrays, one per gradient; got "
                    f"{type(clipped).__name__}" + (f" of length {len(clipped)}" if hasattr(clipped, '__len__') else ""))
             expect(np.ndim(total) == 0, f"total_norm should be one number, got {type(total).__name__}")
+            if clipped is grads or any(c is g for c in clipped for g in grads):
+                raise CheckFailed(f"clip_grad_norm returned the arrays it was given (when there is nothing to clip): "
+                                  f"return new arrays every time, e.g. [g * scale for g in grads] with scale = 1, "
+                                  f"so that changing them (an optimizer step) cannot change the gradients passed in "
+                                  f"({what})", mistake="inputs returned")
             diagnose((clipped, total), expected, CLIP_MISTAKES[1:], same=_same_clip, suffix=f"({what})",
                      apply=lambda row: row([b.copy() for b in before], max_norm))
             expect_close(float(total), expected[1], f"total_norm ({what})", rtol=1e-5)
