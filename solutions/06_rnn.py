@@ -254,7 +254,8 @@ check.generate(generate)
 # %% [markdown]
 # ## Concept questions (1 point each)
 #
-# Answer each with a value (no hints: the lesson has what you need).
+# Answer each with a value (no hints: the lesson has what you need). A number may be a Python
+# expression (`np.log(...)`, `0.5 ** 20`) or rounded to 2 significant digits; an int must be exact.
 #
 # **Q1.** How many parameters (weights and biases) does `nn.LSTM(input_size=32, hidden_size=64)`
 # have (one layer)?
@@ -272,7 +273,8 @@ check.q_lstm_parameters(q_lstm_parameters)
 
 # %% [markdown]
 # **Q2.** A character model that knows nothing guesses uniformly among V = 100 characters. What is
-# its cross-entropy loss, in nats per character (the unit `F.cross_entropy` uses)?
+# its cross-entropy loss, in nats per character (the unit `F.cross_entropy` uses)? To 2 significant
+# digits or better.
 
 # %%
 def q_uniform_nats():
@@ -287,7 +289,8 @@ check.q_uniform_nats(q_uniform_nats)
 
 # %% [markdown]
 # **Q3.** Going back one step through a vanilla RNN multiplies the gradient by 0.5 (the norm of
-# `diag(1 - h²) W_hh`, say). By what factor has it been multiplied 20 steps back?
+# `diag(1 - h²) W_hh`, say). By what factor has it been multiplied 20 steps back? To 2 significant
+# digits or better.
 
 # %%
 def q_vanishing_factor():

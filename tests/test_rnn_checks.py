@@ -445,3 +445,11 @@ def test_clip_wants_new_arrays_and_the_pair():
     assert message.startswith("clip_grad_norm returned the arrays it was given (when there is nothing to clip)")
     message = ch06.run("clip_grad_norm", _clip_list_only).message
     assert message.startswith("clip_grad_norm returned only the clipped gradients: return (clipped, total)")
+
+
+@pytest.mark.parametrize("name, value, passes", [
+    ("q_uniform_nats", 4.61, True), ("q_uniform_nats", 4.6, True), ("q_uniform_nats", float(np.log2(100)), False),
+    ("q_vanishing_factor", 9.5e-7, True), ("q_vanishing_factor", 9.54e-7, True),
+    ("q_vanishing_factor", 0.5 ** 19, False), ("q_vanishing_factor", 0.5 ** 21, False)])
+def test_numeric_questions_accept_two_significant_digits(name, value, passes):
+    assert ch06.run(name, lambda: value).passed == passes
