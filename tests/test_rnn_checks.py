@@ -453,3 +453,9 @@ def test_clip_wants_new_arrays_and_the_pair():
     ("q_vanishing_factor", 0.5 ** 19, False), ("q_vanishing_factor", 0.5 ** 21, False)])
 def test_numeric_questions_accept_two_significant_digits(name, value, passes):
     assert ch06.run(name, lambda: value).passed == passes
+
+
+def test_rnn_backward_names_only_the_last_dout():
+    result = ch06.run("rnn_backward", checks.bptt_only_last_dout)
+    assert result.mistake == "only dout[-1] added" and "sends back" not in result.message
+    assert "dout[t] of every step must be added, not only the last one's" in result.message

@@ -382,6 +382,19 @@ def bptt_next_step_forgotten(dout, x, hs, W_ih, W_hh):
     return dx, dh_next, dW_ih, dW_hh, db
 
 
+def bptt_only_last_dout(dout, x, hs, W_ih, W_hh):
+    dx, dW_ih, dW_hh, db, dh_next = _bptt_zeros(x, hs, W_ih, W_hh)
+    for t in reversed(range(len(x))):
+        dh = dh_next + (dout[t] if t == len(x) - 1 else 0)    # only the last step's loss gradient
+        da = dh * (1 - hs[t + 1] ** 2)
+        dx[t] = da @ W_ih
+        dW_ih += da.T @ x[t]
+        dW_hh += da.T @ hs[t]
+        db += da.sum(axis=0)
+        dh_next = da @ W_hh
+    return dx, dh_next, dW_ih, dW_hh, db
+
+
 def bptt_weights_overwritten(dout, x, hs, W_ih, W_hh):
     dx, dW_ih, dW_hh, db, dh_next = _bptt_zeros(x, hs, W_ih, W_hh)
     for t in reversed(range(len(x))):
@@ -523,6 +536,9 @@ BPTT_MISTAKES = (
             "right for T = 1, wrong from T = 2: the gradient from the next step is not carried; the loss reaches "
             "h_t directly (dout[t]) AND through every later step, so going back from t = T-1 to 0, "
             "dh = dout[t] + dh_next, where dh_next = da @ W_hh comes from step t+1"),
+    Mistake("only dout[-1] added", bptt_only_last_dout,
+            "right for T = 1, wrong from T = 2: only the last step's dout is added; the loss reads EVERY h_t, so "
+            "dout[t] of every step must be added, not only the last one's: dh = dout[t] + dh_next at each t"),
     Mistake("weight gradients overwritten", bptt_weights_overwritten,
             "dx and dh0 are right; dW_ih, dW_hh and db hold only ONE step's contribution (= in the loop "
             "overwrites): the weights are shared by all T steps, so their gradients are the SUM over the steps, "
