@@ -459,3 +459,21 @@ def test_rnn_backward_names_only_the_last_dout():
     result = ch06.run("rnn_backward", checks.bptt_only_last_dout)
     assert result.mistake == "only dout[-1] added" and "sends back" not in result.message
     assert "dout[t] of every step must be added, not only the last one's" in result.message
+
+
+def _as_float32(name):
+    def answer(*args):
+        out = solution(STEM, name)(*args)
+        if name == "clip_grad_norm":
+            return [g.astype(np.float32) for g in out[0]], out[1]
+        return tuple(o.astype(np.float32) for o in out) if isinstance(out, tuple) else out.astype(np.float32)
+    return answer
+
+
+@pytest.mark.parametrize("name, first", [("lstm_cell_forward", "h"), ("gru_cell_forward", "h"),
+                                         ("rnn_backward", "dx"), ("clip_grad_norm", "clipped[0]"),
+                                         ("embedding_backward", "dW")])
+def test_float32_is_rejected_the_same_way_everywhere(name, first):
+    result = ch06.run(name, _as_float32(name))
+    assert result.mistake == "float32" and result.message.startswith(f"{first} (")
+    assert "is float32 where the input was float64: keep float64 all the way" in result.message

@@ -50,6 +50,16 @@ def _is_shape_error(err) -> bool:
     return isinstance(err, ValueError) and ("matmul" in text or "not aligned" in text or "broadcast" in text)
 
 
+def _float64(names, got, what: str) -> None:
+    """Every exercise takes float64 inputs and wants float64 back: the same message for float32 everywhere
+    (grading.expect_close's), before any comparison (float32 would pass some tolerances and not others)."""
+    for name, g in zip(names, got):
+        if getattr(g, "dtype", None) in (np.float32, np.float16):
+            raise CheckFailed(f"{name} ({what}) is {g.dtype} where the input was float64: keep float64 all the way "
+                              "(no .astype(np.float32), no np.float32(...) constants, no float32 arrays)",
+                              mistake="float32")
+
+
 def _name_wrong(names, got, expected, what: str) -> None:
     """'h is right; c is wrong: max error ...' for the first output that differs."""
     right = [n for n, g, e in zip(names, got, expected) if _close(g, e)]
@@ -215,6 +225,7 @@ def lstm_cell_forward(fn):
                                        f"({what})")
                 raise
             got = expect_tuple(out, 2, "(h, c)", "lstm_cell_forward", noun="arrays")
+            _float64(("h", "c"), got, what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, LSTM_MISTAKES, same=same_items, suffix=f"({what})",
                      apply=lambda row: row(*args))
@@ -356,6 +367,7 @@ def gru_cell_forward(fn):
             if isinstance(got, tuple) and len(got) == 2 and _close(got[0], expected):
                 raise CheckFailed("gru_cell_forward returned a pair: a GRU has no cell state, return h alone "
                                   "(N, H)")
+            _float64(("h",), (got,), what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, GRU_MISTAKES, suffix=f"({what})", apply=lambda row: row(*args))
             expect_close(got, expected, f"h ({what})")
@@ -648,6 +660,7 @@ def rnn_backward(fn):
                 raises_like(BPTT_MISTAKES, getattr(fail, "error", None), lambda row: row(*args), f"({what})")
                 raise
             got = expect_tuple(out, 5, "(dx, dh0, dW_ih, dW_hh, db)", "rnn_backward", noun="arrays")
+            _float64(BPTT_NAMES, got, what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, BPTT_MISTAKES, same=same_items, suffix=f"({what})",
                      apply=lambda row: row(*args))
@@ -786,6 +799,7 @@ def clip_grad_norm(fn):
                    f"the clipped gradients should be a list of {len(before)} arrays, one per gradient; got "
                    f"{type(clipped).__name__}" + (f" of length {len(clipped)}" if hasattr(clipped, '__len__') else ""))
             expect(np.ndim(total) == 0, f"total_norm should be one number, got {type(total).__name__}")
+            _float64([f"clipped[{k}]" for k in range(len(clipped))] + ["total_norm"], list(clipped) + [total], what)
             if clipped is grads or any(c is g for c in clipped for g in grads):
                 raise CheckFailed(f"clip_grad_norm returned the arrays it was given (when there is nothing to clip): "
                                   f"return new arrays every time, e.g. [g * scale for g in grads] with scale = 1, "
@@ -898,6 +912,7 @@ def embedding_backward(fn):
         with trying("embedding_backward", label=what, call_text=line) as tried:
             expected = ref.embedding_backward(dout, ids, V)
             got = call(fn, dout, ids, V)
+            _float64(("dW",), (got,), what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, EMBEDDING_MISTAKES, suffix=f"({what})", apply=lambda row: row(dout, ids, V))
             expect_close(got, expected, f"dW ({what})")
