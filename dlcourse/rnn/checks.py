@@ -138,6 +138,12 @@ def lstm_b_hh_forgotten(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
     return _sigmoid(a_o) * np.tanh(c), c
 
 
+def lstm_weights_reshaped(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
+    H = h_prev.shape[1]
+    return ref.lstm_cell_step(x_t, h_prev, c_prev, W_ih.reshape(W_ih.shape[1], -1).T, W_hh.reshape(H, -1).T,
+                              b_ih, b_hh)                                  # reshape is not a transpose
+
+
 def lstm_weights_not_transposed(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
     a = x_t @ W_ih + b_ih + h_prev @ W_hh + b_hh               # (N, D) @ (4H, D): a shape error
     a_i, a_f, a_g, a_o = np.split(a, 4, axis=1)
@@ -171,6 +177,9 @@ LSTM_MISTAKES = (
     Mistake("b_hh forgotten", lstm_b_hh_forgotten,
             "the hidden-side bias b_hh is missing: PyTorch's cells have two bias vectors and add both, "
             "x_t @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh"),
+    Mistake("weights reshaped, not transposed", lstm_weights_reshaped,
+            "the weights are reshaped instead of transposed: W_ih.reshape(D, 4H) has the right shape but mixes "
+            "the entries of different rows; the products are x_t @ W_ih.T and h_prev @ W_hh.T"),
     Mistake("weights not transposed", lstm_weights_not_transposed,
             "a matrix product fails on the shapes: PyTorch stores W_ih as (4H, D) and W_hh as (4H, H), one "
             "ROW per gate unit, so the products are x_t @ W_ih.T and h_prev @ W_hh.T, each (N, 4H)"),
@@ -292,6 +301,43 @@ def gru_reset_on_input_side(x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
     return (1 - z) * n + z * h_prev
 
 
+def _gru_blocks(order, x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
+    """The r, z, n blocks of both sides when the learner reads the stacked rows in ``order`` (e.g. "nrz")."""
+    gi, gh = _gru_sides(x_t, h_prev, W_ih, W_hh, b_ih, b_hh)
+    where = {name: k for k, name in enumerate(order)}
+    return [gi[where[g]] for g in "rzn"], [gh[where[g]] for g in "rzn"]
+
+
+def gru_order_nrz(x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
+    (i_r, i_z, i_n), (h_r, h_z, h_n) = _gru_blocks("nrz", x_t, h_prev, W_ih, W_hh, b_ih, b_hh)
+    r, z = _sigmoid(i_r + h_r), _sigmoid(i_z + h_z)
+    return (1 - z) * np.tanh(i_n + r * h_n) + z * h_prev
+
+
+def gru_order_rnz(x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
+    (i_r, i_z, i_n), (h_r, h_z, h_n) = _gru_blocks("rnz", x_t, h_prev, W_ih, W_hh, b_ih, b_hh)
+    r, z = _sigmoid(i_r + h_r), _sigmoid(i_z + h_z)
+    return (1 - z) * np.tanh(i_n + r * h_n) + z * h_prev
+
+
+def gru_no_reset(x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
+    (i_r, i_z, i_n), (h_r, h_z, h_n) = _gru_sides(x_t, h_prev, W_ih, W_hh, b_ih, b_hh)
+    z = _sigmoid(i_z + h_z)
+    return (1 - z) * np.tanh(i_n + h_n) + z * h_prev           # r computed (or not) but never applied
+
+
+def gru_sigmoid_on_n(x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
+    (i_r, i_z, i_n), (h_r, h_z, h_n) = _gru_sides(x_t, h_prev, W_ih, W_hh, b_ih, b_hh)
+    r, z = _sigmoid(i_r + h_r), _sigmoid(i_z + h_z)
+    return (1 - z) * _sigmoid(i_n + r * h_n) + z * h_prev
+
+
+def gru_weights_reshaped(x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
+    H = h_prev.shape[1]
+    W_ih, W_hh = W_ih.reshape(W_ih.shape[1], -1).T, W_hh.reshape(H, -1).T     # reshape is not a transpose
+    return ref.gru_cell_step(x_t, h_prev, W_ih, W_hh, b_ih, b_hh)
+
+
 def gru_weights_not_transposed(x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
     i_r, i_z, i_n = np.split(x_t @ W_ih + b_ih, 3, axis=1)    # (N, D) @ (3H, D): a shape error
     h_r, h_z, h_n = np.split(h_prev @ W_hh + b_hh, 3, axis=1)
@@ -322,6 +368,21 @@ GRU_MISTAKES = (
     Mistake("reset on the input side", gru_reset_on_input_side,
             "the reset gate multiplies the INPUT part of n: it decides how much of the history enters the "
             "candidate, n = tanh(W_in x + b_in + r * (W_hn h_prev + b_hn))"),
+    Mistake("gate order n, r, z", gru_order_nrz,
+            "the blocks are read as n, r, z: PyTorch stacks the GRU's rows as r, z, n — [0:H] reset, "
+            "[H:2H] update, [2H:3H] the candidate n"),
+    Mistake("gate order r, n, z", gru_order_rnz,
+            "the blocks are read as r, n, z: PyTorch stacks the GRU's rows as r, z, n — the update gate is the "
+            "SECOND block of H rows, the candidate n the third"),
+    Mistake("no reset gate", gru_no_reset,
+            "the reset gate is never applied: it scales the hidden side of the candidate, "
+            "n = tanh(W_in x + b_in + r * (W_hn h_prev + b_hn))"),
+    Mistake("sigmoid on n", gru_sigmoid_on_n,
+            "the candidate n gets a sigmoid: n is new content and takes tanh (values in (-1, 1)); only the "
+            "gates r and z take the sigmoid"),
+    Mistake("weights reshaped, not transposed", gru_weights_reshaped,
+            "the weights are reshaped instead of transposed: W_ih.reshape(D, 3H) has the right shape but mixes "
+            "the entries of different rows; the products are x_t @ W_ih.T and h_prev @ W_hh.T"),
     Mistake("weights not transposed", gru_weights_not_transposed,
             "a matrix product fails on the shapes: PyTorch stores W_ih as (3H, D) and W_hh as (3H, H), one "
             "ROW per gate unit, so the products are x_t @ W_ih.T and h_prev @ W_hh.T, each (N, 3H)"),
