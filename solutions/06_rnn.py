@@ -28,7 +28,7 @@
 # units, `V` vocabulary, `E` embedding width. Weights exactly as PyTorch stores them: `W_ih` of
 # shape `(G·H, D)`, `W_hh` `(G·H, H)`, biases `b_ih`, `b_hh` `(G·H,)`, with G = 4 blocks for the
 # LSTM (gates i, f, g, o, in this order), 3 for the GRU (r, z, n), 1 for the vanilla RNN. Every
-# function returns new arrays and changes none of its inputs. Write the code yourself: handing in
+# function returns new arrays (float64, like its inputs) and changes none of its inputs. Write the code yourself: handing in
 # (or calling) the course's own version of an exercise earns no points. The point is to write them
 # **in NumPy**: wrapping `nn.LSTMCell` and autograd would pass the checks, which use PyTorch as the
 # oracle they compare with, but it teaches nothing; only the course's own functions are refused.
@@ -81,11 +81,14 @@ check.lstm_cell_forward(lstm_cell_forward)
 # Write `gru_cell_forward(x_t, h_prev, W_ih, W_hh, b_ih, b_hh)`, one step of `nn.GRUCell`. The
 # blocks of H rows are in the order **r, z, n** (reset, update, new), and PyTorch keeps the input
 # side and the hidden side of the candidate `n` apart, because the reset gate scales only the
-# hidden side:
+# hidden side. In the row form of Exercise 1, with $W_{ir}, W_{iz}, W_{in}$ the three blocks of H rows
+# of `W_ih` (and likewise for `W_hh`, `b_ih`, `b_hh`):
 #
-# $$r = \sigma(W_{ir} x + b_{ir} + W_{hr} h + b_{hr}),\quad z = \sigma(W_{iz} x + b_{iz} + W_{hz} h + b_{hz})$$
+# $$r = \sigma(x_t W_{ir}^\top + b_{ir} + h_{t-1} W_{hr}^\top + b_{hr}),\quad
+# z = \sigma(x_t W_{iz}^\top + b_{iz} + h_{t-1} W_{hz}^\top + b_{hz})$$
 #
-# $$n = \tanh\big(W_{in} x + b_{in} + r \odot (W_{hn} h + b_{hn})\big),\qquad h_t = (1 - z) \odot n + z \odot h_{t-1}$$
+# $$n = \tanh\big(x_t W_{in}^\top + b_{in} + r \odot (h_{t-1} W_{hn}^\top + b_{hn})\big),\qquad
+# h_t = (1 - z) \odot n + z \odot h_{t-1}$$
 #
 # * `x_t` `(N, D)`, `h_prev` `(N, H)`; `W_ih` `(3H, D)`, `W_hh` `(3H, H)`, `b_ih` and `b_hh` `(3H,)`
 # * return `h` `(N, H)` (a GRU has no cell state)
@@ -122,8 +125,10 @@ check.gru_cell_forward(gru_cell_forward)
 #   `b_ih` — which equals that of `b_hh`
 #
 # The lesson showed one step's backward pass; here you chain T of them. The check tries the first
-# T = 1, 2, 3 and 5 steps of one sequence, so when your answer is right for T = 1 and wrong from
-# T = 2, it is the link between steps that is wrong, and the message says so.
+# T = 1, 2, 3 and 5 steps of one sequence, then 6 steps of another. A mistake that shows only from
+# T = 2 on lies in what joins the steps (the gradient carried back, the sums over the steps, the
+# `dout` of every step), and the message says from which T, and where it can, from which step back,
+# your gradients go wrong.
 
 # %%
 def rnn_backward(dout, x, hs, W_ih, W_hh):
