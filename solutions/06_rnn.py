@@ -165,8 +165,9 @@ check.rnn_backward(rnn_backward)
 # \text{scale} = \frac{\text{max\_norm}}{\text{total} + 10^{-6}},\quad\text{applied only when it is below 1}$$
 #
 # * `grads`: a list of arrays of any shapes; `max_norm`: a float
-# * return `(clipped, total)`: a list of NEW arrays (torch changes `.grad` in place; this function
-#   leaves the arrays it was given alone) and the total norm **before** clipping, a float
+# * return `(clipped, total)`: a list of NEW arrays, also when nothing needs clipping (torch changes
+#   `.grad` in place; this function leaves the arrays it was given alone) and the total norm
+#   **before** clipping, a float
 
 # %%
 def clip_grad_norm(grads, max_norm):
@@ -223,13 +224,16 @@ check.embedding_backward(embedding_backward)
 # * feed every prompt token in order; the logits after the last one predict the first new token
 # * each new token is drawn from `softmax(logits / temperature)`, where, if `top_k` is not
 #   `None`, only the `top_k` largest logits are kept (the others set to `-inf`); use the generator
-#   `rng` (`rng.choice(V, p=probs)` or your own inverse-CDF draw)
+#   `rng` for every draw (`rng.choice(V, p=probs)` or your own inverse-CDF draw), not `np.random`:
+#   the same rng state must give the same tokens
 # * return the list of the `length` generated tokens (ints, without the prompt)
 #
 # The check hands you a small NumPy model and watches what you feed it: the prompt, then each
-# token you drew, with the state carried. It then draws 1,500 tokens from a model with fixed
-# logits at several temperatures and compares their frequencies with the distribution they should
-# follow, so any correct way of drawing passes. The course's `sample_next` and `softmax` earn no
+# token you drew, with the state carried, and (with a model that makes one token all but certain
+# at each step) which step's logits each token came from. It then draws 1,500 tokens from a model
+# with fixed logits at several temperatures, with and without top-k, and compares their
+# frequencies with the distribution they should follow, so any correct way of drawing passes; it
+# also calls `generate` again with the same and with another seed. The course's `sample_next` and `softmax` earn no
 # points here: write the sampling yourself.
 
 # %%
