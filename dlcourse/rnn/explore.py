@@ -17,7 +17,7 @@ Dimension letters: T characters (time steps), H hidden units, E embedding width,
 """
 from __future__ import annotations
 
-import html
+import textwrap
 from typing import Optional, Sequence
 
 import numpy as np
@@ -195,7 +195,8 @@ class SampleExplorer:
     Attributes
     ----------
     prompt : ``ipywidgets.Text``; temperature, top_k, seed, length : sliders (top-k 0 = off)
-    sample : ``ipywidgets.HTML`` with the generated text; probabilities : the last distribution (V,)
+    text : the last generated text (prompt included), drawn under the bars; probabilities : the last
+    distribution (V,)
     fig, image : the Figure and ``ipywidgets.Image``; widget : the whole thing, an ``ipywidgets.VBox``
     """
 
@@ -213,12 +214,11 @@ class SampleExplorer:
         self.seed = w.IntSlider(value=0, min=0, max=20, description="seed", style=style,
                                 layout=w.Layout(width="400px"), continuous_update=False)
         self.length = length
-        self.sample = w.HTML(layout=w.Layout(width="100%"))
         self.image = w.Image(format="png", layout=w.Layout(width="100%", max_width="1000px"))
-        self.fig = Figure(figsize=(10, 2.8), layout="constrained")
+        self.fig = Figure(figsize=(10, 4.6), layout="constrained")
         self.updates = 0
         self.widget = w.VBox([self.prompt, w.HBox([w.VBox([self.temperature, self.top_k, self.seed])]),
-                              self.image, self.sample])
+                              self.image])
         for control in (self.prompt, self.temperature, self.top_k, self.seed):
             control.observe(self.update, names="value")
         self.update()
@@ -232,15 +232,12 @@ class SampleExplorer:
         text = sample(self.model, self.corpus, self.prompt.value, self.length, self.temperature.value, top_k,
                       seed=self.seed.value)
         self.text = text
-        prompt_len = len(self.prompt.value)
-        self.sample.value = ("<pre style='white-space: pre-wrap; font-size: 12px'>"
-                             f"<b>{html.escape(text[:prompt_len])}</b>{html.escape(text[prompt_len:])}</pre>")
         self._draw()
         self.updates += 1
 
     def _draw(self) -> None:
         self.fig.clear()
-        ax = self.fig.subplots()
+        ax, ax_text = self.fig.subplots(2, 1, height_ratios=(1, 1.3))
         p = self.probabilities
         top = np.argsort(-p, kind="stable")[:30]
         ax.bar(range(len(top)), p[top], color="tab:blue")
@@ -249,6 +246,13 @@ class SampleExplorer:
         k = self.top_k.value
         ax.set_title(f"the next character after the prompt: temperature {self.temperature.value:.2f}"
                      f"{f', top-{k}' if k else ''} (the 30 most likely)", fontsize=10)
+        ax_text.axis("off")
+        ax_text.set_title(f"a sample of {self.length} characters (seed {self.seed.value}), the prompt first",
+                          fontsize=10, loc="left")
+        lines = [piece for line in self.text.replace("\t", "    ").split("\n")
+                 for piece in (textwrap.wrap(line, 110, drop_whitespace=False) or [""])][:14]
+        ax_text.text(0.0, 1.0, "\n".join(lines), family="monospace", fontsize=8,
+                     va="top", ha="left", transform=ax_text.transAxes)
         self.image.value = figure_png(self.fig)
 
     def _ipython_display_(self) -> None:
