@@ -477,3 +477,28 @@ def test_float32_is_rejected_the_same_way_everywhere(name, first):
     result = ch06.run(name, _as_float32(name))
     assert result.mistake == "float32" and result.message.startswith(f"{first} (")
     assert "is float32 where the input was float64: keep float64 all the way" in result.message
+
+
+def _top_k_ignored(z, T, k):
+    return _softmax(z / T)
+
+
+def _generate_two_steps_stale(next_logits, state, prompt_ids, length, temperature=1.0, top_k=None, rng=None):
+    seen = []
+    for token in prompt_ids:
+        logits, state = next_logits(token, state)
+        seen.append(logits)
+    out = []
+    for _ in range(length):
+        p = _right_probs(np.asarray(seen[-min(3, len(seen))], dtype=float), temperature, top_k)
+        out.append(int(rng.choice(len(p), p=p)))
+        logits, state = next_logits(out[-1], state)
+        seen.append(logits)
+    return out
+
+
+def test_generate_names_top_k_ignored_and_other_wrong_steps():
+    message = ch06.run("generate", _generate_with(_top_k_ignored)).message
+    assert message.startswith("top_k has no effect: the tokens follow softmax(logits / temperature) over ALL")
+    result = ch06.run("generate", _generate_two_steps_stale)
+    assert result.mistake == "wrong step's logits" and result.message.startswith("new token 0 (")
