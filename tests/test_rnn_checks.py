@@ -179,8 +179,8 @@ def test_cells_accept_per_gate_weights_and_name_the_wrong_output():
 
 def _lstm_gates_f_i_g_o(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
     a = x_t @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh
-    f, i, g, o = np.split(a, 4, axis=1)                                # no table row: both outputs wrong
-    c = checks._sigmoid(f) * c_prev + checks._sigmoid(i) * np.tanh(g)
+    i, f, g, o = np.split(a, 4, axis=1)                                # coupled gates: no table row
+    c = checks._sigmoid(f) * c_prev + (1 - checks._sigmoid(f)) * np.tanh(g)
     return checks._sigmoid(o) * np.tanh(c), c
 
 

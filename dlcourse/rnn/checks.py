@@ -96,6 +96,22 @@ def lstm_order_ifog(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
     return _sigmoid(a_o) * np.tanh(c), c
 
 
+def lstm_order_figo(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
+    a_f, a_i, a_g, a_o = _lstm_gates(x_t, h_prev, W_ih, W_hh, b_ih, b_hh)   # forget gate first
+    c = _sigmoid(a_f) * c_prev + _sigmoid(a_i) * np.tanh(a_g)
+    return _sigmoid(a_o) * np.tanh(c), c
+
+
+def lstm_i_g_activations_swapped(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
+    a_i, a_f, a_g, a_o = _lstm_gates(x_t, h_prev, W_ih, W_hh, b_ih, b_hh)
+    c = _sigmoid(a_f) * c_prev + np.tanh(a_i) * _sigmoid(a_g)             # tanh on i, sigmoid on g
+    return _sigmoid(a_o) * np.tanh(c), c
+
+
+def lstm_no_biases(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
+    return ref.lstm_cell_step(x_t, h_prev, c_prev, W_ih, W_hh, 0 * b_ih, 0 * b_hh)
+
+
 def lstm_order_igfo(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
     a_i, a_g, a_f, a_o = _lstm_gates(x_t, h_prev, W_ih, W_hh, b_ih, b_hh)   # TensorFlow 1's BasicLSTMCell
     c = _sigmoid(a_f) * c_prev + _sigmoid(a_i) * np.tanh(a_g)
@@ -159,6 +175,15 @@ LSTM_MISTAKES = (
     Mistake("gate order i, g, f, o", lstm_order_igfo,
             "the blocks are read as i, g, f, o (TensorFlow 1's BasicLSTMCell): PyTorch's order is i, f, g, o, "
             "so the forget gate is the SECOND block of H rows and the cell candidate the third"),
+    Mistake("gate order f, i, g, o", lstm_order_figo,
+            "the first two blocks are read as f, i: PyTorch stacks the LSTM's rows as i, f, g, o — [0:H] input "
+            "gate, [H:2H] forget gate, [2H:3H] cell candidate g, [3H:4H] output gate"),
+    Mistake("i and g activations swapped", lstm_i_g_activations_swapped,
+            "the input gate gets a tanh and the candidate g a sigmoid: the three gates i, f, o take the sigmoid "
+            "(a share between 0 and 1), only g takes tanh"),
+    Mistake("no biases", lstm_no_biases,
+            "both biases are missing: PyTorch's cells add b_ih and b_hh, "
+            "x_t @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh"),
     Mistake("sigmoid on g", lstm_sigmoid_g,
             "the cell candidate g gets a sigmoid: g is the new content to write and takes tanh (values in "
             "(-1, 1), so it can lower the memory too); only the three gates i, f, o take the sigmoid"),
