@@ -101,12 +101,12 @@ class GateExplorer:
         self.text = w.Textarea(value=text, description="text", rows=2, style=style,
                                layout=w.Layout(width="600px"), continuous_update=False)
         self.first = w.IntSlider(value=0, min=0, max=H - 1, description="first unit", style=style,
-                                 layout=w.Layout(width="400px"), continuous_update=False)
+                                 layout=w.Layout(width="340px"), continuous_update=False)
         self.count = w.IntSlider(value=min(16, H), min=1, max=min(64, H), description="units shown", style=style,
-                                 layout=w.Layout(width="400px"), continuous_update=False)
+                                 layout=w.Layout(width="340px"), continuous_update=False)
         self.order = w.Dropdown(options=["most active first", "by index"], value="most active first",
-                                description="units", style=style, layout=w.Layout(width="400px"))
-        self.readout = w.HTML()
+                                description="units", style=style, layout=w.Layout(width="340px"))
+        self.readout = w.HTML(layout=w.Layout(width="360px"))
         self.image = w.Image(format="png", layout=w.Layout(width="100%", max_width="1100px"))
         self.fig = Figure(figsize=(11, 7), layout="constrained")
         self.updates = 0
@@ -208,11 +208,11 @@ class SampleExplorer:
         self.prompt = w.Text(value=prompt, description="prompt", style=style, layout=w.Layout(width="500px"),
                              continuous_update=False)
         self.temperature = w.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05, description="temperature",
-                                         style=style, layout=w.Layout(width="400px"), continuous_update=False)
+                                         style=style, layout=w.Layout(width="340px"), continuous_update=False)
         self.top_k = w.IntSlider(value=0, min=0, max=min(V, 40), description="top-k (0 = off)", style=style,
-                                 layout=w.Layout(width="400px"), continuous_update=False)
+                                 layout=w.Layout(width="340px"), continuous_update=False)
         self.seed = w.IntSlider(value=0, min=0, max=20, description="seed", style=style,
-                                layout=w.Layout(width="400px"), continuous_update=False)
+                                layout=w.Layout(width="340px"), continuous_update=False)
         self.length = length
         self.image = w.Image(format="png", layout=w.Layout(width="100%", max_width="1000px"))
         self.fig = Figure(figsize=(10, 4.6), layout="constrained")
