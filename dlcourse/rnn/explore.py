@@ -98,7 +98,7 @@ class GateExplorer:
         self.model, self.corpus = model, corpus
         H = model.hidden
         style = {"description_width": "110px"}
-        self.text = w.Textarea(value=text, description="text", rows=2, style=style,
+        self.text = w.Textarea(value=text, description="text", rows=4, style=style,
                                layout=w.Layout(width="600px"), continuous_update=False)
         self.first = w.IntSlider(value=0, min=0, max=H - 1, description="first unit", style=style,
                                  layout=w.Layout(width="340px"), continuous_update=False)
