@@ -258,7 +258,7 @@ def test_finetune_uses_two_learning_rates():
 
 def test_glyphs_are_every_letter_in_every_font_centred_in_the_box():
     images, labels, fonts = G.render_glyphs()
-    assert fonts == G.GLYPH_FONTS                       # all 21 text fonts ship with matplotlib
+    assert fonts == G.GLYPH_FONTS                       # all 20 text fonts ship with matplotlib 3.10 and 3.11
     assert images.shape == (len(G.GLYPH_CHARS) * len(fonts), 32, 32) and images.dtype == np.float32
     np.testing.assert_array_equal(np.bincount(labels), [len(fonts)] * len(G.GLYPH_CHARS))
     assert images.min() >= 0 and images.max() <= 1

@@ -2,7 +2,7 @@
 
 Transfer learning pays when the pretraining task is bigger and more varied than the target.
 Offline there is no ImageNet, but every install of matplotlib carries about twenty text fonts
-(DejaVu Sans, Sans Mono and Serif, STIX, Computer Modern, each upright, bold and italic).
+(DejaVu Sans, Sans Mono and Serif, STIX, Computer Modern, in upright, bold and italic styles).
 :func:`render_glyphs` draws 41 letters (:data:`GLYPH_CHARS`) in each of them, centred and scaled to fill
 a 32 x 32 box like the digits of scikit-learn's data set (which were 32 x 32 bitmaps before
 they were counted in 4 x 4 blocks to give 8 x 8 images); :func:`glyph_images` turns them into
@@ -29,12 +29,13 @@ __all__ = ["GLYPH_CHARS", "GLYPH_FONTS", "font_dir", "render_glyphs", "glyph_ima
 #: in several fonts, would be two labels for one picture).
 GLYPH_CHARS = string.ascii_uppercase + "abdefghkmnqrtuy"
 
-#: The text fonts of matplotlib's ``mpl-data/fonts/ttf`` (file stems); symbol fonts left out.
+#: The text fonts of matplotlib's ``mpl-data/fonts/ttf`` (file stems); symbol fonts left out, and
+#: cmti10 too: matplotlib 3.10 (Colab's) does not ship it, 3.11 does.
 GLYPH_FONTS = ("DejaVuSans", "DejaVuSans-Bold", "DejaVuSans-Oblique", "DejaVuSans-BoldOblique",
                "DejaVuSansMono", "DejaVuSansMono-Bold", "DejaVuSansMono-Oblique", "DejaVuSansMono-BoldOblique",
                "DejaVuSerif", "DejaVuSerif-Bold", "DejaVuSerif-Italic", "DejaVuSerif-BoldItalic",
                "STIXGeneral", "STIXGeneralBol", "STIXGeneralItalic", "STIXGeneralBolIta",
-               "cmr10", "cmb10", "cmss10", "cmti10", "cmtt10")
+               "cmr10", "cmb10", "cmss10", "cmtt10")
 
 
 def font_dir() -> Path:
@@ -78,7 +79,7 @@ def render_glyphs(chars: str = GLYPH_CHARS, fonts: tuple = GLYPH_FONTS,
     labels : (N,) int64, the index of the character in ``chars``
     fonts : the font stems used (a font missing from this matplotlib is skipped)
 
-    About a second for the 41 letters in 21 fonts.  Cached: the arrays are shared, do not edit them.
+    About a second for the 41 letters in 20 fonts.  Cached: the arrays are shared, do not edit them.
     """
     folder = font_dir()
     found = tuple(f for f in fonts if (folder / f"{f}.ttf").exists())
