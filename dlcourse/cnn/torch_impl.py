@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlcourse.runtime import configure_torch
-from dlcourse.training.torch_impl import TrainHistory, build_optimizer
+from dlcourse.training.torch_impl import TrainHistory, _fork_rng, _model_device, _sync, build_optimizer
 
 configure_torch()
 
@@ -191,10 +191,6 @@ def digits_images(x) -> np.ndarray:
     return x.reshape(-1, 1, 8, 8)  # (N, C=1, H_img=8, W_img=8), row-major as sklearn stores them
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def evaluate_cnn(model: nn.Module, x, y, batch_size: int = 1024) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``x`` (N, C, H_img, W_img), ``y`` (N,), in eval mode.
@@ -306,18 +302,6 @@ class CNNHistory(TrainHistory):
     training steps alone (no evaluation, no callback): what :func:`scale_up` compares across devices."""
 
     epoch_seconds: list[float] = field(default_factory=list)
-
-
-def _sync(device) -> None:
-    """Wait for the GPU: CUDA runs kernels asynchronously, so a clock read without this measures nothing."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _fork_rng(device):
-    """A torch RNG context seeded inside, leaving the global generators as they were."""
-    devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
-    return torch.random.fork_rng(devices=devices)
 
 
 def train_cnn(x_train, y_train, x_val, y_val, *, model: Optional[nn.Module] = None, epochs: int = 20,

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlcourse.runtime import configure_torch
-from dlcourse.training.torch_impl import TrainHistory
+from dlcourse.training.torch_impl import TrainHistory, _fork_rng, _model_device, _sync
 
 configure_torch()
 
@@ -58,22 +58,6 @@ def _detach(state):
     if isinstance(state, tuple):
         return tuple(s.detach() for s in state)
     return state.detach()
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _sync(device) -> None:
-    """Wait for the GPU: CUDA runs kernels asynchronously, so a clock read without this measures nothing."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _fork_rng(device):
-    """A torch RNG context seeded inside, leaving the global generators as they were."""
-    devices = [torch.device(device).index or 0] if torch.device(device).type == "cuda" else []
-    return torch.random.fork_rng(devices=devices)
 
 
 # --------------------------------------------------------------------------- the model

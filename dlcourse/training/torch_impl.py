@@ -339,6 +339,12 @@ def _fork_rng(device: str):
     return torch.random.fork_rng(devices=devices)
 
 
+def _sync(device) -> None:
+    """Wait for the GPU: CUDA runs kernels asynchronously, so a clock read without this measures nothing."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def train_mlp(x_train, y_train, x_val, y_val, *, hidden: Sequence[int] = (128,), dropout: float = 0.0,
               weight_decay: float = 0.0, optimizer: str = "adamw", lr: float = 1e-3, epochs: int = 100,
               batch_size: int = 64, patience: Optional[int] = None,
