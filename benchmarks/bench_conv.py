@@ -17,7 +17,6 @@ A second table compares ``conv2d_loops`` (one Python step per output value) with
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -26,29 +25,7 @@ from threadpoolctl import threadpool_limits
 
 from dlcourse.cnn import numpy_impl as cnn
 from dlcourse.runtime import default_threads
-
-
-def time_pass(fn, passes):
-    start = time.perf_counter()
-    for _ in range(passes):
-        fn()
-    return (time.perf_counter() - start) / passes
-
-
-def fastest_interleaved(fns, passes, repeats):
-    """Fastest of ``repeats`` timings of each function, the functions taking turns.
-
-    Other work on a shared machine only ever adds time, and taking turns exposes every
-    function to the same load, so the minimum over interleaved repeats is the fair
-    comparison of the code itself.
-    """
-    best = [float("inf")] * len(fns)
-    for fn in fns:  # warm up (first calls allocate, torch picks its kernels)
-        time_pass(fn, 2)
-    for _ in range(repeats):
-        for k, fn in enumerate(fns):
-            best[k] = min(best[k], time_pass(fn, passes))
-    return best
+from timing import fastest_interleaved
 
 
 def numpy_pass(x, w, b, dout, padding):

@@ -13,13 +13,12 @@ readable NumPy version, a loop over ``lstm_cell_forward`` / ``lstm_cell_backward
 (everything per step), to show what the sequence functions' arrangement buys.  Same inputs,
 weights and dtypes, the course's thread setting (1 compute thread per library,
 ``dlcourse.runtime``), all timed in the same process, the fastest of several
-interleaved repeats (``fastest_interleaved``, as in ``bench_conv.py``).  The issue's
+interleaved repeats (``timing.fastest_interleaved``, shared with ``bench_conv.py``).  The issue's
 goal: NumPy <= 2.5x the fused nn.LSTM.
 """
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -27,24 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from dlcourse.rnn import numpy_impl as rnn
 from dlcourse.runtime import default_threads
-
-
-def time_pass(fn, passes):
-    start = time.perf_counter()
-    for _ in range(passes):
-        fn()
-    return (time.perf_counter() - start) / passes
-
-
-def fastest_interleaved(fns, passes, repeats):
-    """Fastest of ``repeats`` timings of each function, the functions taking turns (see bench_conv.py)."""
-    best = [float("inf")] * len(fns)
-    for fn in fns:  # warm up (first calls allocate, torch picks its kernels)
-        time_pass(fn, 2)
-    for _ in range(repeats):
-        for k, fn in enumerate(fns):
-            best[k] = min(best[k], time_pass(fn, passes))
-    return best
+from timing import fastest_interleaved
 
 
 def numpy_pass(x, params, dout):
