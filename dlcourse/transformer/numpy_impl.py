@@ -47,7 +47,10 @@ __all__ = [
     "attention_backward_stages", "attention_weights",
     "split_heads", "merge_heads",
     "LayerNormCache", "layer_norm_forward", "layer_norm_backward",
-    "sinusoidal_positions",
+    "sinusoidal_positions", "apply_rotary", "apply_rotary_backward",
+    "gelu", "gelu_backward", "linear_forward", "linear_backward",
+    "params_from_torch", "MHA_KEYS", "MhaCache", "mha_forward", "mha_backward",
+    "BLOCK_KEYS", "init_block_params", "BlockCache", "block_forward", "block_backward",
 ]
 
 
@@ -180,7 +183,7 @@ def attention_scores(q: np.ndarray, k: np.ndarray, mask: Optional[np.ndarray] = 
     -------
     scores : ndarray of shape (..., Tq, Tk)
     """
-    scale = 1.0 / np.sqrt(q.shape[-1]) if scale is None else scale
+    scale = 1.0 / float(np.sqrt(q.shape[-1])) if scale is None else float(scale)
     scores = np.matmul(q, np.swapaxes(k, -1, -2))             # (..., Tq, Tk), one batched product
     scores *= scale
     if mask is not None:
@@ -433,3 +436,365 @@ def sinusoidal_positions(T: int, E: int, base: float = 10000.0, dtype=np.float64
     pe[:, 0::2] = np.sin(angle)                               # even columns: sin
     pe[:, 1::2] = np.cos(angle)                               # odd columns: cos
     return pe.astype(dtype, copy=False)
+
+
+def _rotary_angles(T: int, hs: int, positions, base: float) -> np.ndarray:
+    """Angles (T, hs/2): position t times the frequency base^(-2i/hs) of pair i."""
+    if hs % 2:
+        raise ValueError(f"rotary positions need an even head size, got hs={hs}")
+    positions = np.arange(T) if positions is None else np.asarray(positions)
+    if positions.shape != (T,):
+        raise ValueError(f"positions must have shape ({T},), got {positions.shape}")
+    freq = base ** (-np.arange(0, hs, 2, dtype=np.float64) / hs)   # (hs/2,)
+    return positions.astype(np.float64)[:, None] * freq             # (T, hs/2)
+
+
+def _rotate_pairs(x: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    cos, sin = np.cos(angle).astype(x.dtype), np.sin(angle).astype(x.dtype)   # (T, hs/2)
+    x0, x1 = x[..., 0::2], x[..., 1::2]                       # (..., T, hs/2) the pairs' two coordinates
+    out = np.empty_like(x)
+    out[..., 0::2] = x0 * cos - x1 * sin                      # the 2-d rotation by `angle`
+    out[..., 1::2] = x0 * sin + x1 * cos
+    return out
+
+
+def apply_rotary(x: np.ndarray, positions: Optional[np.ndarray] = None, base: float = 10000.0) -> np.ndarray:
+    """Rotary position embedding (RoPE, Su et al. 2021): rotate each pair by a position-dependent angle.
+
+    Pair i of a token at position t, ``(x[..., 2i], x[..., 2i+1])``, turns by the angle
+    ``t * base^(-2i/hs)`` (the interleaved-pair convention).  Applied to q and k after the
+    head split: a rotation keeps lengths, and the dot product of a query rotated by ``t*w``
+    with a key rotated by ``s*w`` depends on ``t - s`` only, so attention sees relative
+    positions.
+
+    Parameters
+    ----------
+    x : ndarray of shape (..., T, hs), hs even (e.g. q or k, (N, nh, T, hs))
+    positions : T positions (default 0 .. T-1; with a key/value cache, the queries' true positions)
+    base : 10000 in the paper
+
+    Returns
+    -------
+    rotated : ndarray shaped like ``x``
+    """
+    return _rotate_pairs(x, _rotary_angles(x.shape[-2], x.shape[-1], positions, base))
+
+
+def apply_rotary_backward(dy: np.ndarray, positions: Optional[np.ndarray] = None,
+                          base: float = 10000.0) -> np.ndarray:
+    """Gradient of ``apply_rotary``: the transposed rotation, i.e. the rotation by minus the angle.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (..., T, hs)
+
+    Returns
+    -------
+    dx : ndarray of shape (..., T, hs)
+    """
+    return _rotate_pairs(dy, -_rotary_angles(dy.shape[-2], dy.shape[-1], positions, base))
+
+
+# --------------------------------------------------------------------------- GELU and linear layers
+
+_GELU_C = float(np.sqrt(2.0 / np.pi))   # a Python float: a NumPy float64 scalar would promote float32 arrays
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """GELU, tanh approximation (GPT-2's; ``nn.GELU(approximate="tanh")``).
+
+    ``gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``: about x for large x,
+    about 0 for very negative x, smooth in between (and slightly negative).
+
+    Parameters
+    ----------
+    x : ndarray of any shape
+
+    Returns
+    -------
+    y : ndarray shaped like ``x``
+    """
+    return 0.5 * x * (1.0 + np.tanh(_GELU_C * (x + 0.044715 * x ** 3)))
+
+
+def gelu_backward(dy: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Gradient of ``gelu`` at the input ``x``.
+
+    With ``u = c (x + 0.044715 x^3)`` and ``t = tanh(u)``:
+    ``d gelu / dx = 0.5 (1 + t) + 0.5 x (1 - t^2) c (1 + 3 * 0.044715 x^2)``.
+
+    Parameters
+    ----------
+    dy : ndarray shaped like ``x``
+    x : the forward's input
+
+    Returns
+    -------
+    dx : ndarray shaped like ``x``
+    """
+    t = np.tanh(_GELU_C * (x + 0.044715 * x ** 3))
+    local = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x * x)
+    return dy * local
+
+
+def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``y = x @ w.T + b``, the layout of ``nn.Linear`` (the cache is just ``x`` and ``w``).
+
+    Parameters
+    ----------
+    x : ndarray of shape (..., D_in)
+    w : ndarray of shape (D_out, D_in)
+    b : ndarray of shape (D_out,)
+
+    Returns
+    -------
+    y : ndarray of shape (..., D_out)
+    """
+    return x @ w.T + b
+
+
+def linear_backward(dy: np.ndarray, x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of ``linear_forward``: (dx, dw, db), summed over every leading axis of ``x``.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (..., D_out)
+    x : ndarray of shape (..., D_in), the forward's input
+    w : ndarray of shape (D_out, D_in)
+
+    Returns
+    -------
+    dx : ndarray of shape (..., D_in)
+    dw : ndarray of shape (D_out, D_in)
+    db : ndarray of shape (D_out,)
+    """
+    dy2 = dy.reshape(-1, dy.shape[-1])                        # (rows, D_out) every token is a row
+    x2 = x.reshape(-1, x.shape[-1])                           # (rows, D_in)
+    dx = dy @ w                                               # dy/dx = w
+    dw = dy2.T @ x2                                           # dy/dw = x, summed over the rows
+    db = dy2.sum(axis=0)                                      # b is broadcast over the rows
+    return dx, dw, db
+
+
+# --------------------------------------------------------------------------- multi-head attention
+
+MHA_KEYS = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
+
+
+def params_from_torch(module) -> dict[str, np.ndarray]:
+    """Float64 NumPy copies of a torch module's ``state_dict`` (same keys).
+
+    For ``nn.MultiheadAttention`` (built with the default ``kdim = vdim = E`` and biases):
+    ``in_proj_weight`` (3E, E), ``in_proj_bias`` (3E,), ``out_proj.weight`` (E, E),
+    ``out_proj.bias`` (E,).  For a transformer block: the ``BLOCK_KEYS``.
+
+    Returns
+    -------
+    params : dict of str -> float64 ndarray
+    """
+    state = {k: v.detach().cpu().double().numpy().copy() for k, v in module.state_dict().items()}
+    if "q_proj_weight" in state:
+        raise ValueError("nn.MultiheadAttention with kdim/vdim != embed_dim (separate q/k/v weights) "
+                         "is not supported: build it with the default kdim = vdim = embed_dim")
+    if "in_proj_weight" in state:
+        missing = [k for k in MHA_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"nn.MultiheadAttention without biases is not supported (missing {missing})")
+    return state
+
+
+class MhaCache(NamedTuple):
+    x: np.ndarray              # (N, Tq, E) the query input
+    kv: Optional[np.ndarray]   # (N, Tk, E) the key/value input; None for self-attention
+    attn: AttentionCache       # heads (N, nh, Tq, hs) ...
+    merged: np.ndarray         # (N, Tq, E) the heads' outputs side by side
+    w_in: np.ndarray           # (3E, E) rows [W_q; W_k; W_v]
+    w_out: np.ndarray          # (E, E)
+    names: tuple               # the four parameter names (in_w, in_b, out_w, out_b)
+
+
+def _attention_sublayer(x, kv, w_in, b_in, w_out, b_out, nh, mask, names):
+    """Multi-head attention with the projections: the body of ``mha_forward`` and of the block."""
+    E = x.shape[-1]
+    if kv is None:                                            # self-attention: one product for q, k, v
+        qkv = linear_forward(x, w_in, b_in)                   # (N, T, 3E)
+        q, k, v = qkv[..., :E], qkv[..., E:2 * E], qkv[..., 2 * E:]   # (N, T, E) each
+    else:                                                     # cross-attention: queries from x, keys/values from kv
+        q = linear_forward(x, w_in[:E], b_in[:E])             # (N, Tq, E)
+        kvp = linear_forward(kv, w_in[E:], b_in[E:])          # (N, Tk, 2E)
+        k, v = kvp[..., :E], kvp[..., E:]                     # (N, Tk, E) each
+    q, k, v = (split_heads(a, nh) for a in (q, k, v))         # (N, nh, T, hs)
+    heads, attn = attention_forward(q, k, v, mask)            # (N, nh, Tq, hs)
+    merged = merge_heads(heads)                               # (N, Tq, E)
+    out = linear_forward(merged, w_out, b_out)                # (N, Tq, E)
+    return out, MhaCache(x, kv, attn, merged, w_in, w_out, names)
+
+
+def _attention_sublayer_backward(dout, cache: MhaCache):
+    x, kv, attn, merged, w_in, w_out, names = cache
+    E = x.shape[-1]
+    dmerged, dw_out, db_out = linear_backward(dout, merged, w_out)   # (N, Tq, E)
+    nh = attn.q.shape[1]
+    dq, dk, dv = attention_backward(split_heads(dmerged, nh), attn)  # (N, nh, T, hs)
+    dq, dk, dv = merge_heads(dq), merge_heads(dk), merge_heads(dv)   # (N, T, E)
+    if kv is None:
+        dqkv = np.concatenate([dq, dk, dv], axis=-1)          # (N, T, 3E)
+        dx, dw_in, db_in = linear_backward(dqkv, x, w_in)
+        dkv = None
+    else:
+        dx, dw_q, db_q = linear_backward(dq, x, w_in[:E])
+        dkv, dw_kv, db_kv = linear_backward(np.concatenate([dk, dv], axis=-1), kv, w_in[E:])
+        dw_in, db_in = np.concatenate([dw_q, dw_kv]), np.concatenate([db_q, db_kv])
+    grads = dict(zip(names, (dw_in, db_in, dw_out, db_out)))
+    return dx, dkv, grads
+
+
+def mha_forward(x: np.ndarray, params: dict, nh: int, mask: Optional[np.ndarray] = None,
+                kv: Optional[np.ndarray] = None) -> tuple[np.ndarray, MhaCache]:
+    """Multi-head attention with ``nn.MultiheadAttention``'s parameters (``batch_first=True``).
+
+    ``q, k, v = x W_q^T + b_q, kv W_k^T + b_k, kv W_v^T + b_v`` (kv = x for self-attention),
+    each split into nh heads of hs = E / nh, attended separately, merged back and projected
+    by ``out_proj``.  Equal to ``mha(x, kv, kv, attn_mask=~mask, need_weights=False)``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, Tq, E), the queries' input
+    params : dict with ``in_proj_weight`` (3E, E) (rows [W_q; W_k; W_v]), ``in_proj_bias`` (3E,),
+        ``out_proj.weight`` (E, E), ``out_proj.bias`` (E,) (``params_from_torch(mha)``)
+    nh : number of heads, dividing E
+    mask : bool ndarray broadcastable to (N, nh, Tq, Tk), True = may attend
+        (e.g. ``causal_mask(T)`` (T, T) or ``padding_mask(lengths, Tk)`` (N, 1, 1, Tk))
+    kv : ndarray of shape (N, Tk, E) for cross-attention; None for self-attention
+
+    Returns
+    -------
+    out : ndarray of shape (N, Tq, E)
+    cache : MhaCache; ``cache.attn.weights`` (N, nh, Tq, Tk) per head
+    """
+    return _attention_sublayer(x, kv, params["in_proj_weight"], params["in_proj_bias"],
+                               params["out_proj.weight"], params["out_proj.bias"], nh, mask, MHA_KEYS)
+
+
+def mha_backward(dout: np.ndarray, cache: MhaCache):
+    """Gradients of ``mha_forward``.
+
+    Parameters
+    ----------
+    dout : ndarray of shape (N, Tq, E)
+    cache : from ``mha_forward``
+
+    Returns
+    -------
+    dx : ndarray of shape (N, Tq, E)
+    dkv : ndarray of shape (N, Tk, E), only for cross-attention (then the result is (dx, dkv, grads))
+    grads : dict with the keys of ``params``
+    """
+    dx, dkv, grads = _attention_sublayer_backward(dout, cache)
+    return (dx, grads) if cache.kv is None else (dx, dkv, grads)
+
+
+# --------------------------------------------------------------------------- the pre-norm block
+
+BLOCK_KEYS = ("ln1.weight", "ln1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
+              "attn.proj.bias", "ln2.weight", "ln2.bias", "mlp.fc.weight", "mlp.fc.bias",
+              "mlp.proj.weight", "mlp.proj.bias")
+
+
+def init_block_params(E: int, seed: int = 0, dtype=np.float64) -> dict[str, np.ndarray]:
+    """Random block parameters (weights N(0, 0.02^2) as in GPT-2, random-ish norms and biases for tests).
+
+    Returns
+    -------
+    params : dict with the ``BLOCK_KEYS``: ln1/ln2 weight and bias (E,), attn.qkv.weight (3E, E),
+        attn.qkv.bias (3E,), attn.proj.weight (E, E), attn.proj.bias (E,), mlp.fc.weight (4E, E),
+        mlp.fc.bias (4E,), mlp.proj.weight (E, 4E), mlp.proj.bias (E,)
+    """
+    rng = np.random.default_rng(seed)
+    shapes = {"ln1.weight": (E,), "ln1.bias": (E,), "attn.qkv.weight": (3 * E, E), "attn.qkv.bias": (3 * E,),
+              "attn.proj.weight": (E, E), "attn.proj.bias": (E,), "ln2.weight": (E,), "ln2.bias": (E,),
+              "mlp.fc.weight": (4 * E, E), "mlp.fc.bias": (4 * E,), "mlp.proj.weight": (E, 4 * E),
+              "mlp.proj.bias": (E,)}
+    params = {k: 0.02 * rng.standard_normal(s) for k, s in shapes.items()}
+    for k in ("ln1.weight", "ln2.weight"):
+        params[k] += 1.0
+    return {k: v.astype(dtype) for k, v in params.items()}
+
+
+class BlockCache(NamedTuple):
+    ln1: LayerNormCache
+    attn: MhaCache
+    ln2: LayerNormCache
+    h2: np.ndarray     # (N, T, E) ln2's output, the MLP's input
+    f: np.ndarray      # (N, T, 4E) fc's output, GELU's input
+    g: np.ndarray      # (N, T, 4E) GELU's output
+    params: dict
+
+
+def block_forward(x: np.ndarray, params: dict, nh: int, causal: bool = True,
+                  mask: Optional[np.ndarray] = None) -> tuple[np.ndarray, BlockCache]:
+    """The pre-norm transformer block (GPT-2's): two residual branches, each behind a layer norm.
+
+    ::
+
+        x = x + attn(ln1(x))          # tokens exchange information
+        x = x + mlp(ln2(x))           # each token computes on its own: fc (E -> 4E), GELU, proj (4E -> E)
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, T, E)
+    params : dict with the ``BLOCK_KEYS`` (see ``init_block_params``); the torch Block's state_dict keys
+    nh : number of heads
+    causal : attend only to the past and the present
+    mask : optional extra bool mask broadcastable to (N, nh, T, T) (True = may attend), and-ed with
+        the causal one
+
+    Returns
+    -------
+    y : ndarray of shape (N, T, E)
+    cache : BlockCache; ``cache.attn.attn.weights`` (N, nh, T, T) per head
+    """
+    p = params
+    T = x.shape[1]
+    if causal:
+        mask = causal_mask(T) if mask is None else (causal_mask(T) & mask)
+    h1, ln1 = layer_norm_forward(x, p["ln1.weight"], p["ln1.bias"])        # (N, T, E)
+    a, attn = _attention_sublayer(h1, None, p["attn.qkv.weight"], p["attn.qkv.bias"], p["attn.proj.weight"],
+                                  p["attn.proj.bias"], nh, mask,
+                                  ("attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias"))
+    x1 = x + a                                                              # first residual
+    h2, ln2 = layer_norm_forward(x1, p["ln2.weight"], p["ln2.bias"])       # (N, T, E)
+    f = linear_forward(h2, p["mlp.fc.weight"], p["mlp.fc.bias"])           # (N, T, 4E)
+    g = gelu(f)
+    m = linear_forward(g, p["mlp.proj.weight"], p["mlp.proj.bias"])        # (N, T, E)
+    return x1 + m, BlockCache(ln1, attn, ln2, h2, f, g, p)                 # second residual
+
+
+def block_backward(dy: np.ndarray, cache: BlockCache) -> tuple[np.ndarray, dict]:
+    """Gradients of ``block_forward``.
+
+    A residual ``y = x + branch(x)`` passes ``dy`` straight through *and* into the branch:
+    ``dx = dy + dbranch``.  That direct path is why deep stacks of blocks still train.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (N, T, E)
+    cache : from ``block_forward``
+
+    Returns
+    -------
+    dx : ndarray of shape (N, T, E)
+    grads : dict with the ``BLOCK_KEYS``
+    """
+    ln1, attn, ln2, h2, f, g, p = cache
+    grads = {}
+    dg, grads["mlp.proj.weight"], grads["mlp.proj.bias"] = linear_backward(dy, g, p["mlp.proj.weight"])
+    df = gelu_backward(dg, f)                                               # (N, T, 4E)
+    dh2, grads["mlp.fc.weight"], grads["mlp.fc.bias"] = linear_backward(df, h2, p["mlp.fc.weight"])
+    dx1_branch, grads["ln2.weight"], grads["ln2.bias"] = layer_norm_backward(dh2, ln2)
+    dx1 = dy + dx1_branch                                                   # residual: both paths add
+    dh1, _, attn_grads = _attention_sublayer_backward(dx1, attn)
+    grads.update(attn_grads)
+    dx_branch, grads["ln1.weight"], grads["ln1.bias"] = layer_norm_backward(dh1, ln1)
+    dx = dx1 + dx_branch                                                    # residual again
+    return dx, {k: grads[k] for k in BLOCK_KEYS}
