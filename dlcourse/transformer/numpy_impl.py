@@ -79,7 +79,7 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def _softmax_(s: np.ndarray) -> np.ndarray:
     """In-place softmax over the last axis of an array we own (the scores): no new (.., Tq, Tk) arrays."""
-    s -= s.max(axis=-1, keepdims=True)
+    s -= np.fmax.reduce(s, axis=-1, keepdims=True)           # the row max (fmax skips .max()'s NaN checks: faster)
     np.exp(s, out=s)
     s /= s.sum(axis=-1, keepdims=True)
     return s
@@ -284,7 +284,7 @@ def attention_backward(dout: np.ndarray, cache: AttentionCache) -> tuple[np.ndar
     q, k, v, P, scale = cache
     dv = np.matmul(np.swapaxes(P, -1, -2), dout)              # out = P @ v       -> dv = P^T @ dout
     dweights = np.matmul(dout, np.swapaxes(v, -1, -2))        # out = P @ v       -> dP = dout @ v^T
-    row = np.sum(dweights * P, axis=-1, keepdims=True)        # (..., Tq, 1) sum_j dP_j P_j
+    row = np.vecdot(dweights, P)[..., None]                   # (..., Tq, 1) sum_j dP_j P_j, no temporary
     dscores = dweights                                        # P = softmax(S)    -> dS = P * (dP - row)
     dscores -= row
     dscores *= P
