@@ -55,7 +55,7 @@ CHAPTERS = {
     "04_training": ("Losses, metrics, data, regularization, batch norm, initialization, tuning", "training"),
     "05_cnn": ("Convolution and pooling by hand, a CNN on digits, transfer learning", "cnn"),
     "06_rnn": ("RNN, LSTM and GRU by hand, backprop through time, a character language model", "rnn"),
-    "07_transformer": ("Attention, multi-head attention, a small Transformer (planned)", None),
+    "07_transformer": ("Attention by hand, multi-head attention, layer norm, a GPT trained from scratch, the KV cache, RNN vs Transformer", "transformer"),
     "08_gan": ("Generative adversarial networks (planned)", None),
     "09_xai": ("Explainable AI: saliency, integrated gradients (planned)", None),
     "10_efficiency": ("Pruning, quantization, distillation, mixed precision, scaling out (planned)", None),
