@@ -798,3 +798,74 @@ def block_backward(dy: np.ndarray, cache: BlockCache) -> tuple[np.ndarray, dict]
     dx_branch, grads["ln1.weight"], grads["ln1.bias"] = layer_norm_backward(dh1, ln1)
     dx = dx1 + dx_branch                                                    # residual again
     return dx, {k: grads[k] for k in BLOCK_KEYS}
+
+
+# --------------------------------------------------------------------------- exercise forms (the graded answers)
+# The answers to the graded exercises of chapter 07 (solutions/07_transformer.py), in the form
+# the exercises ask for; each is the ``reference=`` of its check in dlcourse/transformer/checks.py.
+# The functions above return caches for their backward passes; these return plain values, and
+# the backward forms take the forward's inputs (they recompute what they need).
+# ``split_heads``, ``merge_heads`` and ``sinusoidal_positions`` above are already in the
+# exercises' form.
+
+__all__ += ["attention", "attention_grads", "layer_norm", "layer_norm_grads"]
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
+    """Scaled dot-product attention's output alone, scale 1/sqrt(hs).
+
+    Parameters
+    ----------
+    q : (N, Tq, hs); k : (N, Tk, hs); v : (N, Tk, hv)
+    mask : bool, broadcastable to (N, Tq, Tk), True = may attend; None attends everywhere
+
+    Returns
+    -------
+    out : ndarray of shape (N, Tq, hv)
+    """
+    return attention_forward(q, k, v, mask)[0]
+
+
+def attention_grads(dout: np.ndarray, q: np.ndarray, k: np.ndarray, v: np.ndarray,
+                    mask: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`attention` with respect to q, k and v (the forward recomputed).
+
+    Parameters
+    ----------
+    dout : (N, Tq, hv); q : (N, Tq, hs); k : (N, Tk, hs); v : (N, Tk, hv); mask as in :func:`attention`
+
+    Returns
+    -------
+    dq : (N, Tq, hs); dk : (N, Tk, hs); dv : (N, Tk, hv)
+    """
+    return attention_backward(dout, attention_forward(q, k, v, mask)[1])
+
+
+def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """``nn.LayerNorm``'s output over the last axis.
+
+    Parameters
+    ----------
+    x : (..., E); gamma, beta : (E,)
+
+    Returns
+    -------
+    y : ndarray shaped like ``x``
+    """
+    return layer_norm_forward(x, gamma, beta, eps)[0]
+
+
+def layer_norm_grads(dy: np.ndarray, x: np.ndarray, gamma: np.ndarray,
+                     eps: float = 1e-5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`layer_norm`: (dx, dgamma, dbeta) (the forward recomputed; beta plays no part).
+
+    Parameters
+    ----------
+    dy, x : (..., E); gamma : (E,)
+
+    Returns
+    -------
+    dx : shaped like ``x``; dgamma, dbeta : (E,), summed over every leading axis
+    """
+    _, cache = layer_norm_forward(x, gamma, np.zeros_like(gamma), eps)
+    return layer_norm_backward(dy, cache)
