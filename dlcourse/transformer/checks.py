@@ -1277,10 +1277,13 @@ def generate_cached(fn):
             diagnose(out, expected, GENERATE_MISTAKES, same=_same_tokens, suffix=f"({what})",
                      apply=lambda row: row(model, ids.clone(), n))
             if not torch.equal(out, expected):
-                step = int((out != expected).any(dim=0).nonzero()[0]) - T
-                raise CheckFailed(f"the tokens differ from greedy decoding without a cache from new token {step} "
-                                  f"on (token {step + 1} of {n}): {'the first, so the prompt pass' if step == 0 else 'so the cached steps'} "
-                                  f"went wrong ({what})")
+                first = int((out != expected).any(dim=0).nonzero()[0]) - T + 1      # 1 .. n
+                where = ("it comes straight from the prompt pass, so look there first (positions, the causal mask "
+                         "within the prompt, the blocks)" if first == 1 else
+                         "the prompt pass was right, so look at the cached steps (the new token's position, what "
+                         "it attends to, how the cache grows)")
+                raise CheckFailed(f"the tokens differ from greedy decoding without a cache from new token {first} of "
+                                  f"{n} on: {where} ({what})")
             fed = sum(spy.tokens)
             if fed > T + n:
                 fail_with(GENERATE_MISTAKES, "not cached",
