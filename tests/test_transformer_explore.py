@@ -89,7 +89,8 @@ def test_explorer_grades_typed_problems(setting):
     written = ex.reading["written"]
     mark = "✓ right" if written == "54321" else "✗ (right: 54321)"
     assert mark in ex.readout.value
-    assert explore._task_answer(models["addition"][1], "12+34=") == "640"       # 46, reversed, 3 digits
+    assert explore._task_answer(models["addition"][1], "12+34=") == "046"       # 46 in 3 digits
+    assert explore._task_answer(tasks.Addition(digits=2, reverse_answer=True), "12+34=") == "640"
     assert explore._task_answer(models["addition"][1], "12+34") is None
     assert explore._task_answer(task, "123>") == "321"
 
