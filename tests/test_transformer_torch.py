@@ -367,3 +367,11 @@ def test_sdpa_backend_and_scale_up_without_gpu(capsys):
     if not torch.cuda.is_available():
         assert G.scale_up(device="cpu") is None
         assert "skipped" in capsys.readouterr().out
+
+
+def test_train_task_returns_model_history_accuracy():
+    task = TK.Reversal(3, symbols=4)
+    model, h, acc = TK.train_task(task, steps=20, n_eval=100, n_eval_during=50, progress=False, device="cpu",
+                                  n_embd=16, n_head=2)
+    assert isinstance(model, G.GPT) and h.steps == 20 and 0.0 <= acc <= 1.0
+    assert len(h.val_acc) == 11 and not math.isnan(h.val_acc[-1])
