@@ -790,6 +790,7 @@ class RnnVsTransformer:
     recall_seconds: dict
     chance: float
     generation: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict, repr=False)   # the two character models: "lstm", "gpt"
 
     def table(self) -> str:
         lines = [f"character model, {self.seconds:g} s of training each:",
@@ -868,7 +869,7 @@ def rnn_vs_transformer(corpus=None, *, seconds: float = 4.0, lags: Sequence[int]
 
     Returns
     -------
-    :class:`RnnVsTransformer` (``.table()`` prints it)
+    :class:`RnnVsTransformer` (``.table()`` prints it; ``.models`` holds the two character models)
 
     Measured (the defaults, CPU, one thread, 21-22 s in all), seeds 0 / 1:
 
@@ -924,7 +925,8 @@ def rnn_vs_transformer(corpus=None, *, seconds: float = 4.0, lags: Sequence[int]
                              floats=2 * gpt.n_layer * gpt.block_size * gpt.n_embd,
                              memory_rule=f"k and v: 2 x L x T x E at T = {gpt.block_size}, growing with T",
                              tokens=n)
-    return RnnVsTransformer(seconds, char, lags, recall, recall_seconds, 1 / 8, generation)
+    return RnnVsTransformer(seconds, char, lags, recall, recall_seconds, 1 / 8, generation,
+                            models={"lstm": lstm, "gpt": gpt})
 
 
 # --------------------------------------------------------------------------- fused attention kernels, GPUs
