@@ -2,6 +2,8 @@
 
     python benchmarks/bench_transformer.py            # prints markdown tables
     python benchmarks/bench_transformer.py --quick    # fewer lengths and repeats
+    python benchmarks/bench_transformer.py --tasks    # reversal and addition, 3 seeds (~90 s)
+    python benchmarks/bench_transformer.py --char-curve   # char GPT vs LSTM, 60 s each, 2 seeds (~5 min)
 
 1. Generation: greedy tokens after a random prompt with ``generate(..., use_cache=True)`` (the
    prompt read once, then one token per step attending to the cached keys and values) and
@@ -16,10 +18,21 @@
 
 The course's thread setting (one compute thread, ``dlcourse.runtime``).  On CUDA the same
 tables again on the GPU (float32, and the char-LM in bfloat16 autocast); without CUDA it says so.
+
+``--tasks``: ``tasks.train_task`` (``TASK_GPT``, ``TASK_STEPS`` steps) on reversal (8 digits)
+and addition (3 digits), seeds 0, 1, 2; exact match on 10,000 held-out problems and the seconds
+of training (evaluation excluded).
+
+``--char-curve``: ``train_char_gpt`` (``CHAR_GPT``) and chapter 06's ``train_char_lm`` (its
+defaults, LSTM) on ``load_text_corpus()`` for 60 s each, seeds 0 and 1, evaluated every 5 s of
+training (evaluation time not counted): val nats/char on the first 20,000 validation
+characters at about 10/20/30/45/60 s, then on the whole validation split, and tokens/s.
+Both are on the CPU (the course's budget is CPU seconds), one thread.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -97,10 +110,65 @@ def throughput_table(device, passes, repeats, autocast=False):
     return "\n".join(rows)
 
 
+CURVE_AT = (10, 20, 30, 45, 60)
+
+
+def _at(times, values, target):
+    """The value recorded nearest ``target`` seconds of training, and its time."""
+    k = min(range(len(times)), key=lambda i: abs(times[i] - target))
+    return values[k], times[k]
+
+
+def char_curve_table(seconds=60.0, seeds=(0, 1), eval_every=5.0):
+    from dlcourse.data import load_text_corpus
+    corpus = load_text_corpus()
+    targets = [t * seconds / 60 for t in CURVE_AT]
+    head = "/".join(f"{t:g}" for t in targets)
+    rows = [f"| model | seed | val nats/char at {head} s (first 20,000 val chars) | final (whole val) "
+            f"| steps | tokens/s |", "|---|---:|---|---:|---:|---:|"]
+    for name in ("char GPT (CHAR_GPT)", "char LSTM (chapter 06)"):
+        for seed in seeds:
+            if name.startswith("char GPT"):
+                _, h = G.train_char_gpt(corpus, seconds=seconds, seed=seed, device="cpu", progress=False,
+                                        eval_every=eval_every, eval_chars=20_000)
+                rate, steps = h.tokens_per_second, h.steps
+            else:
+                _, h = rnn.train_char_lm(corpus, seconds=seconds, seed=seed, device="cpu", progress=False,
+                                         eval_every=eval_every, eval_chars=20_000)
+                rate, steps = h.chars_per_second, h.updates[-1]
+            points = [_at(h.times, h.val_loss, t) for t in targets]
+            curve = ", ".join(f"{v:.3f}" for v, _ in points)
+            when = "/".join(f"{t:.0f}" for _, t in points)
+            rows.append(f"| {name} | {seed} | {curve} (at {when} s) | {h.final_val_loss:.3f} | {steps:,} | {rate:,.0f} |")
+            print(rows[-1], file=sys.stderr, flush=True)     # progress
+    return "\n".join(rows)
+
+
+def tasks_table(seeds=(0, 1, 2), n_eval=10_000):
+    rows = ["| task | steps | seed | exact match (10,000 held out) | training (s) |", "|---|---:|---:|---:|---:|"]
+    for task in (TK.Reversal(8), TK.Addition(3)):
+        for seed in seeds:
+            _, h, acc = TK.train_task(task, seed=seed, n_eval=n_eval, device="cpu", progress=False)
+            rows.append(f"| {task.name} | {h.steps:,} | {seed} | {acc:.2%} | {h.seconds:.1f} |")
+            print(rows[-1], file=sys.stderr, flush=True)     # progress
+    return "\n".join(rows)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--tasks", action="store_true", help="reversal and addition, seeds 0-2, exact match")
+    parser.add_argument("--char-curve", action="store_true", help="char GPT vs LSTM, 60 s each, seeds 0 and 1")
     args = parser.parse_args()
+    if args.tasks or args.char_curve:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)\n")
+        if args.tasks:
+            print("## Tasks: train_task, TASK_GPT, TASK_STEPS (CPU)\n")
+            print(tasks_table())
+        if args.char_curve:
+            print("\n## Char GPT vs LSTM, 60 s of CPU training each\n")
+            print(char_curve_table())
+        return
     lengths = (32, 128) if args.quick else (32, 128, 512)
     repeats = 2 if args.quick else 3
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)\n")
