@@ -165,8 +165,14 @@ def drag_move(page, slider, handle):
         handle.scroll_into_view_if_needed()
         h, track = handle.bounding_box(), slider.locator(".noUi-base").bounding_box()
         x, y = h["x"] + h["width"] / 2, h["y"] + h["height"] / 2
-        # Drag a quarter of the track towards its farther end.
-        dx = track["width"] / 4 * (1 if x < track["x"] + track["width"] / 2 else -1)
+        # Drag a quarter of the track towards its farther end, and at least one step of the slider
+        # (a slider of 2 values, e.g. the layer of a 2-layer model, needs the whole track).
+        try:
+            steps = float(handle.get_attribute("aria-valuemax")) - float(handle.get_attribute("aria-valuemin"))
+        except (TypeError, ValueError):
+            steps = 4.0
+        share = max(0.25, 1.0 / steps) if steps > 0 else 0.25
+        dx = track["width"] * share * (1 if x < track["x"] + track["width"] / 2 else -1)
         page.mouse.move(x, y)
         page.mouse.down()
         for k in range(1, 9):
