@@ -320,15 +320,16 @@ check.generate_cached(generate_cached)
 # %% [markdown]
 # ## Concept questions (1 point each)
 #
-# Answer each with a value (no hints: the lesson has what you need). A number may be a Python
-# expression (`4 * 64**2`) or rounded to 2 significant digits; an int must be exact.
+# Answer each with a value (no hints: each question names the lesson section that has what you
+# need). A number may be a Python expression (`4 * 64**2`) or rounded to 2 significant digits; a
+# count must be exact, written as an int or as a whole float such as `1.2e4`.
 #
 # **Q1.** How many parameters (weights and biases) does `nn.MultiheadAttention(embed_dim=64,
-# num_heads=4)` have?
+# num_heads=4)` have? (lesson section 5)
 
 # %%
 def q_mha_parameters():
-    """The number of parameters (an int)."""
+    """The number of parameters (a count: exact)."""
     ### BEGIN SOLUTION
     return 4 * 64 * 64 + 4 * 64
     ### END SOLUTION
@@ -339,7 +340,7 @@ check.q_mha_parameters(q_mha_parameters)
 
 # %% [markdown]
 # **Q2.** q and k are vectors of hs = 64 independent numbers, each of mean 0 and variance 1. What
-# is the standard deviation of the unscaled score q·k?
+# is the standard deviation of the unscaled score q·k? (lesson section 2)
 
 # %%
 def q_score_std():
@@ -354,11 +355,11 @@ check.q_score_std(q_score_std)
 
 # %% [markdown]
 # **Q3.** A GPT with L = 12 layers and width E = 768 generates with a KV cache, batch size 1. How
-# many numbers does the cache hold once it covers T = 1024 tokens?
+# many numbers does the cache hold once it covers T = 1024 tokens? (lesson section 11)
 
 # %%
 def q_kv_cache_numbers():
-    """The number of cached numbers (an int)."""
+    """The number of cached numbers (a count: exact)."""
     ### BEGIN SOLUTION
     return 2 * 12 * 1024 * 768
     ### END SOLUTION
@@ -370,6 +371,7 @@ check.q_kv_cache_numbers(q_kv_cache_numbers)
 # %% [markdown]
 # **Q4.** Plain (not flash) attention materialises the score matrix. For one sequence of T = 4096
 # tokens, nh = 16 heads and float32, how many MiB does one layer's score matrix take (1 MiB = 2²⁰ bytes)?
+# (lesson section 13)
 
 # %%
 def q_score_memory_mib():
@@ -385,7 +387,7 @@ check.q_score_memory_mib(q_score_memory_mib)
 # %% [markdown]
 # **Q5.** How does attention keep a query from looking at a masked key: `'a'` set its score to 0,
 # `'b'` set its score to −∞ before the softmax, `'c'` set its score to −1, or `'d'` set its weight
-# to 0 after the softmax?
+# to 0 after the softmax? (lesson section 3)
 
 # %%
 def q_mask_value():

@@ -303,3 +303,70 @@ def test_generate_cached_shapes_and_the_course_generate():
 
     result = ch07.run("generate_cached", new_tokens_only)
     assert "return the prompt followed by the new tokens" in result.message, result.message
+
+
+# --------------------------------------------------------------------------- the learner review's cases
+
+def test_split_heads_with_t_and_hs_swapped_is_a_wrong_shape():
+    def split_heads(x, nh):
+        N, T, E = x.shape
+        return x.reshape(N, T, nh, E // nh).transpose(0, 2, 3, 1)          # (N, nh, hs, T)
+
+    N, T, E, nh = checks.SPLIT_CASES[0]
+    assert len({T, nh, E // nh}) == 3
+    result = ch07.run("split_heads", split_heads)
+    assert "has the wrong shape" in result.message and "transposed to (N, E, T)" not in result.message, \
+        result.message
+
+
+def _sdpa_grads(dout, q, k, v, mask=None):
+    t = [torch.tensor(a, requires_grad=True) for a in (q, k, v)]
+    F.scaled_dot_product_attention(*t, attn_mask=None if mask is None else torch.tensor(mask)).backward(
+        torch.tensor(dout))
+    return tuple(a.grad.numpy() for a in t)
+
+
+@pytest.mark.parametrize("order", [(2, 1, 0), (1, 0, 2), (0, 2, 1)])
+def test_attention_backward_outputs_in_any_wrong_order(order):
+    def attention_backward(dout, q, k, v, mask=None):
+        grads = _sdpa_grads(dout, q, k, v, mask)
+        return tuple(grads[i] for i in order)
+
+    result = ch07.run("attention_backward", attention_backward)
+    assert result.mistake == "outputs in the wrong order", result.message
+    assert "return (dq, dk, dv) in this order" in result.message
+
+
+def test_attention_backward_row_sum_without_keepdims():
+    def attention_backward(dout, q, k, v, mask=None):
+        scale = 1 / np.sqrt(q.shape[-1])
+        s = q @ np.swapaxes(k, -1, -2) * scale
+        if mask is not None:
+            s = np.where(mask, s, -np.inf)
+        e = np.exp(s - s.max(-1, keepdims=True))
+        P = e / e.sum(-1, keepdims=True)
+        dP = dout @ np.swapaxes(v, -1, -2)
+        dS = P * (dP - (dP * P).sum(-1)[..., None, :])
+        return dS @ k * scale, np.swapaxes(dS, -1, -2) @ q * scale, np.swapaxes(P, -1, -2) @ dout
+
+    result = ch07.run("attention_backward", attention_backward)
+    assert result.mistake == "row sum broadcast along the wrong axis", result.message
+    assert "keepdims" in result.message
+
+
+def test_layer_norm_eps_ignored_is_named():
+    def layer_norm_forward(x, gamma, beta, eps=1e-5):
+        return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * gamma + beta
+
+    assert ch07.run("layer_norm_forward", layer_norm_forward).mistake == "eps argument ignored"
+
+
+def test_kv_cache_question_bytes_and_integral_float():
+    assert "numbers, not bytes" in ch07.run("q_kv_cache_numbers", lambda: 4 * 2 * 12 * 1024 * 768).message
+    assert ch07.run("q_kv_cache_numbers", lambda: 1.8874368e7).passed
+
+
+def test_is_causal_row_names_a_tril_mask_too():
+    row = next(r for r in checks.GENERATE_MISTAKES if r.name == "is_causal with one query")
+    assert row.message.startswith("a causal mask aligned top-left (is_causal=True or a tril mask")
+    assert "prompt pass" in ch07.hints("generate_cached")[1]

@@ -19,6 +19,7 @@ True = may attend.
 from __future__ import annotations
 
 import functools
+import itertools
 
 import numpy as np
 import torch
@@ -75,6 +76,20 @@ def _name_wrong(names, got, expected, what: str) -> None:
             expect_close(g, e, f"{name} ({what})")
         except CheckFailed as fail:
             raise CheckFailed(prefix + str(fail), mistake=fail.mistake) from None
+
+
+def _permuted(table, row: str, names, got, expected, what: str) -> None:
+    """Fail with ``row`` when the outputs are the right arrays in another order than ``names``."""
+    n = len(names)
+    if n < 2 or len(got) != n:
+        return
+    where = [[j for j in range(n) if _close(got[i], expected[j])] for i in range(n)]
+    for perm in itertools.permutations(range(n)):
+        if all(perm[i] in where[i] for i in range(n)):
+            if list(perm) != list(range(n)):
+                returned = ", ".join(names[j] for j in perm)
+                fail_with(table, row, f"(you returned ({returned})) ({what})")
+            return
 
 
 def _as_array(out, what: str):
@@ -290,6 +305,31 @@ def attb_scale_forgotten(dout, q, k, v, mask=None):
     return dS @ k, np.swapaxes(dS, -1, -2) @ q, np.swapaxes(P, -1, -2) @ dout   # no * scale
 
 
+def attb_row_sum_broadcast_wrong(dout, q, k, v, mask=None):
+    P, scale = _forward_parts(q, k, v, mask)
+    dP = dout @ np.swapaxes(v, -1, -2)
+    dS = P * (dP - np.sum(dP * P, axis=-1)[..., None, :])              # query i's sum lined up with KEY i
+    return dS @ k * scale, np.swapaxes(dS, -1, -2) @ q * scale, np.swapaxes(P, -1, -2) @ dout
+
+
+def attb_no_max_subtraction(dout, q, k, v, mask=None):
+    s = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    if mask is not None:
+        s = np.where(mask, s, -np.inf)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(s)                                                   # exp(1000) = inf, inf / inf = nan
+        P = e / e.sum(axis=-1, keepdims=True)
+        dP = dout @ np.swapaxes(v, -1, -2)
+        dS = P * (dP - np.sum(dP * P, axis=-1, keepdims=True))
+        scale = 1 / np.sqrt(q.shape[-1])
+        return dS @ k * scale, np.swapaxes(dS, -1, -2) @ q * scale, np.swapaxes(P, -1, -2) @ dout
+
+
+def attb_outputs_reversed(dout, q, k, v, mask=None):
+    dq, dk, dv = ref.attention_grads(dout, q, k, v, mask)
+    return dv, dk, dq                                                   # right arrays, wrong order
+
+
 def attb_dk_not_transposed(dout, q, k, v, mask=None):
     P, scale = _forward_parts(q, k, v, mask)
     dP = dout @ np.swapaxes(v, -1, -2)
@@ -333,6 +373,17 @@ ATTENTION_GRAD_MISTAKES = (
             "dv and dweights are right; dscores is wrong: the softmax backward's sum of dP * P runs over the "
             "queries (axis -2); it runs over each query's KEYS, axis=-1 with keepdims=True, the axis the "
             "softmax normalised"),
+    Mistake("row sum broadcast along the wrong axis", attb_row_sum_broadcast_wrong,
+            "dv and dweights are right; dscores is wrong: each query's row sum of dP * P is right, but it is "
+            "broadcast along the wrong axis: np.sum(..., axis=-1) without keepdims gives shape (N, Tq), and "
+            "[..., None, :] (or plain broadcasting) lines query i's sum up with KEY i; keep the summed axis, "
+            "np.sum(dP * P, axis=-1, keepdims=True) (or [..., :, None]), shape (N, Tq, 1), so that each query's "
+            "sum is subtracted along its own row"),
+    Mistake("no max-subtraction", attb_no_max_subtraction,
+            "the recomputed softmax overflows on large scores (exp(1000) = inf, and inf / inf = nan): subtract "
+            "each row's max before np.exp (keepdims=True), as in the forward pass"),
+    Mistake("outputs in the wrong order", attb_outputs_reversed,
+            "your three arrays are the right gradients in the wrong order: return (dq, dk, dv) in this order"),
     Mistake("scale forgotten in dq, dk", attb_scale_forgotten,
             "dv is right; dq and dk are not multiplied by the scale: the scores were q @ k^T / sqrt(hs), so the "
             "chain rule multiplies both by 1/sqrt(hs)"),
@@ -356,15 +407,17 @@ ATTENTION_GRAD_MISTAKES = (
 # (N, Tq, Tk, hs, hv, mask kind): a square case first (dk = dS @ q and dv = P @ dout go silently wrong there,
 # and raise the very same matmul error on rectangular ones), then rectangular and square, masked
 ATTENTION_GRAD_CASES = [(1, 3, 3, 2, 4, None), (2, 3, 5, 2, 4, "causal"), (2, 4, 4, 3, 2, "causal"),
-                        (3, 5, 5, 4, 3, "padding")]
+                        (3, 5, 5, 4, 3, "padding"), (2, 3, 4, 3, 2, "causal")]
+GRAD_SCORE_SIZE = {5: 40.0}      # case 5: scores near 1000, so a softmax without max-subtraction overflows
 
 
 def attention_grad_case(case: int):
-    """The inputs of case ``case`` (1 to 4, small to large) of the attention_backward check:
-    ``dout, q, k, v, mask`` (import it to reproduce a failing case)."""
+    """The inputs of case ``case`` (1 to 5, small to large) of the attention_backward check:
+    ``dout, q, k, v, mask`` (import it to reproduce a failing case).  Case 5 has scores near 1000."""
     N, Tq, Tk, hs, hv, kind = ATTENTION_GRAD_CASES[case - 1]
     rng = np.random.default_rng(720 + case)
-    q, k = rng.standard_normal((N, Tq, hs)), rng.standard_normal((N, Tk, hs))
+    size = GRAD_SCORE_SIZE.get(case, 1.0)
+    q, k = size * rng.standard_normal((N, Tq, hs)), size * rng.standard_normal((N, Tk, hs))
     v, dout = rng.standard_normal((N, Tk, hv)), rng.standard_normal((N, Tq, hv))
     return dout, q, k, v, _mask(kind, N, Tq, Tk)
 
@@ -402,7 +455,7 @@ def attention_backward(fn):
     for case in range(1, len(ATTENTION_GRAD_CASES) + 1):
         args = attention_grad_case(case)
         N, Tq, Tk, hs, hv, kind = ATTENTION_GRAD_CASES[case - 1]
-        what = _describe(N, Tq, Tk, hs, hv, kind)
+        what = _describe(N, Tq, Tk, hs, hv, kind) + (", scores near 1000" if case in GRAD_SCORE_SIZE else "")
         line = ("from dlcourse.transformer.checks import attention_grad_case; "
                 f"dout, q, k, v, mask = attention_grad_case({case}); attention_backward(dout, q, k, v, mask)")
         with trying("attention_backward", label=what, call_text=line) as tried:
@@ -419,6 +472,8 @@ def attention_backward(fn):
             got = tuple(_as_array(g, "attention_backward") for g in got)
             _float64(ATTENTION_GRAD_NAMES, got, what)
             tried.got, tried.expected = got, expected
+            _permuted(ATTENTION_GRAD_MISTAKES, "outputs in the wrong order", ATTENTION_GRAD_NAMES, got, expected,
+                      what)
             diagnose(got, expected, ATTENTION_GRAD_MISTAKES, same=same_items, suffix=f"({what})",
                      apply=lambda row: row(*args))
             if not same_items(got, expected):
@@ -427,8 +482,9 @@ def attention_backward(fn):
                 except CheckFailed as fail:
                     raise CheckFailed(f"{fail} ({what})", mistake=fail.mistake) from None
                 _name_wrong(ATTENTION_GRAD_NAMES, got, expected, what)
-    return ("dq, dk and dv equal PyTorch's autograd through F.scaled_dot_product_attention on 4 cases "
-            "(rectangular and square, causal and padding masks: masked keys get no gradient)")
+    return ("dq, dk and dv equal PyTorch's autograd through F.scaled_dot_product_attention on 5 cases "
+            "(rectangular and square, causal and padding masks: masked keys get no gradient; stable at scores "
+            "near 1000)")
 
 
 # --------------------------------------------------------------------------- 3. split and merge heads
@@ -486,7 +542,8 @@ SPLIT_MISTAKES = (
             "that mixes features and tokens: cut the LAST axis first, x.reshape(N, T, nh, hs), then transpose"),
 )
 
-SPLIT_CASES = [(1, 2, 6, 3), (2, 3, 8, 2), (2, 5, 12, 4), (3, 4, 12, 3)]    # (N, T, E, nh); T != nh, hs != nh
+# (N, T, E, nh); T, nh and hs = E / nh all differ in the first case, so that a swap of any two is a wrong shape
+SPLIT_CASES = [(1, 2, 12, 3), (2, 3, 8, 2), (2, 5, 12, 4), (3, 4, 12, 3)]
 
 
 def heads_case(case: int, merged: bool = False):
@@ -626,6 +683,10 @@ def ln_no_eps(x, gamma, beta, eps=1e-5):
     return _ln(x, gamma, beta, 0.0)
 
 
+def ln_eps_ignored(x, gamma, beta, eps=1e-5):
+    return _ln(x, gamma, beta, 1e-5)                                    # the eps argument never used
+
+
 def ln_gamma_beta_swapped(x, gamma, beta, eps=1e-5):
     return _ln(x, beta, gamma, eps)                                     # xhat * beta + gamma
 
@@ -662,6 +723,9 @@ LAYER_NORM_MISTAKES = (
     Mistake("no eps", ln_no_eps,
             "eps is missing: divide by sqrt(var + eps), which keeps a row of (nearly) equal features from a "
             "division by (nearly) zero, and use the eps you are given"),
+    Mistake("eps argument ignored", ln_eps_ignored,
+            "the eps argument is ignored (1e-5 hard-coded): use the eps you are given, "
+            "(x - mean) / np.sqrt(var + eps); with eps = 0.1 the difference shows"),
     Mistake("gamma and beta swapped", ln_gamma_beta_swapped,
             "gamma and beta are swapped: gamma scales the normalised x and beta shifts it, y = xhat * gamma + beta"),
     Mistake("missing keepdims", ln_missing_keepdims,
@@ -1126,9 +1190,10 @@ GENERATE_MISTAKES = (
             "every new token is embedded at position 0: after `past` cached tokens the new one sits at position "
             "`past`, model.embed(new_ids, past)"),
     Mistake("is_causal with one query", gen_is_causal_one_query,
-            "is_causal=True with ONE query against many keys: SDPA aligns its causal triangle to the top-left "
-            "corner, so the new token sees only key 0; after the prompt the new token may see every cached key "
-            "(no mask), and in general query i sees keys up to Tk - Tq + i"),
+            "a causal mask aligned top-left (is_causal=True or a tril mask such as torch.ones(Tq, Tk).tril()) with "
+            "ONE query against many keys: the triangle starts at the top-left corner, so the new token sees only "
+            "key 0; after the prompt the new token may see every cached key (no mask), and in general query i "
+            "sees keys up to Tk - Tq + i"),
     Mistake("residual forgotten", gen_residual_forgotten,
             "the attention's residual is missing: the block ADDS the attention's output to its input, "
             "x = x + proj(attention(ln1(x))), and then x = x + mlp(ln2(x))"),
@@ -1241,8 +1306,9 @@ def _translate_cat_error(fail: CheckFailed, run, what: str) -> None:
     "once, then each step feeds only the newest token, which attends to every cached key plus its own.",
     "Per step: x = model.embed(new_ids, past) (positions continue after the `past` tokens already seen); per "
     "block: q, k, v from block.attn.qkv(block.ln1(x)) split into E-wide thirds and into heads (N, nh, T, hs); "
-    "append k, v to that layer's cache along the time axis (dim 2); attend (one query needs no mask; "
-    "is_causal=True would be wrong here); merge the heads, block.attn.proj, add the residual; then the MLP "
+    "append k, v to that layer's cache along the time axis (dim 2); attend: the prompt pass (T > 1 queries) "
+    "DOES need the causal mask (is_causal=True), but a step's one query needs no mask (is_causal=True or a tril "
+    "mask would hide the cache from it); merge the heads, block.attn.proj, add the residual; then the MLP "
     "residual; finally model.head(model.ln_f(x[:, -1])).argmax(-1).",
     "caches = [None] * len(model.blocks); new, past = ids, 0; loop max_new_tokens times: the embedding, the "
     "blocks (k = torch.cat([cache_k, k], dim=2) when the cache has something), "
@@ -1335,6 +1401,10 @@ check.question(
                                                     "own step; only keys and values are read again later"),
         Mistake("one layer", 2 * 1024 * 768, "that is one layer's cache: every one of the L = 12 layers keeps "
                                              "its own keys and values"),
+        Mistake("in bytes", 4 * 2 * 12 * 1024 * 768, "that looks like bytes (4 a number): the question asks "
+                                                      "for numbers, not bytes"),
+        Mistake("in float16 bytes", 2 * 2 * 12 * 1024 * 768, "that looks like bytes (2 a number in float16): "
+                                                             "the question asks for numbers, not bytes"),
         Mistake("per head", 2 * 12 * 1024 * 768 * 12, "the heads share E: each head caches hs = E / nh "
                                                        "numbers per token, E in all"),
     ])
