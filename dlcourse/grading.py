@@ -44,7 +44,8 @@ from dlcourse.runtime import ipython_shell
 
 __all__ = ["Checker", "Result", "CheckFailed", "CheckTimeout", "Mistake", "call", "diagnose", "raises_like",
            "same_items", "expect", "expect_close", "expect_defaults", "expect_tuple", "fail_with",
-           "first_wrong_stage", "matches", "reproduce", "time_limit", "trying"]
+           "first_wrong_stage", "matches", "reproduce", "time_limit", "trying", "is_shape_error",
+           "expect_float64", "name_first_wrong"]
 
 
 class CheckFailed(Exception):
@@ -870,6 +871,47 @@ def expect_close(got, expected, what: str = "the output", rtol: float = 1e-6,
 
 
 # --------------------------------------------------------------------------- the checker
+
+
+def is_shape_error(err) -> bool:
+    """An error NumPy raises for a matrix product or a broadcast of shapes that do not fit."""
+    text = str(err)
+    return isinstance(err, ValueError) and ("matmul" in text or "not aligned" in text or "broadcast" in text)
+
+
+def expect_float64(names, got, what: str) -> None:
+    """A NumPy exercise takes float64 inputs and wants float64 back: one message for float32 everywhere,
+    raised before any comparison (float32 would pass some tolerances and not others)."""
+    for name, g in zip(names, got):
+        if getattr(g, "dtype", None) in (np.float32, np.float16):
+            raise CheckFailed(f"{name} ({what}) is {g.dtype} where the input was float64: keep float64 all the way "
+                              "(no .astype(np.float32), no np.float32(...) constants, no float32 arrays)",
+                              mistake="float32")
+
+
+def name_first_wrong(names, got, expected, what: str) -> None:
+    """For an exercise with several outputs: 'dq is right; dk is wrong: max error ...' for the first
+    output that differs, or 'the outputs are in the wrong order (...)' when they are all there, swapped."""
+    right = [n for n, g, e in zip(names, got, expected) if matches(g, e)]
+    if not right and len(names) > 1:
+        swapped = [f"{a} holds what {b} should" for a, g in zip(names, got) for b, e in zip(names, expected)
+                   if a != b and matches(g, e)]
+        if swapped:
+            raise CheckFailed(f"the outputs are in the wrong order ({'; '.join(swapped)}): return them as "
+                              f"({', '.join(names)}) ({what})", mistake="output order")
+    for name, g, e in zip(names, got, expected):
+        if name in right:
+            continue
+        if right:
+            listed = right[0] if len(right) == 1 else f"{', '.join(right[:-1])} and {right[-1]}"
+            prefix = f"{listed} {'is' if len(right) == 1 else 'are'} right; "
+        else:
+            prefix = f"none of {', '.join(names)} is right; " if len(names) > 1 else ""
+        try:
+            expect_close(g, e, f"{name} ({what})")
+        except CheckFailed as fail:
+            raise CheckFailed(prefix + str(fail), mistake=fail.mistake) from None
+
 
 def _as_tuple(value) -> tuple:
     if value is None:

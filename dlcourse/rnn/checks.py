@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from dlcourse.grading import (CheckFailed, Checker, Mistake, call, diagnose, expect, expect_close,
-                              expect_tuple, fail_with, raises_like, same_items, trying)
+                              expect_float64, expect_tuple, fail_with, is_shape_error, name_first_wrong,
+                              raises_like, same_items, trying)
 from dlcourse.grading import matches as _close
 from dlcourse.rnn import numpy_impl as ref
 
@@ -44,43 +45,10 @@ def _weights(rng, G: int, D: int, H: int, scale: float = 0.8):
             0.5 * rng.standard_normal(G * H), 0.5 * rng.standard_normal(G * H))
 
 
-def _is_shape_error(err) -> bool:
-    """An error NumPy raises for a matrix product of shapes that do not fit."""
-    text = str(err)
-    return isinstance(err, ValueError) and ("matmul" in text or "not aligned" in text or "broadcast" in text)
 
 
-def _float64(names, got, what: str) -> None:
-    """Every exercise takes float64 inputs and wants float64 back: the same message for float32 everywhere
-    (grading.expect_close's), before any comparison (float32 would pass some tolerances and not others)."""
-    for name, g in zip(names, got):
-        if getattr(g, "dtype", None) in (np.float32, np.float16):
-            raise CheckFailed(f"{name} ({what}) is {g.dtype} where the input was float64: keep float64 all the way "
-                              "(no .astype(np.float32), no np.float32(...) constants, no float32 arrays)",
-                              mistake="float32")
 
 
-def _name_wrong(names, got, expected, what: str) -> None:
-    """'h is right; c is wrong: max error ...' for the first output that differs."""
-    right = [n for n, g, e in zip(names, got, expected) if _close(g, e)]
-    if not right and len(names) > 1:
-        swapped = [f"{a} holds what {b} should" for a, g in zip(names, got) for b, e in zip(names, expected)
-                   if a != b and _close(g, e)]
-        if swapped:
-            raise CheckFailed(f"the outputs are in the wrong order ({'; '.join(swapped)}): return them as "
-                              f"({', '.join(names)}) ({what})", mistake="output order")
-    for name, g, e in zip(names, got, expected):
-        if name in right:
-            continue
-        if right:
-            listed = right[0] if len(right) == 1 else f"{', '.join(right[:-1])} and {right[-1]}"
-            prefix = f"{listed} {'is' if len(right) == 1 else 'are'} right; "
-        else:
-            prefix = f"none of {', '.join(names)} is right; " if len(names) > 1 else ""
-        try:
-            expect_close(g, e, f"{name} ({what})")
-        except CheckFailed as fail:
-            raise CheckFailed(prefix + str(fail), mistake=fail.mistake) from None
 
 
 # --------------------------------------------------------------------------- 1. the LSTM cell
@@ -228,7 +196,7 @@ def _translate_shape_error(fail: CheckFailed, table, row_name: str, run, suffix:
     if err is None:
         return
     raises_like(table, err, run, suffix)
-    if _is_shape_error(err):
+    if is_shape_error(err):
         fail_with(table, row_name, f"({type(err).__name__}: {err}) {suffix}")
 
 
@@ -259,11 +227,11 @@ def lstm_cell_forward(fn):
                                        f"({what})")
                 raise
             got = expect_tuple(out, 2, "(h, c)", "lstm_cell_forward", noun="arrays")
-            _float64(("h", "c"), got, what)
+            expect_float64(("h", "c"), got, what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, LSTM_MISTAKES, same=same_items, suffix=f"({what})",
                      apply=lambda row: row(*args))
-            _name_wrong(("h", "c"), got, expected, what)
+            name_first_wrong(("h", "c"), got, expected, what)
     return f"h and c equal nn.LSTMCell's on {len(LSTM_CASES)} cases (gates i, f, g, o; both biases; c_prev carried)"
 
 
@@ -453,7 +421,7 @@ def gru_cell_forward(fn):
             if isinstance(got, tuple) and len(got) == 2 and _close(got[0], expected):
                 raise CheckFailed("gru_cell_forward returned a pair: a GRU has no cell state, return h alone "
                                   "(N, H)")
-            _float64(("h",), (got,), what)
+            expect_float64(("h",), (got,), what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, GRU_MISTAKES, suffix=f"({what})", apply=lambda row: row(*args))
             expect_close(got, expected, f"h ({what})")
@@ -712,7 +680,7 @@ def _bptt_where(got, expected, T: int, last_right: int | None) -> None:
             raise CheckFailed(f"{seen}dx is right for the steps t = {t + 1}..{T - 1} and wrong from step t = {t} "
                               f"back: what step {t + 1} sends back to the state it read (dh_next = da @ W_hh, "
                               f"added to dout[{t}]) is not right", mistake="stage: carried gradient")
-    _name_wrong(BPTT_NAMES, got, expected, f"T = {T}")
+    name_first_wrong(BPTT_NAMES, got, expected, f"T = {T}")
 
 
 @check.exercise(points=4, mistakes=BPTT_MISTAKES, reference=ref.rnn_bptt,
@@ -746,7 +714,7 @@ def rnn_backward(fn):
                 raises_like(BPTT_MISTAKES, getattr(fail, "error", None), lambda row: row(*args), f"({what})")
                 raise
             got = expect_tuple(out, 5, "(dx, dh0, dW_ih, dW_hh, db)", "rnn_backward", noun="arrays")
-            _float64(BPTT_NAMES, got, what)
+            expect_float64(BPTT_NAMES, got, what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, BPTT_MISTAKES, same=same_items, suffix=f"({what})",
                      apply=lambda row: row(*args))
@@ -885,7 +853,8 @@ def clip_grad_norm(fn):
                    f"the clipped gradients should be a list of {len(before)} arrays, one per gradient; got "
                    f"{type(clipped).__name__}" + (f" of length {len(clipped)}" if hasattr(clipped, '__len__') else ""))
             expect(np.ndim(total) == 0, f"total_norm should be one number, got {type(total).__name__}")
-            _float64([f"clipped[{k}]" for k in range(len(clipped))] + ["total_norm"], list(clipped) + [total], what)
+            expect_float64([f"clipped[{k}]" for k in range(len(clipped))] + ["total_norm"],
+                           list(clipped) + [total], what)
             if clipped is grads or any(c is g for c in clipped for g in grads):
                 raise CheckFailed(f"clip_grad_norm returned the arrays it was given (when there is nothing to clip): "
                                   f"return new arrays every time, e.g. [g * scale for g in grads] with scale = 1, "
@@ -998,7 +967,7 @@ def embedding_backward(fn):
         with trying("embedding_backward", label=what, call_text=line) as tried:
             expected = ref.embedding_backward(dout, ids, V)
             got = call(fn, dout, ids, V)
-            _float64(("dW",), (got,), what)
+            expect_float64(("dW",), (got,), what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, EMBEDDING_MISTAKES, suffix=f"({what})", apply=lambda row: row(dout, ids, V))
             expect_close(got, expected, f"dW ({what})")

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from dlcourse.grading import (CheckFailed, Checker, Mistake, call, diagnose, expect, expect_close,
-                              expect_defaults, expect_tuple, fail_with, first_wrong_stage, raises_like,
-                              same_items, trying)
+                              expect_defaults, expect_float64, expect_tuple, fail_with, first_wrong_stage,
+                              is_shape_error, name_first_wrong, raises_like, same_items, trying)
 from dlcourse.grading import matches as _close
 from dlcourse.transformer import numpy_impl as ref
 from dlcourse.transformer import torch_impl as tt
@@ -46,36 +46,8 @@ def _softmax(s, axis=-1):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def _float64(names, got, what: str) -> None:
-    """Every NumPy exercise takes float64 inputs and wants float64 back: one message for float32 everywhere."""
-    for name, g in zip(names, got):
-        if getattr(g, "dtype", None) in (np.float32, np.float16):
-            raise CheckFailed(f"{name} ({what}) is {g.dtype} where the input was float64: keep float64 all the way "
-                              "(no .astype(np.float32), no np.float32(...) constants, no float32 arrays)",
-                              mistake="float32")
 
 
-def _name_wrong(names, got, expected, what: str) -> None:
-    """'dq is right; dk is wrong: max error ...' for the first output that differs."""
-    right = [n for n, g, e in zip(names, got, expected) if _close(g, e)]
-    if not right and len(names) > 1:
-        swapped = [f"{a} holds what {b} should" for a, g in zip(names, got) for b, e in zip(names, expected)
-                   if a != b and _close(g, e)]
-        if swapped:
-            raise CheckFailed(f"the outputs are in the wrong order ({'; '.join(swapped)}): return them as "
-                              f"({', '.join(names)}) ({what})", mistake="output order")
-    for name, g, e in zip(names, got, expected):
-        if name in right:
-            continue
-        if right:
-            listed = right[0] if len(right) == 1 else f"{', '.join(right[:-1])} and {right[-1]}"
-            prefix = f"{listed} {'is' if len(right) == 1 else 'are'} right; "
-        else:
-            prefix = f"none of {', '.join(names)} is right; " if len(names) > 1 else ""
-        try:
-            expect_close(g, e, f"{name} ({what})")
-        except CheckFailed as fail:
-            raise CheckFailed(prefix + str(fail), mistake=fail.mistake) from None
 
 
 def _permuted(table, row: str, names, got, expected, what: str) -> None:
@@ -228,9 +200,6 @@ def attention_case(case: int):
     return q, k, v, _mask(kind, N, Tq, Tk)
 
 
-def _is_shape_error(err) -> bool:
-    text = str(err)
-    return isinstance(err, ValueError) and ("matmul" in text or "not aligned" in text or "broadcast" in text)
 
 
 def _describe(N, Tq, Tk, hs, hv, kind):
@@ -266,7 +235,7 @@ def attention_forward(fn):
                 raises_like(ATTENTION_MISTAKES, getattr(fail, "error", None), lambda row: row(*args), f"({what})")
                 raise
             out = _as_array(out, "attention_forward")
-            _float64(("out",), (out,), what)
+            expect_float64(("out",), (out,), what)
             tried.got, tried.expected = out, expected
             diagnose(out, expected, ATTENTION_MISTAKES, suffix=f"({what})", apply=lambda row: row(*args))
             expect_close(out, expected, f"out ({what})")
@@ -470,7 +439,7 @@ def attention_backward(fn):
                 raise
             got = expect_tuple(out, 3, "(dq, dk, dv)", "attention_backward", noun="arrays")
             got = tuple(_as_array(g, "attention_backward") for g in got)
-            _float64(ATTENTION_GRAD_NAMES, got, what)
+            expect_float64(ATTENTION_GRAD_NAMES, got, what)
             tried.got, tried.expected = got, expected
             _permuted(ATTENTION_GRAD_MISTAKES, "outputs in the wrong order", ATTENTION_GRAD_NAMES, got, expected,
                       what)
@@ -481,7 +450,7 @@ def attention_backward(fn):
                     first_wrong_stage(recorded, _attention_stages(*args))
                 except CheckFailed as fail:
                     raise CheckFailed(f"{fail} ({what})", mistake=fail.mistake) from None
-                _name_wrong(ATTENTION_GRAD_NAMES, got, expected, what)
+                name_first_wrong(ATTENTION_GRAD_NAMES, got, expected, what)
     return ("dq, dk and dv equal PyTorch's autograd through F.scaled_dot_product_attention on 5 cases "
             "(rectangular and square, causal and padding masks: masked keys get no gradient; stable at scores "
             "near 1000)")
@@ -578,7 +547,7 @@ def split_heads(fn):
                 raises_like(SPLIT_MISTAKES, getattr(fail, "error", None), lambda row: row(x, nh), f"({what})")
                 raise
             out = _as_array(out, "split_heads")
-            _float64(("heads",), (out,), what)
+            expect_float64(("heads",), (out,), what)
             tried.got, tried.expected = out, expected
             diagnose(out, expected, SPLIT_MISTAKES, suffix=f"({what})", apply=lambda row: row(x, nh))
             expect_close(out, expected, f"heads ({what})")
@@ -651,7 +620,7 @@ def merge_heads(fn):
                 raises_like(MERGE_MISTAKES, getattr(fail, "error", None), lambda row: row(x), f"({what})")
                 raise
             out = _as_array(out, "merge_heads")
-            _float64(("merged",), (out,), what)
+            expect_float64(("merged",), (out,), what)
             tried.got, tried.expected = out, expected
             diagnose(out, expected, MERGE_MISTAKES, suffix=f"({what})", apply=lambda row: row(x))
             expect_close(out, expected, f"merged ({what})")
@@ -782,7 +751,7 @@ def layer_norm_forward(fn):
                     fail_with(LAYER_NORM_MISTAKES, "missing keepdims", f"({type(err).__name__}: {err}) ({what})")
                 raise
             out = _as_array(out, "layer_norm_forward")
-            _float64(("y",), (out,), what)
+            expect_float64(("y",), (out,), what)
             tried.got, tried.expected = out, expected
             diagnose(out, expected, LAYER_NORM_MISTAKES, suffix=f"({what})", apply=lambda row: row(*args))
             expect_close(out, expected, f"y ({what})")
@@ -924,7 +893,7 @@ def layer_norm_backward(fn):
                 raise
             got = expect_tuple(out, 3, "(dx, dgamma, dbeta)", "layer_norm_backward", noun="arrays")
             got = tuple(_as_array(g, "layer_norm_backward") for g in got)
-            _float64(LAYER_NORM_GRAD_NAMES, got, what)
+            expect_float64(LAYER_NORM_GRAD_NAMES, got, what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, LAYER_NORM_GRAD_MISTAKES, same=same_items, suffix=f"({what})",
                      apply=lambda row: row(*args))
@@ -940,7 +909,7 @@ def layer_norm_backward(fn):
                                             "dxhat along xhat (means over the last axis), then multiply by rstd")])
                 except CheckFailed as fail:
                     raise CheckFailed(f"{fail} ({what})", mistake=fail.mistake) from None
-            _name_wrong(LAYER_NORM_GRAD_NAMES, got, expected, what)
+            name_first_wrong(LAYER_NORM_GRAD_NAMES, got, expected, what)
     return "dx, dgamma and dbeta equal nn.LayerNorm's autograd on 4 cases (2-d and 3-d inputs, two eps)"
 
 
