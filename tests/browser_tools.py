@@ -1,4 +1,4 @@
-"""Helpers of the real-browser test (tests/test_browser.py): a JupyterLab server on
+"""Helpers of the real-browser test (tests/test_browser_*.py): a JupyterLab server on
 loopback and Debian's Chromium driven by Playwright, as a learner would use them.
 
 Measured pitfalls these helpers handle (issue 6):

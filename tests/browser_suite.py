@@ -1,4 +1,9 @@
-"""What a learner sees, in a real browser: JupyterLab (and Notebook 7) on loopback, driven
+"""The real-browser test's fixtures and test bodies; the tests themselves are in
+tests/test_browser_lessons_even.py, tests/test_browser_lessons_odd.py and
+tests/test_browser_exercises.py: three files, so that ``--dist loadfile`` spreads them
+over the xdist workers (one file took ~570 s on one worker with seven chapters).
+
+What a learner sees, in a real browser: JupyterLab (and Notebook 7) on loopback, driven
 by Debian's Chromium through Playwright.
 
 For every lesson in chapters/ (discovered, so a new chapter is covered the day it lands):
@@ -27,10 +32,9 @@ import pytest
 
 import browser_tools as bt
 
-pytestmark = pytest.mark.browser
-
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / ".artifacts" / "browser"
+ARTIFACTS_ROOT = ROOT / ".artifacts" / "browser"
+ARTIFACTS = ARTIFACTS_ROOT  # this module's subfolder once its ``lab`` fixture started
 LESSONS = sorted(p.stem for p in (ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
 EXERCISES = sorted(p.stem for p in (ROOT / "exercises").glob("[0-9][0-9]_*.ipynb"))
 REPORT: list[str] = []
@@ -42,10 +46,13 @@ def note(line: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
+def lab(tmp_path_factory, request):
+    global ARTIFACTS
     reason = bt.missing_reason()
     if reason:
         pytest.skip(reason)
+    # One subfolder per test file: the files run at the same time on different xdist workers.
+    ARTIFACTS = ARTIFACTS_ROOT / request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_browser_")
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
     REPORT.clear()
@@ -219,8 +226,7 @@ def dropdown_move(select):
     return action
 
 
-@pytest.mark.parametrize("lesson", LESSONS)
-def test_lesson_in_jupyterlab(lesson, lab, page):
+def lesson_in_jupyterlab(lesson, lab, page):
     run_lesson(page, lab, f"chapters/{lesson}.ipynb", f"lab-{lesson}")
     explorers = bt.explorers(page)
     chapter = int(lesson[:2])
@@ -271,8 +277,7 @@ def score(text: str) -> tuple[float, float]:
     return float(m.group(1)), float(m.group(2))
 
 
-@pytest.mark.parametrize("chapter", EXERCISES)
-def test_exercise_typed_in_jupyterlab(chapter, lab, page):
+def exercise_typed_in_jupyterlab(chapter, lab, page):
     ex = bt.first_graded_exercise(ROOT / "exercises" / f"{chapter}.ipynb")
     assert ex, f"exercises/{chapter}.ipynb: no graded exercise (a stub with a check cell after it)"
     index, name, stub, params = ex
@@ -316,7 +321,7 @@ def test_exercise_typed_in_jupyterlab(chapter, lab, page):
     assert points_after[0] > points_before[0], f"the score did not go up: {board_before!r} -> {board!r}"
 
 
-def test_lesson_in_notebook7(lab, page):
+def lesson_in_notebook7(lab, page):
     lesson = next((name for name in LESSONS if int(name[:2]) >= 1), None)
     if lesson is None:
         pytest.skip("no lesson with an explorer yet")
