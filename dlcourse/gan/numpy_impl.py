@@ -40,7 +40,8 @@ F    feature size
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import time
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -50,6 +51,8 @@ __all__ = [
     "d_loss_from_logits", "g_loss_nonsaturating", "g_loss_minimax", "generator_gradient_curves",
     "gaussian_stats", "frechet_distance", "fid", "inception_score",
     "ring_centers", "sample_ring", "modes_covered",
+    "init_mlp", "MlpCache", "mlp_forward", "mlp_backward", "r1_penalty",
+    "AdamState", "adam_init", "adam_step", "GanState", "init_ring_gan", "gan_step", "train_ring_gan",
 ]
 
 
@@ -412,3 +415,353 @@ def modes_covered(samples: np.ndarray, centers: np.ndarray, sigma: float,
     counts = np.bincount(nearest[good], minlength=len(c)).astype(np.int64)
     n_covered = int(np.sum((counts > 0) & (counts >= min_share * len(x))))
     return n_covered, counts, float(good.mean()) if len(x) else 0.0
+
+
+# --------------------------------------------------------------------------- the ring GAN by hand: MLPs
+
+def init_mlp(sizes: list[int], rng: np.random.Generator, dtype=np.float64) -> dict[str, np.ndarray]:
+    """Parameters of an MLP ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``, keyed like a torch state_dict.
+
+    ``"fc1.weight"`` (sizes[1], sizes[0]), ``"fc1.bias"`` (sizes[1],), ``"fc2.weight"``, ...:
+    ``nn.Linear``'s (out, in) layout, ``y = x @ W.T + b``.  The initialisation is torch's
+    default for ``nn.Linear``: weights and biases uniform in ``(-1/sqrt(in), 1/sqrt(in))``
+    (``kaiming_uniform_(a=sqrt(5))`` works out to that bound).
+
+    Parameters
+    ----------
+    sizes : layer widths, e.g. ``[2, H, H, 1]`` for the ring's discriminator
+    rng : the random generator
+    dtype : float64 or float32
+
+    Returns
+    -------
+    params : dict of ndarrays
+    """
+    params = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        bound = 1.0 / np.sqrt(fan_in)
+        params[f"fc{i}.weight"] = rng.uniform(-bound, bound, (fan_out, fan_in)).astype(dtype)
+        params[f"fc{i}.bias"] = rng.uniform(-bound, bound, fan_out).astype(dtype)
+    return params
+
+
+def _n_layers(params: dict[str, np.ndarray]) -> int:
+    return sum(1 for k in params if k.endswith(".weight"))
+
+
+class MlpCache(NamedTuple):
+    inputs: list            # L arrays: the input of each linear layer, (N, sizes[l-1])
+    masks: list             # L - 1 arrays (N, sizes[l]): LeakyReLU's slope, 1 where h > 0 else `slope`
+    params: dict            # the weights used
+    slope: float
+
+
+def mlp_forward(params: dict[str, np.ndarray], x: np.ndarray, slope: float = 0.2) -> tuple[np.ndarray, MlpCache]:
+    """Linear -> LeakyReLU(slope) -> ... -> Linear (no activation after the last layer).
+
+    The ring's generator (z -> H -> H -> 2) and discriminator (x -> H -> H -> 1 logit) are both
+    this.  LeakyReLU's slope for negative inputs is 0.2 (``nn.LeakyReLU(0.2)``).
+
+    Parameters
+    ----------
+    params : dict from :func:`init_mlp`
+    x : ndarray of shape (N, sizes[0])
+
+    Returns
+    -------
+    out : ndarray of shape (N, sizes[-1])
+    cache : MlpCache for :func:`mlp_backward` (and :func:`r1_penalty`)
+    """
+    L = _n_layers(params)
+    inputs, masks = [], []
+    a = x
+    for i in range(1, L + 1):
+        inputs.append(a)
+        h = a @ params[f"fc{i}.weight"].T + params[f"fc{i}.bias"]      # (N, out)
+        if i < L:
+            m = np.where(h > 0, h.dtype.type(1), h.dtype.type(slope))  # LeakyReLU'(h), torch's choice at h = 0
+            masks.append(m)
+            a = h * m                                                   # LeakyReLU(h) = h * LeakyReLU'(h)
+        else:
+            a = h
+    return a, MlpCache(inputs, masks, params, slope)
+
+
+def mlp_backward(dout: np.ndarray, cache: MlpCache,
+                 param_grads: bool = True) -> tuple[np.ndarray, Optional[dict[str, np.ndarray]]]:
+    """Gradients through :func:`mlp_forward`.
+
+    Parameters
+    ----------
+    dout : ndarray of shape (N, sizes[-1]), the gradient with respect to ``out``
+    cache : from :func:`mlp_forward`
+    param_grads : False skips the parameters' gradients (the generator step only needs
+        D's input gradient) and returns None for them
+
+    Returns
+    -------
+    dx : ndarray of shape (N, sizes[0])
+    grads : dict keyed like ``params`` (or None)
+    """
+    params = cache.params
+    L = len(cache.inputs)
+    grads = {} if param_grads else None
+    d = dout
+    for i in range(L, 0, -1):
+        w = params[f"fc{i}.weight"]
+        if param_grads:
+            grads[f"fc{i}.weight"] = d.T @ cache.inputs[i - 1]    # dh/dW = the layer's input, summed over N
+            grads[f"fc{i}.bias"] = d.sum(axis=0)                   # the bias is broadcast over N
+        d = d @ w                                                  # dh/da = W
+        if i > 1:
+            d = d * cache.masks[i - 2]                             # da/dh = LeakyReLU'(h)
+    return d, grads
+
+
+# --------------------------------------------------------------------------- R1, with its double backward by hand
+
+def _r1_from_cache(cache: MlpCache, gamma: float, rows: slice = slice(None)) -> tuple[np.floating, dict]:
+    """R1 and its parameter gradients from a forward cache of D (its ``rows`` are the real batch).
+
+    Derivation.  D(x) = W_L a_{L-1} + b_L with a_l = m_l * (W_l a_{l-1} + b_l), m_l the
+    LeakyReLU slopes (1 or 0.2).  LeakyReLU is piecewise linear: its second derivative is 0
+    almost everywhere, so the masks m_l are locally constant and the input gradient is
+    (as rows, one per sample, with the masks frozen)
+
+        delta_L = 1                          (N, 1)
+        e_l     = delta_l @ W_l              (N, in_l)    for l = L .. 1
+        delta_{l-1} = e_l * m_{l-1}          (N, out_{l-1})
+        g       = e_1 = grad_x D(x)          (N, D)
+
+    -- linear in each W_l, independent of the biases.  With P = gamma/2 * mean_n |g_n|^2,
+    backpropagating through this chain *from g back to delta_L* walks the network FORWARD:
+
+        t_1     = dP/dg = gamma * g / N      (N, D)
+        dP/dW_l = delta_l^T @ t_l            (out_l, in_l)     (e_l = delta_l @ W_l)
+        t_{l+1} = (t_l @ W_l^T) * m_l        (N, out_l)        (dP/d e_{l+1}, through delta_l)
+
+    t is the tangent of a forward pass of D along the direction dP/dx with the masks frozen
+    (a Jacobian-vector product).  The biases' gradients are 0 (they only move the masks).
+    """
+    params, masks = cache.params, [m[rows] for m in cache.masks]
+    L = len(cache.inputs)
+    n = masks[0].shape[0] if masks else cache.inputs[0][rows].shape[0]
+    dtype = params["fc1.weight"].dtype
+    # backward pass for the input gradient, keeping every delta_l
+    deltas = {L: np.ones((n, 1), dtype=dtype)}                       # dD/d(logit) = 1 per sample
+    for i in range(L, 1, -1):
+        deltas[i - 1] = (deltas[i] @ params[f"fc{i}.weight"]) * masks[i - 2]
+    g = deltas[1] @ params["fc1.weight"]                              # (N, D) grad_x D(x)
+    penalty = gamma / 2 * np.sum(g * g) / n
+    # the double backward: a forward pass of t = dP/dg through the masked network
+    grads = {}
+    t = gamma * g / n                                                 # (N, D)
+    for i in range(1, L + 1):
+        w = params[f"fc{i}.weight"]
+        grads[f"fc{i}.weight"] = deltas[i].T @ t                      # d(delta_i @ W_i)/dW_i
+        grads[f"fc{i}.bias"] = np.zeros_like(params[f"fc{i}.bias"])   # masks are locally constant
+        if i < L:
+            t = (t @ w.T) * masks[i - 1]
+    return penalty, grads
+
+
+def r1_penalty(params_d: dict[str, np.ndarray], x_real: np.ndarray, gamma: float,
+               slope: float = 0.2) -> tuple[np.floating, dict[str, np.ndarray]]:
+    """R1 gradient penalty (Mescheder et al. 2018) on the discriminator, and its gradients.
+
+    ``R1 = gamma / 2 * mean_n |grad_x D(x_n)|^2`` over the REAL batch, added to D's loss: it
+    penalises D's slope at the data, so D cannot sharpen without bound around the real
+    samples -- the gradient the generator receives stays informative and training converges
+    instead of oscillating.  Its gradient with respect to D's weights differentiates a
+    gradient (a "double backward"); see :func:`_r1_from_cache` for the derivation.
+
+    Parameters
+    ----------
+    params_d : D's parameters (an MLP with ONE output, the logit)
+    x_real : ndarray of shape (N, D), real samples
+    gamma : the penalty's weight
+
+    Returns
+    -------
+    penalty : scalar
+    grads : dict keyed like ``params_d`` (the biases' entries are zeros)
+    """
+    _, cache = mlp_forward(params_d, x_real, slope)
+    return _r1_from_cache(cache, gamma)
+
+
+# --------------------------------------------------------------------------- Adam on dicts
+
+class AdamState(NamedTuple):
+    step: int
+    exp_avg: dict           # m, one array per parameter
+    exp_avg_sq: dict        # v
+
+
+def adam_init(params: dict[str, np.ndarray]) -> AdamState:
+    """Adam's state before the first step: step 0 and zero moments, one per parameter."""
+    return AdamState(0, {k: np.zeros_like(p) for k, p in params.items()},
+                     {k: np.zeros_like(p) for k, p in params.items()})
+
+
+def adam_step(params: dict[str, np.ndarray], grads: dict[str, np.ndarray], state: AdamState,
+              lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+              eps: float = 1e-8) -> tuple[dict[str, np.ndarray], AdamState]:
+    """One step of ``torch.optim.Adam`` on every parameter of a dict (state in, state out).
+
+    ``m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;  p <- p - lr * m_hat / (sqrt(v_hat) + eps)``
+    with ``m_hat = m / (1 - b1^t)``, ``v_hat = v / (1 - b2^t)``.  The same as
+    :func:`dlcourse.optim.numpy_impl.adam_step`, applied to each entry; nothing is modified in place.
+
+    Returns
+    -------
+    params : dict, the updated parameters (new arrays)
+    state : AdamState
+    """
+    b1, b2 = betas
+    t = state.step + 1
+    c1, c2 = 1 - b1 ** t, 1 - b2 ** t                              # bias corrections
+    new_p, new_m, new_v = {}, {}, {}
+    for k, p in params.items():
+        g = grads[k]
+        m = b1 * state.exp_avg[k] + (1 - b1) * g
+        v = b2 * state.exp_avg_sq[k] + (1 - b2) * (g * g)
+        new_p[k] = p - (lr / c1) * m / (np.sqrt(v / c2) + eps)
+        new_m[k], new_v[k] = m, v
+    return new_p, AdamState(t, new_m, new_v)
+
+
+# --------------------------------------------------------------------------- one GAN step, and training on the ring
+
+class GanState(NamedTuple):
+    G: dict                 # generator parameters: z (Z) -> H -> H -> D
+    D: dict                 # discriminator parameters: x (D) -> H -> H -> 1 logit
+    opt_G: AdamState
+    opt_D: AdamState
+
+
+def init_ring_gan(rng: np.random.Generator, hidden: int = 64, z_dim: int = 2, data_dim: int = 2,
+                  dtype=np.float64) -> GanState:
+    """Fresh G and D (torch's default init, G first then D from ``rng``) with zero Adam states."""
+    G = init_mlp([z_dim, hidden, hidden, data_dim], rng, dtype)
+    D = init_mlp([data_dim, hidden, hidden, 1], rng, dtype)
+    return GanState(G, D, adam_init(G), adam_init(D))
+
+
+def gan_step(state: GanState, x_real: np.ndarray, z: np.ndarray, loss: str = "nonsaturating",
+             r1_gamma: float = 1.0, lr: float = 1e-3, betas: tuple[float, float] = (0.5, 0.999),
+             slope: float = 0.2, return_grads: bool = False) -> tuple[GanState, dict]:
+    """One training step of both networks: a discriminator step, then a generator step.
+
+    1. D step: ``x_fake = G(z)`` is a CONSTANT for D (G's backward is never called: the
+       NumPy version of ``detach``); D's loss ``d_loss_from_logits`` (+ R1 on the real batch)
+       updates D only.
+    2. G step: the UPDATED D scores the same ``x_fake``; the generator's loss is
+       backpropagated through D (whose parameter gradients are discarded) into G.
+
+    Parameters
+    ----------
+    state : GanState
+    x_real : ndarray of shape (N, D), a real batch
+    z : ndarray of shape (M, Z), latent noise (standard normal)
+    loss : "nonsaturating" or "minimax", the generator's loss
+    r1_gamma : R1's weight; 0 turns it off
+    lr, betas : Adam's, for both networks
+    return_grads : also return the gradients used ("grads_D", "grads_G")
+
+    Returns
+    -------
+    state : GanState, after both updates
+    out : dict with "d_loss" (without R1), "r1", "g_loss" (floats), and the gradients if asked
+    """
+    if loss not in ("nonsaturating", "minimax"):
+        raise ValueError(f"loss must be 'nonsaturating' or 'minimax', got {loss!r}")
+    G, D, opt_G, opt_D = state
+    n = x_real.shape[0]
+    # ---- D step: real and fake rows go through D together (one forward, one backward)
+    x_fake, cache_g = mlp_forward(G, z, slope)                        # (M, D), kept for the G step
+    logits, cache_d = mlp_forward(D, np.concatenate([x_real, x_fake]), slope)
+    d_loss, ds_real, ds_fake = d_loss_from_logits(logits[:n], logits[n:])
+    _, grads_D = mlp_backward(np.concatenate([ds_real, ds_fake]), cache_d)   # sums both halves' gradients
+    r1 = 0.0
+    if r1_gamma:
+        r1, g_r1 = _r1_from_cache(cache_d, r1_gamma, rows=slice(0, n))       # masks of the real rows
+        grads_D = {k: grads_D[k] + g_r1[k] for k in grads_D}
+    D, opt_D = adam_step(D, grads_D, opt_D, lr, betas)
+    # ---- G step: through the updated D, into G
+    s_fake, cache_f = mlp_forward(D, x_fake, slope)
+    g_loss, ds = (g_loss_nonsaturating if loss == "nonsaturating" else g_loss_minimax)(s_fake)
+    dx_fake, _ = mlp_backward(ds, cache_f, param_grads=False)         # D is not updated here
+    _, grads_G = mlp_backward(dx_fake, cache_g)
+    G, opt_G = adam_step(G, grads_G, opt_G, lr, betas)
+    out = {"d_loss": float(d_loss), "r1": float(r1), "g_loss": float(g_loss)}
+    if return_grads:
+        out["grads_D"], out["grads_G"] = grads_D, grads_G
+    return GanState(G, D, opt_G, opt_D), out
+
+
+def train_ring_gan(steps: int = 3000, batch: int = 256, lr: float = 1e-3,
+                   betas: tuple[float, float] = (0.5, 0.999), loss: str = "nonsaturating",
+                   r1_gamma: float = 1.0, sigma: float = 0.05, hidden: int = 64, z_dim: int = 2,
+                   seed: int = 0, snapshot_every: int = 100, n_eval: int = 2000,
+                   n_snapshot: int = 512, modes: int = 8, radius: float = 2.0,
+                   min_share: float = 0.01, dtype=np.float32) -> dict:
+    """Train the ring GAN by hand with :func:`gan_step`; returns the history for plots and the replay slider.
+
+    Every ``snapshot_every`` steps (and at step 0 and the last step) the generator maps a
+    FIXED set of ``n_eval`` latent vectors; :func:`modes_covered` scores them and the first
+    ``n_snapshot`` are kept as the snapshot (the same z every time, so a slider replays
+    how the samples move).
+
+    Parameters
+    ----------
+    steps, batch, lr, betas, loss, r1_gamma : training (see :func:`gan_step`)
+    sigma, modes, radius : the ring
+    hidden, z_dim : network widths (H, Z)
+    seed : everything random (init, data, noise, evaluation z) comes from ``default_rng(seed)``
+    min_share : see :func:`modes_covered`
+    dtype : float32 (faster) or float64
+
+    Returns
+    -------
+    history : dict with
+        "d_loss", "g_loss", "r1" : ndarrays of shape (steps,), per step
+        "snapshot_steps" : ndarray (S,) of the evaluated steps
+        "modes" : ndarray (S,) modes covered;  "high_quality" : ndarray (S,);  "counts" : (S, K)
+        "snapshots" : ndarray (S, n_snapshot, 2) of generated samples at the fixed z
+        "real" : ndarray (n_snapshot, 2) real samples, for the plot
+        "final_modes", "final_high_quality" : the last evaluation
+        "seconds" : training time in seconds (evaluations included), "config" : the arguments
+    """
+    config = dict(steps=steps, batch=batch, lr=lr, betas=betas, loss=loss, r1_gamma=r1_gamma,
+                  sigma=sigma, hidden=hidden, z_dim=z_dim, seed=seed, dtype=np.dtype(dtype).name)
+    rng = np.random.default_rng(seed)
+    state = init_ring_gan(rng, hidden, z_dim, 2, dtype)
+    z_eval = rng.standard_normal((n_eval, z_dim)).astype(dtype)
+    real = sample_ring(n_snapshot, rng, sigma, modes, radius, dtype)
+    centers = ring_centers(modes, radius)
+    hist = {k: np.zeros(steps) for k in ("d_loss", "g_loss", "r1")}
+    snap_steps, n_modes, hq, counts, snaps = [], [], [], [], []
+
+    def evaluate(step):
+        x, _ = mlp_forward(state.G, z_eval)
+        c, cnt, q = modes_covered(x, centers, sigma, min_share)
+        snap_steps.append(step), n_modes.append(c), hq.append(q), counts.append(cnt)
+        snaps.append(x[:n_snapshot].astype(np.float32))
+
+    t0 = time.perf_counter()
+    evaluate(0)
+    for step in range(1, steps + 1):
+        x_real = sample_ring(batch, rng, sigma, modes, radius, dtype)
+        z = rng.standard_normal((batch, z_dim)).astype(dtype)
+        state, out = gan_step(state, x_real, z, loss, r1_gamma, lr, betas)
+        for k in ("d_loss", "g_loss", "r1"):
+            hist[k][step - 1] = out[k]
+        if step % snapshot_every == 0 or step == steps:
+            evaluate(step)
+    seconds = time.perf_counter() - t0
+    hist.update(snapshot_steps=np.array(snap_steps), modes=np.array(n_modes), high_quality=np.array(hq),
+                counts=np.array(counts), snapshots=np.stack(snaps), real=real.astype(np.float32),
+                final_modes=n_modes[-1], final_high_quality=hq[-1], seconds=seconds, config=config,
+                state=state)
+    return hist
