@@ -56,7 +56,7 @@ CHAPTERS = {
     "05_cnn": ("Convolution and pooling by hand, a CNN on digits, transfer learning", "cnn"),
     "06_rnn": ("RNN, LSTM and GRU by hand, backprop through time, a character language model", "rnn"),
     "07_transformer": ("Attention by hand, multi-head attention, layer norm, a GPT trained from scratch, the KV cache, RNN vs Transformer", "transformer"),
-    "08_gan": ("Generative adversarial networks (planned)", None),
+    "08_gan": ("Autoencoders and VAEs, a GAN by hand on a ring of Gaussians, mode collapse and R1, a digits GAN measured with IS and FID", "gan"),
     "09_xai": ("Explainable AI: saliency, integrated gradients (planned)", None),
     "10_efficiency": ("Pruning, quantization, distillation, mixed precision, scaling out (planned)", None),
 }
