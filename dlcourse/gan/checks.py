@@ -29,7 +29,7 @@ from dlcourse.grading import (CheckFailed, Checker, Mistake, call, diagnose, exp
                               raises_like, same_items, trying)
 from dlcourse.grading import matches as _close
 
-try:  # the PyTorch twins (r1_penalty, gan_step) are refused too, once they exist
+try:  # the PyTorch twins (losses, KL, R1, FID, gan_step) are refused too, where they exist
     from dlcourse.gan import torch_impl as _tg
 except ImportError:  # pragma: no cover - torch_impl lands separately
     _tg = None
@@ -233,7 +233,7 @@ def kl_case(case: int):
     return rng.standard_normal((N, Z)), 0.8 * rng.standard_normal((N, Z))
 
 
-@check.exercise(points=2, mistakes=KL_MISTAKES, reference=(kl_gaussian_with_grads, ref.kl_gaussian),
+@check.exercise(points=2, mistakes=KL_MISTAKES, reference=(kl_gaussian_with_grads, ref.kl_gaussian) + _twins("kl_gaussian"),
                 forbid=(ref.kl_gaussian_backward,), hints=[
     "The KL divergence of N(mu, sigma^2) from N(0, 1) has a closed form per latent dimension; a diagonal Gaussian "
     "adds it up over its Z dimensions, and the loss averages it over the N samples. Write sigma^2 from logvar "
@@ -442,7 +442,7 @@ def _large_case_message(names, got, expected, scale, what):
                           mistake="large logits")
 
 
-@check.exercise(points=3, mistakes=D_LOSS_MISTAKES, reference=ref.d_loss_from_logits,
+@check.exercise(points=3, mistakes=D_LOSS_MISTAKES, reference=(ref.d_loss_from_logits,) + _twins("d_loss_from_logits"),
                 forbid=(ref.softplus, ref.sigmoid), hints=[
     "D outputs a logit s; D's probability 'real' is sigmoid(s). Its loss is binary cross-entropy with label 1 "
     "for the real batch and 0 for the fake one, each averaged over its own batch. Write every log-probability "
@@ -538,7 +538,7 @@ def g_loss_case(case: int):
     return (sign * 800 * (1 + 0.1 * rng.random(shape)),)
 
 
-@check.exercise(points=2, mistakes=G_LOSS_MISTAKES, reference=ref.g_loss_nonsaturating,
+@check.exercise(points=2, mistakes=G_LOSS_MISTAKES, reference=(ref.g_loss_nonsaturating,) + _twins("g_loss_nonsaturating"),
                 forbid=(ref.softplus, ref.sigmoid, ref.g_loss_minimax), hints=[
     "The generator wants D to call its samples real. Instead of minimising log(1 - D(G(z))), which goes flat "
     "exactly when D rejects the fakes, it minimises -log D(G(z)); with D = sigmoid(s), write that from the logit "
@@ -1285,7 +1285,11 @@ def gan_train_step(fn):
                 _translate_gan_error(fail, what)
                 raise
             got = _gan_vector(losses, state)
-            tried.got, tried.expected = losses, exp_losses
+            n_g = sum(p.numel() for p in gan_case(case)[0].parameters())
+            gap = np.abs(state - exp_state) if state.shape == exp_state.shape else np.full(2, np.inf)
+            tried.got = {"losses": [tuple(v) for v in losses], "G's weights, max error": float(gap[:n_g].max()),
+                         "D's weights, max error": float(gap[n_g:].max())}
+            tried.expected = {"losses": [tuple(v) for v in exp_losses]}
             diagnose(got, expected, GAN_MISTAKES, suffix=f"({what})", rtol=1e-7, atol=1e-10,
                      apply=lambda row: _gan_vector(*_run_steps(row, case)[:2]))
             if into_g > 1:
@@ -1293,7 +1297,6 @@ def gan_train_step(fn):
                                                      f"from its own loss, is enough) ({what})")
             d_ok = _close(np.asarray(losses)[:, 0], np.asarray(exp_losses)[:, 0], rtol=1e-7)
             g_ok = _close(np.asarray(losses)[:, 1], np.asarray(exp_losses)[:, 1], rtol=1e-7)
-            n_g = sum(p.numel() for p in gan_case(case)[0].parameters())
             g_params = _close(state[:n_g], exp_state[:n_g], rtol=1e-7)
             d_params = _close(state[n_g:], exp_state[n_g:], rtol=1e-7)
             if not (d_ok and g_ok and g_params and d_params):
