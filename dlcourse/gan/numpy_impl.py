@@ -479,7 +479,9 @@ def mlp_forward(params: dict[str, np.ndarray], x: np.ndarray, slope: float = 0.2
         inputs.append(a)
         h = a @ params[f"fc{i}.weight"].T + params[f"fc{i}.bias"]      # (N, out)
         if i < L:
-            m = np.where(h > 0, h.dtype.type(1), h.dtype.type(slope))  # LeakyReLU'(h), torch's choice at h = 0
+            m = (h > 0).astype(h.dtype)          # LeakyReLU'(h): 1 where h > 0, `slope` elsewhere (torch's
+            m *= 1 - slope                       # choice at h = 0); arithmetic on the bools is ~10x faster
+            m += slope                           # here than np.where(h > 0, 1, slope)
             masks.append(m)
             a = h * m                                                   # LeakyReLU(h) = h * LeakyReLU'(h)
         else:
@@ -700,13 +702,17 @@ def gan_step(state: GanState, x_real: np.ndarray, z: np.ndarray, loss: str = "no
     return GanState(G, D, opt_G, opt_D), out
 
 
-def train_ring_gan(steps: int = 3000, batch: int = 256, lr: float = 1e-3,
+def train_ring_gan(steps: int = 1500, batch: int = 256, lr: float = 1e-3,
                    betas: tuple[float, float] = (0.5, 0.999), loss: str = "nonsaturating",
                    r1_gamma: float = 1.0, sigma: float = 0.05, hidden: int = 64, z_dim: int = 2,
-                   seed: int = 0, snapshot_every: int = 100, n_eval: int = 2000,
+                   seed: int = 0, snapshot_every: int = 50, n_eval: int = 2000,
                    n_snapshot: int = 512, modes: int = 8, radius: float = 2.0,
                    min_share: float = 0.01, dtype=np.float32) -> dict:
     """Train the ring GAN by hand with :func:`gan_step`; returns the history for plots and the replay slider.
+
+    The defaults (sigma 0.05, H = 64, 1,500 steps; measured in ``benchmarks/bench_gan.py --ring``,
+    ~2 s a run in float32 on one CPU thread) cover 8 of 8 modes on seeds 0-4 with R1
+    (gamma = 1); without R1, 7-8; at sigma = 0.02 without R1, 4-6 (partial collapse).
 
     Every ``snapshot_every`` steps (and at step 0 and the last step) the generator maps a
     FIXED set of ``n_eval`` latent vectors; :func:`modes_covered` scores them and the first
@@ -734,7 +740,8 @@ def train_ring_gan(steps: int = 3000, batch: int = 256, lr: float = 1e-3,
         "seconds" : training time in seconds (evaluations included), "config" : the arguments
     """
     config = dict(steps=steps, batch=batch, lr=lr, betas=betas, loss=loss, r1_gamma=r1_gamma,
-                  sigma=sigma, hidden=hidden, z_dim=z_dim, seed=seed, dtype=np.dtype(dtype).name)
+                  sigma=sigma, hidden=hidden, z_dim=z_dim, seed=seed, modes=modes, radius=radius,
+                  min_share=min_share, dtype=np.dtype(dtype).name)
     rng = np.random.default_rng(seed)
     state = init_ring_gan(rng, hidden, z_dim, 2, dtype)
     z_eval = rng.standard_normal((n_eval, z_dim)).astype(dtype)
