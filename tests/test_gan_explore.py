@@ -80,3 +80,14 @@ def test_static_plots(runs):
     fig = explore.plot_ring_runs(runs)
     assert len(fig.axes) == 2
     assert f"{runs['short']['modes'][-1]}/8 modes" in fig.axes[0].get_title()
+
+
+def test_live_gan_plot_draws_every_evaluation():
+    from dlcourse.gan import torch_impl as gt
+    live = explore.LiveGanPlot(evaluations=2)
+    history = gt.train_digits_gan(steps=20, eval_every=10, progress=False, callback=live, n_eval=64)
+    assert live.updates == len(history.fid) == 3                    # before training, and two evaluations
+    assert f"{history.fid[-1]:.2f}" in live.ax_fid.get_title()
+    assert "step 20" in live.ax_grid.get_title()
+    with pytest.raises(ValueError, match="sample grids"):
+        explore.LiveGanPlot()(gt.GanHistory())

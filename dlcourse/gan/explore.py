@@ -7,6 +7,8 @@ Dimension letters: N samples, Z latent size, S snapshots of a training run, K mo
   and how many of the 8 modes they cover;
 * :func:`latent_walk` — two latent vectors and a slider between them: the generated digit at every
   point of the straight line, for any generator given as a function ``z (N, Z) -> images (N, 64)``;
+* :class:`LiveGanPlot` — the digits GAN's training callback: the sample grid at fixed noise, the
+  losses and the FID, redrawn in place;
 * :func:`image_grid`, :func:`plot_images`, :func:`plot_latent_scatter`,
   :func:`plot_generator_gradients`, :func:`plot_ring_runs` — the lesson's static figures.
 """
@@ -15,10 +17,14 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
+import math
+import time
+
 import numpy as np
 from matplotlib.figure import Figure
 
 from dlcourse.optim.explore import figure_png
+from dlcourse.runtime import ipython_shell
 
 RING_COLOR, REAL_COLOR = "#d62728", "#9e9e9e"
 
@@ -315,3 +321,61 @@ def torch_decoder(module, scale: Callable = None, device: Optional[str] = None) 
 
     return decode
 
+
+
+# --------------------------------------------------------------------------- live training plot
+
+class LiveGanPlot:
+    """A callback for :func:`dlcourse.gan.torch_impl.train_digits_gan`, redrawn in place.
+
+    Left: the generator's images at the 64 fixed latent vectors at the last evaluation; middle:
+    D's and G's losses; right: the FID over training (log scale).  In a notebook the figure is
+    shown once and updated through a display handle (refreshed at most every ``min_interval``
+    seconds, and always at the first and the last evaluation); elsewhere it only redraws.
+
+    Attributes
+    ----------
+    fig : the Figure;  updates : how many times it has been drawn
+    """
+
+    def __init__(self, title: str = "digits GAN", evaluations: Optional[int] = None, min_interval: float = 1.5):
+        self.fig = Figure(figsize=(10.5, 3.4), layout="constrained")
+        self.ax_grid, self.ax_loss, self.ax_fid = self.fig.subplots(1, 3, width_ratios=[1, 1.1, 1.1])
+        self.title, self.evaluations, self.min_interval = title, evaluations, min_interval
+        self.updates = 0
+        self._handle = None
+        self._shown_at = -math.inf
+
+    def __call__(self, history) -> None:
+        if not history.grids:
+            raise ValueError("LiveGanPlot needs a history with sample grids (train_digits_gan's)")
+        self.ax_grid.clear(), self.ax_loss.clear(), self.ax_fid.clear()
+        plot_images(self.ax_grid, history.grids[-1].reshape(-1, 64), 8,
+                    f"{self.title}: step {history.steps[-1]}")
+        steps = np.asarray(history.steps)
+        self.ax_loss.plot(steps[1:], history.d_loss[1:], "o-", ms=3, label="D loss (without R1)")
+        self.ax_loss.plot(steps[1:], history.g_loss[1:], "o-", ms=3, label="G loss (non-saturating)")
+        self.ax_loss.axhline(2 * math.log(2), color="gray", lw=0.8, ls="--")
+        self.ax_loss.set(xlabel="step", title="losses (dashed: D's 2 log 2 at the equilibrium)")
+        self.ax_loss.legend(fontsize=8)
+        self.ax_fid.semilogy(steps, history.fid, "o-", ms=3, color=RING_COLOR)
+        self.ax_fid.axhline(4, color="gray", lw=0.8, ls="--")
+        self.ax_fid.set(xlabel="step", title=f"FID vs the test digits: {history.fid[-1]:.2f} (dashed: 4)")
+        for ax in (self.ax_loss, self.ax_fid):
+            ax.title.set_fontsize(9)
+        self.updates += 1
+        last = self.evaluations is not None and len(history.fid) > self.evaluations
+        due = self.evaluations is None or time.perf_counter() - self._shown_at >= self.min_interval
+        if self._handle is None or last or due:
+            self._show()
+
+    def _show(self) -> None:
+        if ipython_shell() is None:
+            return
+        from IPython.display import Image, display
+        image = Image(data=figure_png(self.fig), format="png")
+        if self._handle is None:
+            self._handle = display(image, display_id=True)
+        else:
+            self._handle.update(image)
+        self._shown_at = time.perf_counter()
