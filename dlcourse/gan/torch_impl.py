@@ -567,7 +567,12 @@ def bottleneck_study(latents: Sequence[int] = (2, 4, 8, 16, 32), steps: int = 20
     """Reconstruction MSE on the test split against the code size, autoencoder vs PCA.
 
     PCA (the best LINEAR code of that size, fitted on the training split) is the baseline: an
-    autoencoder with linear layers would find the same subspace.
+    autoencoder with linear layers would find the same subspace.  Measured (seed 0, 2,000 steps
+    each, ~3 s each on one CPU thread), test MSE autoencoder / PCA: Z=2 0.0359 / 0.0527,
+    Z=4 0.0224 / 0.0375, Z=8 0.0119 / 0.0246, Z=16 0.0061 / 0.0116, Z=32 0.0032 / 0.0026 -- the
+    non-linear code wins clearly at small Z; at Z=32 (half the 64 pixels) PCA keeps almost
+    everything and the briefly trained autoencoder falls behind it.  With 1,000 steps (7 s for
+    all five): 0.0364, 0.0243, 0.0132, 0.0069, 0.0047.
 
     Returns
     -------
@@ -594,6 +599,10 @@ def train_denoiser(noise_std: float = 0.3, mask_prob: float = 0.0, latent: int =
 def denoise_study(noise_std: float = 0.3, latent: int = 16, steps: int = 2000, seed: int = 0,
                   device: Optional[str] = None, progress: bool = False) -> dict:
     """Test MSE against the clean digits, for noisy inputs (noise ``noise_std``, fixed, seed 1).
+
+    Measured (seed 0, Z=16, 2,000 steps each, noise 0.3): noisy input 0.0517, plain autoencoder
+    0.0434, denoiser 0.0185 (the plain one on clean inputs: 0.0061); noise 0.5: 0.1173, 0.0827,
+    0.0326.  With 1,000 steps (2.3 s for both): 0.0517, 0.0380, 0.0193.
 
     Returns
     -------
@@ -799,7 +808,10 @@ def train_digits_gan(seconds: Optional[float] = None, steps: Optional[int] = Non
     defaults FID <= 4 from step 1,250 / 1,500 / 1,250 on, 3.06 / 3.32 / 3.34 at step 1,500 and
     2.92 / 3.08 / 3.29 at step 2,000 (about 4 ms a step).  Adam lr 1e-3 with ``ema=0.99`` needed
     ~2,500 steps to stay below 4; without the average the last iterate's FID stayed ~4-15 and
-    jumps; without R1 (``r1_gamma=0``, lr 1e-3, ema 0.99) it was still ~12 after 1,500 steps.
+    jumps; without R1 (``r1_gamma=0``, lr 1e-3, ema 0.99) it was still ~12 after 1,500 steps;
+    lr 3e-3 stalled near 5 on seed 1; ``hidden=128`` needed ~1,400-1,600 steps.
+    ``batch_size=128`` stays below 4 from step 1,000 / 1,125 / 1,125 and ends lower (2.75 /
+    3.06 / 2.44 at 2,000 steps) but a step costs ~1.4x as much: about the same seconds to 4.
 
     **What FID is computed against.**  ``n_eval`` = 1,257 samples of the averaged generator at
     fixed latent vectors (the same for every seed and evaluation) vs the 270 digits of the TEST
