@@ -80,6 +80,9 @@ def test_static_plots(runs):
     fig = explore.plot_ring_runs(runs)
     assert len(fig.axes) == 2
     assert f"{runs['short']['modes'][-1]}/8 modes" in fig.axes[0].get_title()
+    fig = explore.plot_ring_snapshots(runs["short"], [0, 1, -1], "title")
+    assert [ax.get_title() for ax in fig.axes] == [f"step {s}: {m}/8" for s, m in zip(
+        runs["short"]["snapshot_steps"][[0, 1, -1]], runs["short"]["modes"][[0, 1, -1]])]
 
 
 def test_live_gan_plot_draws_every_evaluation():

@@ -10,7 +10,7 @@ Dimension letters: N samples, Z latent size, S snapshots of a training run, K mo
 * :class:`LiveGanPlot` — the digits GAN's training callback: the sample grid at fixed noise, the
   losses and the FID, redrawn in place;
 * :func:`image_grid`, :func:`plot_images`, :func:`plot_latent_scatter`,
-  :func:`plot_generator_gradients`, :func:`plot_ring_runs` — the lesson's static figures.
+  :func:`plot_generator_gradients`, :func:`plot_ring_runs`, :func:`plot_ring_snapshots` — the lesson's static figures.
 """
 
 from __future__ import annotations
@@ -125,6 +125,20 @@ def plot_ring_runs(runs: dict, index: int = -1):
     for ax, (name, history) in zip(axes, runs.items()):
         i = index % len(history["snapshot_steps"])
         _ring_panel(ax, history, i, f"{name}\n{history['modes'][i]}/8 modes, step {history['snapshot_steps'][i]}")
+    return fig
+
+
+def plot_ring_snapshots(history: dict, indices: Sequence[int], title: str = ""):
+    """Snapshots ``indices`` of ONE ring run side by side: how the generated points move."""
+    n = len(indices)
+    fig = Figure(figsize=(2.1 * n, 2.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, n))
+    count = len(history["snapshot_steps"])
+    for ax, index in zip(axes, indices):
+        i = index % count
+        _ring_panel(ax, history, i, f"step {history['snapshot_steps'][i]}: {history['modes'][i]}/8")
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 
