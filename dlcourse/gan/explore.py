@@ -23,8 +23,7 @@ import time
 import numpy as np
 from matplotlib.figure import Figure
 
-from dlcourse.optim.explore import figure_png
-from dlcourse.runtime import ipython_shell
+from dlcourse.optim.explore import figure_png, show_in_place
 
 RING_COLOR, REAL_COLOR = "#d62728", "#9e9e9e"
 
@@ -384,12 +383,5 @@ class LiveGanPlot:
             self._show()
 
     def _show(self) -> None:
-        if ipython_shell() is None:
-            return
-        from IPython.display import Image, display
-        image = Image(data=figure_png(self.fig), format="png")
-        if self._handle is None:
-            self._handle = display(image, display_id=True)
-        else:
-            self._handle.update(image)
+        self._handle = show_in_place(self.fig, self._handle)
         self._shown_at = time.perf_counter()

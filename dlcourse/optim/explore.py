@@ -32,7 +32,7 @@ from dlcourse.data import SURFACES, surface as get_surface
 from dlcourse.optim.numpy_impl import History, minimize
 from dlcourse.runtime import ipython_shell
 
-__all__ = ["figure_png", "plot_surface", "plot_surfaces", "plot_paths", "plot_learning_rates",
+__all__ = ["figure_png", "show_in_place", "plot_surface", "plot_surfaces", "plot_paths", "plot_learning_rates",
            "plot_histories", "plot_schedules", "LiveLossPlot", "RACERS", "RACE_DEFAULTS",
            "race_paths", "OptimizerRace", "optimizer_race"]
 
@@ -253,17 +253,25 @@ class LiveLossPlot:
             self._show()
 
     def _show(self) -> None:
-        if ipython_shell() is None:
-            return
-        from IPython.display import Image, display
-        # PNG bytes, not the Figure: a Figure outside pyplot may print as "<Figure size ...>"
-        # (Colab, when no pyplot figure was drawn before); an Image shows everywhere.
-        image = Image(data=figure_png(self.fig), format="png")
-        if self._handle is None:
-            self._handle = display(image, display_id=True)
-        else:
-            self._handle.update(image)
+        self._handle = show_in_place(self.fig, self._handle)
         self._shown_at = time.perf_counter()  # after rendering: rendering never takes over
+
+
+def show_in_place(fig, handle=None):
+    """Show ``fig`` in a notebook, or redraw it where ``handle`` showed it before; the handle.
+
+    PNG bytes, not the Figure: a Figure outside pyplot may print as "<Figure size ...>" (Colab,
+    when no pyplot figure was drawn before); an Image shows everywhere.  Outside a notebook it
+    does nothing and returns ``handle``.
+    """
+    if ipython_shell() is None:
+        return handle
+    from IPython.display import Image, display
+    image = Image(data=figure_png(fig), format="png")
+    if handle is None:
+        return display(image, display_id=True)
+    handle.update(image)
+    return handle
 
 
 # --------------------------------------------------------------------------- the optimizer race
