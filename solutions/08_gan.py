@@ -29,8 +29,9 @@
 # The concept questions at the end have no hints (work them out from the lesson). The last cell
 # adds up your score.
 #
-# **Conventions.** Dimension letters: `N` batch (`M` a second batch), `Z` latent size, `D` data
-# dimensions (2 for the ring), `H` hidden width, `K` modes or classes, `F` feature size. A
+# **Conventions.** Dimension letters: `N` batch (`M` a second batch), `Z` latent size, `H` hidden
+# width, `K` modes or classes, `F` feature size; the ring's data are points, `(N, 2)`, and `D` is
+# always the discriminator. A
 # discriminator outputs a **logit** `s`; its probability "real" is `sigmoid(s)`. Every NumPy
 # function returns float64 (like its inputs) and changes none of its inputs. Write the code
 # yourself: handing in (or calling) the course's own version of an exercise earns no points. The
@@ -174,7 +175,7 @@ check.g_loss_nonsaturating(g_loss_nonsaturating)
 # is itself a function of a gradient, and D's optimizer must be able to differentiate it. Write
 # `r1_penalty(D, x_real, gamma)`:
 #
-# * `D` an `nn.Module` mapping `(N, D)` to `(N, 1)` logits; `x_real` `(N, D)` float64, **without**
+# * `D` an `nn.Module` mapping `(N, 2)` points to `(N, 1)` logits; `x_real` `(N, 2)` float64, **without**
 #   `requires_grad` (data never has it); `gamma` a number
 # * return the penalty as a 0-d tensor that `backward()` can take into D's weights
 
@@ -183,7 +184,7 @@ def r1_penalty(D, x_real, gamma):
     """gamma / 2 * mean_n ||grad_x D(x_n)||^2, differentiable with respect to D's weights."""
     ### BEGIN SOLUTION
     x = x_real.detach().requires_grad_(True)       # a leaf to take the gradient with respect to
-    (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)   # (N, D), itself differentiable
+    (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)   # (N, 2), itself differentiable
     return gamma / 2 * (grad ** 2).sum(dim=1).mean()
     ### END SOLUTION
 
@@ -240,7 +241,8 @@ check.fid(fid)
 # On the ring of 8 Gaussians, mode collapse is countable (VEEGAN, Srivastava et al. 2017): a
 # generated sample is **high quality** if it lies within `n_std` standard deviations (3σ) of its
 # **nearest** centre, and then counts for that mode; a mode is **covered** if it receives at least
-# a share `min_share` of all the samples. Write
+# a share `min_share` of all the samples (and at least one sample, so that `min_share=0` still
+# needs one). Write
 # `modes_covered(samples, centers, sigma, min_share=0.01, n_std=3.0)`:
 #
 # * `samples` `(N, 2)`, `centers` `(K, 2)`, `sigma` the modes' standard deviation
@@ -278,8 +280,8 @@ check.modes_covered(modes_covered)
 #
 # Write `gan_train_step(G, D, opt_g, opt_d, x_real, z)`:
 #
-# * `G` maps `z` `(M, Z)` to `(M, D)`, `D` maps `(N, D)` to `(N, 1)` logits; `opt_g`, `opt_d` their
-#   optimizers; `x_real` `(N, D)`, `z` `(M, Z)`
+# * `G` maps `z` `(M, Z)` to points `(M, 2)`, `D` maps `(N, 2)` to `(N, 1)` logits; `opt_g`, `opt_d`
+#   their optimizers; `x_real` `(N, 2)`, `z` `(M, Z)`
 # * return `(d_loss, g_loss)` as two floats (`.item()`): D's loss before its step, G's loss as
 #   scored by the updated D
 #

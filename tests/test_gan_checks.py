@@ -286,3 +286,24 @@ def test_gan_step_alternatives_pass():
         return float(d_loss), float(g_loss)
     _passes("gan_train_step", bce_order)
     _passes("gan_train_step", both_zeroed_at_the_top)
+
+
+def test_gan_step_softplus_of_d_logits_detached_is_named():
+    def step(G, D, opt_g, opt_d, x_real, z):
+        fake = G(z)
+        d_loss = F.softplus(-D(x_real)).mean() + F.softplus(D(fake)).detach().mean()   # after the softplus
+        opt_d.zero_grad(); d_loss.backward(); opt_d.step()
+        g_loss = F.softplus(-D(fake)).mean()
+        opt_g.zero_grad(); g_loss.backward(); opt_g.step()
+        return d_loss.item(), g_loss.item()
+    _fails("gan_train_step", step, "D received no gradient from the fake half", "D's logits detached")
+
+
+def test_gan_step_without_detach_but_g_recomputed_says_the_weights_match():
+    def step(G, D, opt_g, opt_d, x_real, z):
+        d_loss = F.softplus(-D(x_real)).mean() + F.softplus(D(G(z))).mean()           # no detach
+        opt_d.zero_grad(); d_loss.backward(); opt_d.step()
+        g_loss = F.softplus(-D(G(z))).mean()
+        opt_g.zero_grad(); g_loss.backward(); opt_g.step()
+        return d_loss.item(), g_loss.item()
+    _fails("gan_train_step", step, "the weights match, but the fake batch is not detached", "no detach (weights right)")

@@ -237,8 +237,8 @@ def kl_case(case: int):
     "(logvar IS log sigma^2), then differentiate the same expression by hand.",
     "Per sample: -1/2 * sum over Z of (1 + logvar - mu^2 - sigma^2), then the mean over N. Each entry of mu and "
     "logvar appears in one term only, so its gradient is the derivative of that term times 1/N.",
-    "per = -0.5 * np.sum(1 + logvar - mu ** 2 - np.exp(logvar), axis=1); kl = per.mean(); n = mu.shape[0]; "
-    "dmu = mu / n; for dlogvar differentiate 1 + logvar - exp(logvar) and keep the -0.5 and the 1/n.",
+    "per = -0.5 * np.sum(..., axis=1) ((N,): the bracket above); kl = per.mean(); n = mu.shape[0]; "
+    "dmu = (d/dmu of -0.5 * (-mu^2)) / n; dlogvar = (d/dlogvar of -0.5 * (logvar - exp(logvar))) / n.",
 ])
 def kl_gaussian(fn):
     """KL(N(mu, exp(logvar)) || N(0, I)) summed over Z, mean over N, with its gradients."""
@@ -447,9 +447,9 @@ def _large_case_message(names, got, expected, scale, what):
     "-log sigmoid(s) = softplus(-s) and -log(1 - sigmoid(s)) = softplus(s), with softplus(t) = log(1 + exp(t)) "
     "= np.logaddexp(0, t), exact for every t. Their derivatives: d softplus(t)/dt = sigmoid(t). Divide each "
     "gradient by its batch's size (.size), since each term is a mean.",
-    "loss = np.mean(np.logaddexp(0, -real_logits)) + np.mean(np.logaddexp(0, fake_logits)); dreal is "
-    "-sigmoid(-real_logits) / real_logits.size, dfake is +sigmoid(fake_logits) / fake_logits.size, with a "
-    "stable sigmoid(t) = np.exp(-np.logaddexp(0, -t)).",
+    "softplus = lambda t: np.logaddexp(0, t); sigmoid = lambda t: np.exp(-np.logaddexp(0, -t)) (both stable); "
+    "loss = np.mean(softplus(...)) + np.mean(softplus(...)); dreal = ... / real_logits.size; "
+    "dfake = ... / fake_logits.size (each the derivative of its own softplus term; mind the signs).",
 ])
 def d_loss_from_logits(fn):
     """D's loss mean(softplus(-s_real)) + mean(softplus(s_fake)) and its gradients, stable at any logit."""
@@ -543,8 +543,8 @@ def g_loss_case(case: int):
     "-log sigmoid(s) = softplus(-s) = np.logaddexp(0, -s), finite for every s. Its derivative is "
     "-sigmoid(-s), which is sigmoid(s) - 1, near -1 when D rejects the fake: a strong gradient. Divide it by "
     "the batch size.",
-    "loss = np.mean(np.logaddexp(0, -fake_logits)); dfake = -(a stable sigmoid of -fake_logits) / "
-    "fake_logits.size, with sigmoid(t) = np.exp(-np.logaddexp(0, -t)).",
+    "sigmoid = lambda t: np.exp(-np.logaddexp(0, -t)) (stable); loss = np.mean(np.logaddexp(0, ...)); "
+    "dfake = ... / fake_logits.size: the derivative of softplus(-s) with respect to s, by the chain rule.",
 ])
 def g_loss_nonsaturating(fn):
     """G's non-saturating loss mean(softplus(-s_fake)) and its gradient, stable at any logit."""
@@ -1019,9 +1019,10 @@ def _modes_same(a, b) -> bool:
     "Squared distances to every centre with broadcasting: (N, 1, 2) - (1, K, 2), summed over the coordinates, "
     "(N, K); the nearest mode by argmin over K; high quality where that squared distance is <= (n_std * "
     "sigma) ** 2; counts per mode with np.bincount(..., minlength=K).",
-    "d2 = ((samples[:, None, :] - centers[None, :, :]) ** 2).sum(axis=-1); nearest = d2.argmin(axis=1); good = "
-    "the nearest one's d2 <= (n_std * sigma) ** 2; counts = np.bincount(nearest[good], minlength=len(centers)); "
-    "covered where counts >= min_share * len(samples) (and > 0); return (int, counts, float(good.mean())).",
+    "d2 = ((samples[:, None, :] - centers[None, :, :]) ** 2).sum(axis=-1); nearest = d2.argmin(axis=1); "
+    "good = ... ((N,) bool: the nearest centre's d2 within the radius); counts = np.bincount(..., "
+    "minlength=len(centers)); n_covered = ... (the modes with at least one sample and at least min_share * N); "
+    "return (int(n_covered), counts, float(good.mean())).",
 ])
 def modes_covered(fn):
     """(n_covered, counts, high_quality) of generated ring samples, VEEGAN's rule."""
@@ -1149,6 +1150,43 @@ def gs_g_on_d_loss(G, D, opt_g, opt_d, x_real, z):
     return d_loss.item(), g_loss.item()
 
 
+def gs_no_zero_grad(G, D, opt_g, opt_d, x_real, z):
+    fake = G(z)
+    d_loss = _d_loss_t(D, x_real, fake.detach())
+    d_loss.backward()                                              # no opt_d.zero_grad(): adds to D's .grad
+    opt_d.step()
+    g_loss = F.softplus(-D(fake)).mean()
+    g_loss.backward()                                              # no opt_g.zero_grad() either
+    opt_g.step()
+    return d_loss.item(), g_loss.item()
+
+
+def gs_d_output_detached(G, D, opt_g, opt_d, x_real, z):
+    fake = G(z)
+    d_loss = F.softplus(-D(x_real)).mean() + F.softplus(D(fake).detach()).mean()   # D's LOGITS detached
+    opt_d.zero_grad()
+    d_loss.backward()                                              # D learns from the real half only
+    opt_d.step()
+    g_loss = F.softplus(-D(fake)).mean()
+    opt_g.zero_grad()
+    g_loss.backward()
+    opt_g.step()
+    return d_loss.item(), g_loss.item()
+
+
+def gs_no_detach_g_zeroed(G, D, opt_g, opt_d, x_real, z):
+    fake = G(z)
+    d_loss = _d_loss_t(D, x_real, fake)                            # no detach: backward runs into G too
+    opt_d.zero_grad()
+    d_loss.backward(retain_graph=True)
+    opt_d.step()
+    g_loss = F.softplus(-D(fake)).mean()
+    opt_g.zero_grad()                                              # ...but G's .grad is cleared before its own
+    g_loss.backward()
+    opt_g.step()
+    return d_loss.item(), g_loss.item()
+
+
 GAN_MISTAKES = (
     Mistake("no detach", gs_no_detach,
             "the fake batch is not detached in D's step: d_loss.backward() also runs back into G and leaves the "
@@ -1164,6 +1202,17 @@ GAN_MISTAKES = (
             "D's gradients are not zeroed before its backward: .backward() ADDS to .grad, so D's step used old "
             "gradients too (the last step's, and those the generator's backward left in D); call "
             "opt_d.zero_grad() before d_loss.backward()"),
+    Mistake("no zero_grad at all", gs_no_zero_grad,
+            "neither optimizer's gradients are zeroed: .backward() ADDS to .grad, so both steps used old gradients "
+            "too (the leftovers in .grad, the last step's, and what G's backward left in D); call "
+            "opt_d.zero_grad() before d_loss.backward() and opt_g.zero_grad() before g_loss.backward()"),
+    Mistake("D's logits detached", gs_d_output_detached,
+            "D received no gradient from the fake half: detach the generated batch (fake.detach()) before D, not "
+            "D's logits (D(fake).detach() cuts D out of that term, so D only learns to call the real batch real)"),
+    Mistake("no detach (weights right)", gs_no_detach_g_zeroed,
+            "the weights match, but the fake batch is not detached in D's step: d_loss.backward() also "
+            "backpropagates into G, wasted work that opt_g.zero_grad() happens to clear here (and wrong gradients "
+            "for G wherever G's .grad is not zeroed before its own backward); score D(fake.detach()) in D's loss"),
     Mistake("G's zero_grad missing", gs_g_zero_grad_missing,
             "G's gradients are not zeroed before its backward: .backward() ADDS to .grad, so G's step used "
             "gradients left over from before; call opt_g.zero_grad() before g_loss.backward()"),
@@ -1257,13 +1306,14 @@ def _translate_gan_error(fail, what):
     "move and must not even receive gradients, so the fakes enter D's loss DETACHED (constants). Then G learns "
     "to make the UPDATED D call its samples real, with the non-saturating loss; its gradients flow through D, "
     "but only G's optimizer steps.",
-    "D step: fake = G(z); d_loss = softplus(-D(x_real)).mean() + softplus(D(fake.detach())).mean(); zero D's "
-    "gradients, backward, opt_d.step(). G step: g_loss = softplus(-D(fake)).mean() (D run again, after its "
-    "update); zero G's gradients, backward, opt_g.step(). Without the detach, D's backward would write D's-loss "
-    "gradients into G's .grad (and free the graph of fake).",
-    "fake = G(z); d_loss = F.softplus(-D(x_real)).mean() + F.softplus(D(fake.detach())).mean(); "
-    "opt_d.zero_grad(); d_loss.backward(); opt_d.step(); then g_loss from D(fake) with F.softplus(-...), "
-    "opt_g.zero_grad(), g_loss.backward(), opt_g.step(); return (d_loss.item(), g_loss.item()).",
+    "Generate the fakes once. D's step: its loss is Exercise 3's (real -> 1, fake -> 0) written with "
+    "F.softplus on D's logits, where the fakes go in cut off from G's graph; then the usual three calls of a "
+    "training step for D's optimizer (clear the old gradients first: backward ADDS to .grad). G's step: score "
+    "the SAME fakes again with the updated D, Exercise 4's loss, and the same three calls for G's optimizer. "
+    "Return both losses as Python floats.",
+    "fake = G(z); d_loss = F.softplus(-D(x_real)).mean() + F.softplus(D(...)).mean() (the fake half: which "
+    "tensor gets .detach()?); opt_d.zero_grad(); d_loss.backward(); opt_d.step(); g_loss = ... (the "
+    "non-saturating loss, by the updated D); then G's three calls ...; return d_loss.item(), g_loss.item().",
 ])
 def gan_train_step(fn):
     """One GAN step in PyTorch (D then G, non-saturating, detach): (d_loss, g_loss)."""
@@ -1290,8 +1340,9 @@ def gan_train_step(fn):
             diagnose(got, expected, GAN_MISTAKES, suffix=f"({what})", rtol=1e-7, atol=1e-10,
                      apply=lambda row: _gan_vector(*_run_steps(row, case)[:2]))
             if into_g > 1:
-                fail_with(GAN_MISTAKES, "no detach", f"(here G received gradients {into_g:g} times a step; once, "
-                                                     f"from its own loss, is enough) ({what})")
+                row = "no detach (weights right)" if _close(got, expected, rtol=1e-7, atol=1e-10) else "no detach"
+                fail_with(GAN_MISTAKES, row, f"(here G received gradients {into_g:g} times a step; once, "
+                                             f"from its own loss, is enough) ({what})")
             d_ok = _close(np.asarray(losses)[:, 0], np.asarray(exp_losses)[:, 0], rtol=1e-7)
             g_ok = _close(np.asarray(losses)[:, 1], np.asarray(exp_losses)[:, 1], rtol=1e-7)
             g_params = _close(state[:n_g], exp_state[:n_g], rtol=1e-7)
