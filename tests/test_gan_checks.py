@@ -307,3 +307,31 @@ def test_gan_step_without_detach_but_g_recomputed_says_the_weights_match():
         opt_g.zero_grad(); g_loss.backward(); opt_g.step()
         return d_loss.item(), g_loss.item()
     _fails("gan_train_step", step, "the weights match, but the fake batch is not detached", "no detach (weights right)")
+
+
+def test_g_loss_log1p_exp_overflow_is_named_as_an_overflow():
+    def g_loss(fake_logits):
+        sig = np.exp(-np.logaddexp(0, -fake_logits))
+        return np.mean(np.log1p(np.exp(-fake_logits))), (sig - 1) / fake_logits.size
+    with np.errstate(all="ignore"):
+        result = _fails("g_loss_nonsaturating", g_loss, "the loss is not finite at large logits", "sigmoid then log")
+    assert "np.exp(800) = inf" in result.message
+
+
+def test_kl_generic_sign_and_batch_factor_are_named():
+    def kl_reparam_sign(dz, logvar, eps):          # dlogvar's sign flipped: no row, the generic fallback
+        return dz.copy(), -dz * eps * 0.5 * np.exp(logvar / 2)
+    _fails("reparameterize_backward", kl_reparam_sign, "dlogvar has the wrong sign", "constant factor")
+
+    def d_loss(real_logits, fake_logits):          # dfake divided by N twice
+        sp = lambda t: np.logaddexp(0, t)
+        sg = lambda t: np.exp(-np.logaddexp(0, -t))
+        n, m = real_logits.size, fake_logits.size
+        return np.mean(sp(-real_logits)) + np.mean(sp(fake_logits)), -sg(-real_logits) / n, sg(fake_logits) / m / m
+    result = ch08.run("d_loss_from_logits", d_loss)
+    assert not result.passed and "dfake is exactly N = 4 (the batch size) times too small" in result.message, result.message
+
+
+def test_kl_and_r1_rows_named_from_the_message():
+    _fails("kl_gaussian", checks.kl_dlogvar_sign_flipped, "the KL and dmu are right but dlogvar has the wrong sign")
+    _fails("r1_penalty", checks.r1_mean_before_grad, "the per-sample gradients are divided by N")

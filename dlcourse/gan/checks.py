@@ -50,7 +50,43 @@ def _sigmoid(t):
     return np.exp(-np.logaddexp(0.0, -t))
 
 
-def _numpy_outputs(fn, name, names, table, expected, args, what, tried, before=None, after=None):
+def _factor_of(got, expected, n):
+    """'the sign is flipped' / 'N = 4 times too large' when ``got`` is exactly that multiple of ``expected``."""
+    try:
+        g, e = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if g.shape != e.shape or not np.any(np.abs(e) > 1e-12):
+        return None
+    factors = [(-1.0, "has the wrong sign (exactly -1 times the right values): check the sign of each derivative")]
+    if n and n > 1:
+        factors += [(n, f"is exactly N = {n} (the batch size) times too large: a mean over the batch divides "
+                        f"each sample's term by N"),
+                    (1 / n, f"is exactly N = {n} (the batch size) times too small: it is divided by N once too "
+                            f"often"),
+                    (n * n, f"is exactly N^2 = {n * n} times too large (N = {n}, the batch size): it misses two "
+                            f"factors 1/N"),
+                    (1 / (n * n), f"is exactly N^2 = {n * n} times too small (N = {n}, the batch size): it is "
+                                  f"divided by N twice too often")]
+    with np.errstate(all="ignore"):
+        for k, text in factors:
+            if np.allclose(g, k * e, rtol=1e-9, atol=1e-12):
+                return text
+    return None
+
+
+def _name_factor(names, out, expected, sizes, what):
+    """Fail with 'dmu is exactly N = 16 times too large' and the like (a wrong constant factor or sign)."""
+    for name, g, e, n in zip(names, out, expected, sizes):
+        if _close(g, e):
+            continue
+        text = _factor_of(g, e, n)
+        if text is not None:
+            raise CheckFailed(f"{name} {text} ({what})", mistake="constant factor")
+        return
+
+
+def _numpy_outputs(fn, name, names, table, expected, args, what, tried, before=None, after=None, sizes=None):
     """Call ``fn(*args)``, name a table row or the first wrong output; return the outputs."""
     try:
         out = call(fn, *args)
@@ -70,6 +106,8 @@ def _numpy_outputs(fn, name, names, table, expected, args, what, tried, before=N
     if after is not None:
         after(out)
     expect_float64(names, out, what)
+    if sizes is not None:
+        _name_factor(names, out, expected, sizes, what)
     name_first_wrong(names, out, expected, what)
     return out
 
@@ -191,6 +229,24 @@ def kl_grads_not_divided(mu, logvar):
     return kl, mu, 0.5 * (np.exp(logvar) - 1)                                   # the mean's 1/N forgotten
 
 
+def kl_dlogvar_sign_flipped(mu, logvar):
+    n = mu.shape[0]
+    kl = -0.5 * np.sum(1 + logvar - mu ** 2 - np.exp(logvar), axis=1).mean()
+    return kl, mu / n, 0.5 * (1 - np.exp(logvar)) / n                          # -1/2 kept, the inner sign lost
+
+
+def kl_dmu_not_divided(mu, logvar):
+    n = mu.shape[0]
+    kl = -0.5 * np.sum(1 + logvar - mu ** 2 - np.exp(logvar), axis=1).mean()
+    return kl, mu, 0.5 * (np.exp(logvar) - 1) / n                              # dmu lost the mean's 1/N
+
+
+def kl_logvar_as_log_sigma(mu, logvar):
+    n = mu.shape[0]                                                             # log sigma^2 = 2 * "logvar"
+    kl = -0.5 * np.sum(1 + 2 * logvar - mu ** 2 - np.exp(2 * logvar), axis=1).mean()
+    return kl, mu / n, (np.exp(2 * logvar) - 1) / n
+
+
 KL_MISTAKES = (
     Mistake("sign flipped", kl_sign_flipped,
             "the KL has the wrong sign: KL = -1/2 * sum(1 + logvar - mu^2 - exp(logvar)) is >= 0 (0 only at mu = 0, "
@@ -200,6 +256,9 @@ KL_MISTAKES = (
             "gradients come out twice too large"),
     Mistake("variance as logvar squared", kl_logvar_squared,
             "the variance is taken as logvar ** 2: logvar is log(sigma^2), so the variance is exp(logvar)"),
+    Mistake("logvar read as log sigma", kl_logvar_as_log_sigma,
+            "logvar is read as log(sigma) (a log-std): the formula came out in 2 * logvar and exp(2 * logvar); "
+            "logvar IS log(sigma^2), so the bracket is 1 + logvar - mu^2 - exp(logvar)"),
     Mistake("variance as exp(2 logvar)", kl_exp_two_logvar,
             "the variance is taken as exp(2 * logvar), which treats logvar as log(sigma) (a log-std): logvar is "
             "log(sigma^2), so the variance is exp(logvar) and the std exp(logvar / 2)"),
@@ -215,6 +274,12 @@ KL_MISTAKES = (
     Mistake("dlogvar missing the -1", kl_dlogvar_minus_one_missing,
             "the KL is right but dlogvar lost the derivative of the lone logvar term: d/dlogvar of "
             "-1/2 (1 + logvar - exp(logvar)) is 1/2 (exp(logvar) - 1), not 1/2 exp(logvar) (divided by N)"),
+    Mistake("dlogvar sign flipped", kl_dlogvar_sign_flipped,
+            "the KL and dmu are right but dlogvar has the wrong sign: d/dlogvar of -1/2 (logvar - exp(logvar)) is "
+            "-1/2 (1 - exp(logvar)) = +1/2 (exp(logvar) - 1), divided by N (positive where logvar > 0)"),
+    Mistake("dmu not divided by N", kl_dmu_not_divided,
+            "the KL and dlogvar are right but dmu is N times too large: the KL is a mean over the N samples, so "
+            "dmu = mu / N, like dlogvar's 1/N"),
     Mistake("gradients not divided by N", kl_grads_not_divided,
             "the KL is right but the gradients are N times too large: the KL is a mean over the N samples, so "
             "each sample's gradient is divided by N"),
@@ -248,7 +313,8 @@ def kl_gaussian(fn):
         line = f"from dlcourse.gan.checks import kl_case; mu, logvar = kl_case({case}); kl_gaussian(mu, logvar)"
         with trying("kl_gaussian", label=what, call_text=line) as tried:
             expected = kl_gaussian_with_grads(*args)
-            _numpy_outputs(fn, "kl_gaussian", ("kl", "dmu", "dlogvar"), KL_MISTAKES, expected, args, what, tried)
+            _numpy_outputs(fn, "kl_gaussian", ("kl", "dmu", "dlogvar"), KL_MISTAKES, expected, args, what, tried,
+                           sizes=(None,) + (args[0].shape[0],) * 2)
     return ("equals the closed-form KL (sum over Z, mean over N) and its gradients dmu = mu / N, "
             "dlogvar = (exp(logvar) - 1) / (2N) on 3 cases")
 
@@ -328,7 +394,7 @@ def reparameterize_backward(fn):
         with trying("reparameterize_backward", label=what, call_text=line) as tried:
             expected = ref.reparameterize_backward(*args)
             _numpy_outputs(fn, "reparameterize_backward", ("dmu", "dlogvar"), REPARAM_MISTAKES, expected, args,
-                           what, tried)
+                           what, tried, sizes=(None, None))
     return "dmu = dz and dlogvar = dz * eps * exp(logvar / 2) / 2, (N, Z) each, on 3 cases"
 
 
@@ -373,9 +439,11 @@ def dl_one_mean_over_both(real_logits, fake_logits):
 
 D_LOSS_MISTAKES = (
     Mistake("sigmoid then log", dl_sigmoid_then_log,
-            "the loss is not finite at large logits: the log of a sigmoid underflows (sigmoid(-800) rounds to 0 "
-            "and log(0) = -inf, 1 - sigmoid(800) = 0 too); write it from the logits with softplus: "
-            "-log sigmoid(s) = softplus(-s) and -log(1 - sigmoid(s)) = softplus(s), softplus(t) = np.logaddexp(0, t)"),
+            "the loss is not finite at large logits: either a sigmoid rounded to 0 before its log (sigmoid(-800) "
+            "= 0 and 1 - sigmoid(800) = 0, log(0) = -inf) or an exp of a large number overflowed (np.exp(800) = "
+            "inf, so np.log1p(np.exp(800)) = inf); write it from the logits with softplus: -log sigmoid(s) = "
+            "softplus(-s) and -log(1 - sigmoid(s)) = softplus(s), softplus(t) = np.logaddexp(0, t), exact for "
+            "every t"),
     Mistake("labels swapped", dl_labels_swapped,
             "the labels are swapped: D must call the real samples real (label 1: -log sigmoid(s_real) = "
             "softplus(-s_real)) and the generated ones fake (label 0: softplus(s_fake)); yours rewards the opposite"),
@@ -464,7 +532,8 @@ def d_loss_from_logits(fn):
             expected = ref.d_loss_from_logits(*args)
             _numpy_outputs(fn, "d_loss_from_logits", names, D_LOSS_MISTAKES, expected, args, what, tried,
                            before=_not_finite_at_large(D_LOSS_MISTAKES, "sigmoid then log", names, scale, what),
-                           after=lambda out: _large_case_message(names, out, expected, scale, what))
+                           after=lambda out: _large_case_message(names, out, expected, scale, what),
+                           sizes=(None, args[0].size, args[1].size))
     return ("mean(softplus(-s_real)) + mean(softplus(s_fake)) with gradients -sigmoid(-s_real) / N and "
             "sigmoid(s_fake) / M, finite at logits of size 800")
 
@@ -505,8 +574,10 @@ G_LOSS_MISTAKES = (
             "the sign is flipped: G MINIMISES -log D(G(z)) = softplus(-s) (it wants D to call its samples real); "
             "yours maximises it, i.e. helps D"),
     Mistake("sigmoid then log", gl_sigmoid_then_log,
-            "the loss is not finite at large negative logits: sigmoid(-800) rounds to 0 and log(0) = -inf; write "
-            "-log sigmoid(s) as softplus(-s) = np.logaddexp(0, -s), exact for every s"),
+            "the loss is not finite at large logits: either a sigmoid rounded to 0 before its log (sigmoid(-800) "
+            "= 0, log(0) = -inf) or an exp of a large number overflowed (np.exp(800) = inf, so "
+            "np.log1p(np.exp(-s)) = inf at s = -800); write -log sigmoid(s) as softplus(-s) = "
+            "np.logaddexp(0, -s), exact for every s"),
     Mistake("gradient sigmoid(s)", gl_gradient_sigmoid,
             "the loss is right but the gradient is sigmoid(s) / N: d softplus(-s)/ds = -sigmoid(-s) = "
             "sigmoid(s) - 1, negative (descending pushes the fake logits UP)"),
@@ -561,7 +632,8 @@ def g_loss_nonsaturating(fn):
             expected = ref.g_loss_nonsaturating(*args)
             _numpy_outputs(fn, "g_loss_nonsaturating", names, G_LOSS_MISTAKES, expected, args, what, tried,
                            before=_not_finite_at_large(G_LOSS_MISTAKES, "sigmoid then log", names, scale, what),
-                           after=lambda out: _large_case_message(names, out, expected, scale, what))
+                           after=lambda out: _large_case_message(names, out, expected, scale, what),
+                           sizes=(None, args[0].size))
     return ("mean(softplus(-s)) with gradient (sigmoid(s) - 1) / N: about -1/N per sample when D rejects the "
             "fakes (the minimax loss's would be ~0), finite at logits of size 800")
 
@@ -628,6 +700,18 @@ def r1_input_without_grad(D, x_real, gamma):
     return gamma / 2 * g.pow(2).sum(dim=1).mean()
 
 
+def r1_mean_before_grad(D, x_real, gamma):
+    x = x_real.detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(D(x).mean(), x, create_graph=True)  # .mean(): every row's gradient / N
+    return gamma / 2 * g.pow(2).sum(dim=1).mean()
+
+
+def r1_callers_tensor_flagged(D, x_real, gamma):
+    x_real.requires_grad_(True)                                    # flips the CALLER's data tensor
+    (g,) = torch.autograd.grad(D(x_real).sum(), x_real, create_graph=True)
+    return gamma / 2 * g.pow(2).sum(dim=1).mean()
+
+
 R1_MISTAKES = (
     Mistake("create_graph=False", r1_no_create_graph,
             "the penalty has the right value but no graph (requires_grad is False): torch.autograd.grad(..., "
@@ -639,6 +723,14 @@ R1_MISTAKES = (
     Mistake("norm not squared", r1_norm_not_squared,
             "the norm is not squared: R1 = gamma / 2 * mean over the batch of ||grad_x D(x)||^2, i.e. "
             ".pow(2).sum(dim=1).mean(), not .norm(dim=1).mean()"),
+    Mistake("caller's x_real set to require grad", r1_callers_tensor_flagged,
+            "the penalty is right, but x_real.requires_grad_(True) changed the CALLER's batch: it now requires "
+            "grad, and every later use of it (D's loss, the next step) builds graphs through the data; make a "
+            "fresh leaf instead, x = x_real.detach().requires_grad_(True), and differentiate with respect to x"),
+    Mistake("mean before the gradient", r1_mean_before_grad,
+            "the per-sample gradients are divided by N: differentiate the SUM of the logits (each sample's logit "
+            "depends only on its own x), then average the squared norms; with D(x).mean() every gradient is N "
+            "times too small and the penalty N^2 times too small"),
     Mistake("gamma not halved", r1_gamma_not_halved,
             "the penalty is twice too large: R1's weight is gamma / 2 (Mescheder et al. 2018), not gamma"),
     Mistake("sum over the batch", r1_sum_over_batch,
@@ -708,6 +800,10 @@ def r1_penalty(fn):
                     fail_with(R1_MISTAKES, "x_real does not require grad", f"({what})")
                 raise
             expect(torch.equal(x_in.detach(), x), f"r1_penalty changed x_real in place ({what}): compute on a copy")
+            if x_in.requires_grad and not x.requires_grad:
+                value = _scalar(out)
+                if value is not None and _close(value, expected, rtol=1e-8):
+                    fail_with(R1_MISTAKES, "caller's x_real set to require grad", f"({what})")
             value = _scalar(out)
             if value is None:
                 raise CheckFailed(f"r1_penalty returned {type(out).__name__}: return the penalty as a scalar "
@@ -715,6 +811,9 @@ def r1_penalty(fn):
             tried.got, tried.expected = value, expected
             diagnose(value, expected, R1_MISTAKES, apply=lambda row: _scalar(row(*r1_case(case))),
                      suffix=f"({what})")
+            factor = _factor_of(value, expected, N)
+            if factor is not None and not _close(value, expected, rtol=1e-8):
+                raise CheckFailed(f"the penalty {factor} ({what})", mistake="constant factor")
             expect_close(value, expected, f"the penalty ({what})", rtol=1e-8)
             if not isinstance(out, torch.Tensor):
                 raise CheckFailed(f"r1_penalty returned a {type(out).__name__}: return the TENSOR (no .item(), no "
