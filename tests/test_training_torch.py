@@ -368,3 +368,42 @@ def test_plots_build(grid):
     assert search_fig.axes[1].get_title() == "random search: 1 trials, best (ringed) 0.950"
     for f in figs:
         plt.close(f)
+
+
+# --------------------------------------------------------------------------- the budget of a training loop
+
+def _run_budget(budget, step_seconds=0.0):
+    """Run a loop of empty (or sleeping) steps; the steps done when each evaluation fell."""
+    import time
+    evals = []
+    while budget.running():
+        with budget.step():
+            time.sleep(step_seconds)
+        if budget.eval_due():
+            evals.append(budget.updates)
+    budget.close()
+    return evals
+
+
+def test_training_budget_in_steps_evaluates_on_schedule_and_at_the_end():
+    assert _run_budget(ti.TrainingBudget(steps=10, eval_every=4)) == [4, 8, 10]    # the end too
+    assert _run_budget(ti.TrainingBudget(steps=20)) == [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
+    assert _run_budget(ti.TrainingBudget(steps=5)) == [1, 2, 3, 4, 5]              # at least every step
+    assert _run_budget(ti.TrainingBudget(steps=13, eval_every=1.3)) == [2, 3, 4, 6, 7, 8, 10, 11, 12, 13]
+    budget = ti.TrainingBudget(steps=6, eval_every=3, progress=True, desc="test")
+    assert _run_budget(budget) == [3, 6]
+    assert budget.updates == 6 and budget.bar.n == 6 and budget.trained > 0 and budget.fraction == 1.0
+
+
+def test_training_budget_in_seconds_ends_and_counts_only_the_steps():
+    budget = ti.TrainingBudget(seconds=0.05, eval_every=0.02, progress=True)
+    evals = _run_budget(budget, step_seconds=0.005)
+    assert 0.05 <= budget.trained < 0.5 and evals[-1] == budget.updates and len(evals) >= 2
+    assert budget.bar.n <= 0.05 + 1e-12                                           # the bar stops at its total
+
+
+def test_training_budget_needs_exactly_one_of_steps_and_seconds():
+    with pytest.raises(ValueError, match="exactly one"):
+        ti.TrainingBudget()
+    with pytest.raises(ValueError, match="exactly one"):
+        ti.TrainingBudget(steps=10, seconds=1.0)

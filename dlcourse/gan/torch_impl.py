@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlcourse.runtime import configure_torch
-from dlcourse.training.torch_impl import _fork_rng, _model_device, _sync
+from dlcourse.training.torch_impl import TrainingBudget, _fork_rng, _model_device, _sync
 
 configure_torch()
 
@@ -451,11 +451,7 @@ def reconstruction_mse(model: nn.Module, x=None, target=None) -> float:
 def _train_loop(model: nn.Module, loss_fn: Callable, *, seconds, steps, lr, batch_size, seed, device, progress,
                 callback, eval_every, eval_fn, desc) -> AEHistory:
     """Adam on random batches of the digits' training split; ``loss_fn(model, x, gen) -> loss``."""
-    if (seconds is None) == (steps is None):
-        raise ValueError("give exactly one of seconds= and steps=")
-    budget = float(steps if steps is not None else seconds)
-    if eval_every is None:
-        eval_every = budget / 10
+    budget = TrainingBudget(steps, seconds, eval_every, device=device, progress=progress, desc=desc)
     x_train = _digits01("train", device)
     history = AEHistory()
     model.to(device).train()
@@ -463,48 +459,32 @@ def _train_loop(model: nn.Module, loss_fn: Callable, *, seconds, steps, lr, batc
     gen = torch.Generator(device=device).manual_seed(seed)
     index_gen = torch.Generator().manual_seed(seed)
 
-    def record(loss_sum, count, updates, trained):
+    def record(loss_sum, count):
         history.train_loss.append(float(loss_sum) / max(count, 1) if count else math.nan)
         history.test_mse.append(eval_fn(model))
-        history.steps.append(updates)
-        history.times.append(trained)
+        history.steps.append(budget.updates)
+        history.times.append(budget.trained)
         model.train()
         if callback is not None:
             callback(history)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps if steps is not None else round(budget), desc=f"{desc} ({device})",
-                   unit="step" if steps is not None else "s")
-    record(0.0, 0, 0, 0.0)
-    loss_sum, count, updates, trained, next_eval = torch.zeros((), device=device), 0, 0, 0.0, eval_every
-    while (updates if steps is not None else trained) < budget:
-        _sync(device)
-        t0 = time.perf_counter()
-        idx = torch.randint(0, len(x_train), (batch_size,), generator=index_gen).to(device)
-        loss = loss_fn(model, x_train[idx], gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_sum += loss.detach()
-        count += 1
-        updates += 1
-        _sync(device)
-        dt = time.perf_counter() - t0
-        trained += dt
-        done = updates if steps is not None else trained
-        if bar is not None:
-            bar.update(1 if steps is not None else min(dt, max(0.0, budget - bar.n)))
-        if done >= next_eval or done >= budget:
-            next_eval += eval_every
-            record(loss_sum, count, updates, trained)
+    record(0.0, 0)
+    loss_sum, count = torch.zeros((), device=device), 0
+    while budget.running():
+        with budget.step():
+            idx = torch.randint(0, len(x_train), (batch_size,), generator=index_gen).to(device)
+            loss = loss_fn(model, x_train[idx], gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach()
+            count += 1
+        if budget.eval_due():
+            record(loss_sum, count)
             loss_sum, count = torch.zeros((), device=device), 0
-            if bar is not None:
-                bar.set_postfix(loss=f"{history.train_loss[-1]:.4f}", test_mse=f"{history.test_mse[-1]:.4f}")
-    if bar is not None:
-        bar.close()
-    history.seconds = trained
+            budget.postfix(loss=f"{history.train_loss[-1]:.4f}", test_mse=f"{history.test_mse[-1]:.4f}")
+    budget.close()
+    history.seconds = budget.trained
     model.eval()
     return history
 
@@ -836,12 +816,8 @@ def train_digits_gan(seconds: Optional[float] = None, steps: Optional[int] = Non
     :class:`GanHistory`
     """
     from dlcourse.runtime import device as best_device
-    if (seconds is None) == (steps is None):
-        raise ValueError("give exactly one of seconds= and steps=")
     device = torch.device(device or best_device())
-    budget = float(steps if steps is not None else seconds)
-    if eval_every is None:
-        eval_every = budget / 10
+    budget = TrainingBudget(steps, seconds, eval_every, device=device, progress=progress, desc="digits GAN")
     x_train = digits_for_gan("train", device)                              # (1257, 64)
     real_test_features = features(digits_for_gan("test"))                   # (270, F), CPU
     fixed = torch.Generator().manual_seed(12345)                             # the same z for every seed
@@ -860,7 +836,7 @@ def train_digits_gan(seconds: Optional[float] = None, steps: Optional[int] = Non
         index_gen = torch.Generator().manual_seed(seed)
         sums = dict(d_loss=0.0, g_loss=0.0, r1=0.0)
 
-        def record(count, updates, trained):
+        def record(count):
             t0 = time.perf_counter()
             for k in sums:
                 getattr(history, k).append(sums[k] / count if count else math.nan)
@@ -869,50 +845,34 @@ def train_digits_gan(seconds: Optional[float] = None, steps: Optional[int] = Non
                 history.fid.append(fid(features(G_ema(z_eval)), real_test_features))
                 grid = (G_ema(z_grid) + 1) / 2                               # (64, 64) in [0, 1]
                 history.grids.append(grid.reshape(64, 8, 8).cpu().numpy())   # (64, 8, 8)
-            history.steps.append(updates)
-            history.times.append(trained)
+            history.steps.append(budget.updates)
+            history.times.append(budget.trained)
             history.eval_seconds += time.perf_counter() - t0
             if callback is not None:
                 callback(history)
 
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=steps if steps is not None else round(budget), desc=f"digits GAN ({device})",
-                       unit="step" if steps is not None else "s")
-        record(0, 0, 0.0)
-        count, updates, trained, next_eval = 0, 0, 0.0, eval_every
-        while (updates if steps is not None else trained) < budget:
-            _sync(device)
-            t0 = time.perf_counter()
-            idx = torch.randint(0, len(x_train), (batch_size,), generator=index_gen).to(device)
-            z = torch.randn(batch_size, latent, generator=gen, device=device)
-            losses = gan_step(G, D, opt_g, opt_d, x_train[idx], z, r1_gamma, g_loss)
-            with torch.no_grad():                                            # the moving average of G
-                for p_avg, p in zip(G_ema.parameters(), G.parameters()):
-                    p_avg.lerp_(p, 1 - ema)
-            for k in sums:
-                sums[k] += losses[k]
-            count += 1
-            updates += 1
-            _sync(device)
-            dt = time.perf_counter() - t0
-            trained += dt
-            done = updates if steps is not None else trained
-            if bar is not None:
-                bar.update(1 if steps is not None else min(dt, max(0.0, budget - bar.n)))
-            if done >= next_eval or done >= budget:
-                next_eval += eval_every
-                record(count, updates, trained)
+        record(0)
+        count = 0
+        while budget.running():
+            with budget.step():
+                idx = torch.randint(0, len(x_train), (batch_size,), generator=index_gen).to(device)
+                z = torch.randn(batch_size, latent, generator=gen, device=device)
+                losses = gan_step(G, D, opt_g, opt_d, x_train[idx], z, r1_gamma, g_loss)
+                with torch.no_grad():                                        # the moving average of G
+                    for p_avg, p in zip(G_ema.parameters(), G.parameters()):
+                        p_avg.lerp_(p, 1 - ema)
+                for k in sums:
+                    sums[k] += losses[k]
+                count += 1
+            if budget.eval_due():
+                record(count)
                 count = 0
-                if bar is not None:
-                    bar.set_postfix(d=f"{history.d_loss[-1]:.3f}", g=f"{history.g_loss[-1]:.3f}",
-                                    fid=f"{history.fid[-1]:.2f}")
+                budget.postfix(d=f"{history.d_loss[-1]:.3f}", g=f"{history.g_loss[-1]:.3f}",
+                               fid=f"{history.fid[-1]:.2f}")
                 if target_fid is not None and history.fid[-1] <= target_fid:
                     break
-        if bar is not None:
-            bar.close()
-    history.seconds = trained
+        budget.close()
+    history.seconds = budget.trained
     history.G, history.G_raw, history.D = G_ema, G.eval(), D.eval()
     history.final_fid = history.fid[-1]
     with torch.no_grad():

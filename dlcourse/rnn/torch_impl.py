@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlcourse.runtime import configure_torch
-from dlcourse.training.torch_impl import TrainHistory, _fork_rng, _model_device, _sync
+from dlcourse.training.torch_impl import TrainHistory, TrainingBudget, _fork_rng, _model_device
 
 configure_torch()
 
@@ -276,9 +276,6 @@ def train_char_lm(corpus, *, kind: str = CHAR_LM["kind"], hidden: int = CHAR_LM[
         device = str(_model_device(model)) if model is not None else best_device()
     if steps is None and seconds is None:
         raise ValueError("give a time budget (seconds) or a number of steps")
-    budget = float(steps) if steps is not None else float(seconds)       # what the schedule runs over
-    if eval_every is None:
-        eval_every = max(1.0, budget / 10) if steps is not None else budget / 10
     data = torch.as_tensor(np.asarray(corpus.train), dtype=torch.long)
     val = np.asarray(corpus.val)[:eval_chars] if eval_chars else np.asarray(corpus.val)
     if len(data) < batch_size * (seq_len + 1) + 1:
@@ -293,6 +290,8 @@ def train_char_lm(corpus, *, kind: str = CHAR_LM["kind"], hidden: int = CHAR_LM[
             model = CharLM(corpus.vocab_size, kind, hidden, embed, layers, dropout)
         model = model.to(device).train()
         opt = torch.optim.Adam(model.parameters(), lr=lr)
+    budget = TrainingBudget(steps, seconds if steps is None else None, eval_every,  # steps win if both are given
+                            device=device, progress=progress, desc=f"train_char_lm {model.kind}-{model.hidden}")
 
     def rate(progress_made: float) -> float:
         if schedule is None:
@@ -317,8 +316,7 @@ def train_char_lm(corpus, *, kind: str = CHAR_LM["kind"], hidden: int = CHAR_LM[
         starts = torch.from_numpy(rng.integers(0, len(data) - seq_len - 1, batch_size))
         return data[starts[:, None] + torch.arange(seq_len + 1)[None]].to(device)             # (N, T + 1)
 
-    sum_loss, sum_acc, count = 0.0, 0.0, 0
-    trained, updates, chars = 0.0, 0, 0
+    sum_loss, sum_acc, count, chars = 0.0, 0.0, 0, 0
 
     def record():
         nonlocal sum_loss, sum_acc, count
@@ -333,68 +331,48 @@ def train_char_lm(corpus, *, kind: str = CHAR_LM["kind"], hidden: int = CHAR_LM[
         loss, acc = _evaluate(model, val)
         history.val_loss.append(loss)
         history.val_acc.append(acc)
-        history.updates.append(updates)
-        history.times.append(trained)
+        history.updates.append(budget.updates)
+        history.times.append(budget.trained)
         history.chars.append(chars)
         if history.val_loss[-1] < history.val_loss[history.best_epoch]:
             history.best_epoch = len(history.val_loss) - 1
 
     record()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps if steps is not None else round(budget),
-                   desc=f"train_char_lm {model.kind}-{model.hidden} ({device})",
-                   unit="step" if steps is not None else "s")
     source, length = new_epoch()
-    begin, state, next_eval = 0, None, eval_every
-    while True:
-        done = updates if steps is not None else trained
-        if done >= budget:
-            break
-        _sync(device)
-        t0 = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = rate(done / budget)
-        if streams:
-            if begin + seq_len > length:                    # the streams ran out: a new epoch
-                source, length = new_epoch()
-                begin, state = 0, None
-            xy = batch_at(source, length, begin)            # (N, T + 1)
-            begin += seq_len
-        else:
-            xy, state = random_windows(), None
-        x, y = xy[:, :-1], xy[:, 1:]                        # (N, T) inputs and next characters
-        logits, state = model(x, state)                     # (N, T, V)
-        state = _detach(state)                              # carry the state, not the graph
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
-        sum_loss += float(loss.detach())                    # float() waits for the device
-        sum_acc += float((logits.argmax(-1) == y).float().mean())
-        count += 1
-        updates += 1
-        chars += x.numel()
-        _sync(device)
-        step_seconds = time.perf_counter() - t0
-        trained += step_seconds
-        done = updates if steps is not None else trained
-        if bar is not None:
-            bar.update(1 if steps is not None else min(step_seconds, max(0.0, budget - bar.n)))
-        if done >= next_eval or done >= budget:
-            next_eval += eval_every
+    begin, state = 0, None
+    while budget.running():
+        with budget.step():
+            for group in opt.param_groups:
+                group["lr"] = rate(budget.fraction)
+            if streams:
+                if begin + seq_len > length:                # the streams ran out: a new epoch
+                    source, length = new_epoch()
+                    begin, state = 0, None
+                xy = batch_at(source, length, begin)        # (N, T + 1)
+                begin += seq_len
+            else:
+                xy, state = random_windows(), None
+            x, y = xy[:, :-1], xy[:, 1:]                    # (N, T) inputs and next characters
+            logits, state = model(x, state)                 # (N, T, V)
+            state = _detach(state)                          # carry the state, not the graph
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            sum_loss += float(loss.detach())                # float() waits for the device
+            sum_acc += float((logits.argmax(-1) == y).float().mean())
+            count += 1
+            chars += x.numel()
+        if budget.eval_due():
             record()
-            if bar is not None:
-                bar.set_postfix(train=f"{history.train_loss[-1]:.3f}", val=f"{history.val_loss[-1]:.3f}")
+            budget.postfix(train=f"{history.train_loss[-1]:.3f}", val=f"{history.val_loss[-1]:.3f}")
             if callback is not None:
                 callback(history)
             model.train()
-    if bar is not None:
-        bar.close()
-    history.seconds = trained
+    budget.close()
+    history.seconds = budget.trained
     history.final_val_loss = evaluate_nats_per_char(model, corpus.val)
     model.eval()
     return model, history

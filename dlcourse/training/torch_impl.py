@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -35,7 +36,7 @@ configure_torch()
 
 __all__ = ["LOSSES", "dropout_with_mask", "make_batchnorm", "running_stats",
            "accuracy", "confusion_matrix", "precision_recall_f1", "roc_auc_score",
-           "INITS", "init_linear_", "MLP", "TrainHistory", "param_groups", "build_optimizer", "evaluate",
+           "INITS", "init_linear_", "MLP", "TrainHistory", "TrainingBudget", "param_groups", "build_optimizer", "evaluate",
            "train_mlp", "input_noise", "SMALL_DATA_CONFIGS", "UNREGULARIZED", "REGULARIZED", "small_data_study",
            "GridPoint", "train_mlp_grid", "PreActResidual", "DEEP_VARIANTS", "deep_mlp", "deep_mlp_losses",
            "deep_mlp_curves", "lr_range_test", "suggested_lr"]
@@ -343,6 +344,104 @@ def _sync(device) -> None:
     """Wait for the GPU: CUDA runs kernels asynchronously, so a clock read without this measures nothing."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class TrainingBudget:
+    """The clock of a training loop that runs for a number of steps or of seconds.
+
+    A loop over random batches has no epochs to count; it stops when its budget is spent:
+    ``steps`` (deterministic: equal seeds give equal runs on one device) or ``seconds`` of
+    training, where only the training steps count, not the evaluations or a live plot.  Each
+    step is timed between two device syncs (:func:`_sync`), else an asynchronous GPU step
+    would seem to take no time.  Evaluations fall every ``eval_every`` steps (or seconds) and
+    always at the end, so the last record is the trained model.
+
+    Parameters
+    ----------
+    steps, seconds : the budget; give exactly one
+    eval_every : steps (or seconds) between evaluations; default a tenth of the budget
+        (at least one step)
+    device : the device to sync before and after each step
+    progress : a tqdm bar, in steps or in seconds of training; it opens when the loop starts
+        (the first :meth:`running`), so an evaluation before training is not in its timing
+    desc : the bar's label
+
+    Attributes
+    ----------
+    updates : steps done;  trained : seconds of training so far (steps only)
+    done : ``updates`` or ``trained``, whichever the budget counts;  fraction : ``done / budget``
+        (what a learning-rate schedule runs over)
+
+    Examples
+    --------
+    >>> budget = TrainingBudget(steps=100, eval_every=25, progress=False)
+    >>> while budget.running():
+    ...     with budget.step():
+    ...         pass                               # one optimizer step
+    ...     if budget.eval_due():                  # after steps 25, 50, 75 and 100
+    ...         budget.postfix(loss="...")
+    >>> budget.close()
+    """
+
+    def __init__(self, steps: Optional[int] = None, seconds: Optional[float] = None,
+                 eval_every: Optional[float] = None, *, device: str | torch.device = "cpu",
+                 progress: bool = False, desc: str = "train"):
+        if (seconds is None) == (steps is None):
+            raise ValueError("give exactly one of seconds= and steps=")
+        self.by_steps = steps is not None
+        self.budget = float(steps if self.by_steps else seconds)
+        if eval_every is None:
+            eval_every = max(1.0, self.budget / 10) if self.by_steps else self.budget / 10
+        self.eval_every = eval_every
+        self.next_eval = eval_every
+        self.device, self.progress, self.desc = device, progress, desc
+        self.updates, self.trained = 0, 0.0
+        self.bar = None
+
+    @property
+    def done(self) -> float:
+        return self.updates if self.by_steps else self.trained
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.budget
+
+    def running(self) -> bool:
+        """True while the budget is not spent (and opens the bar on the first call)."""
+        if self.progress and self.bar is None:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=round(self.budget), desc=f"{self.desc} ({self.device})",
+                            unit="step" if self.by_steps else "s")
+        return self.done < self.budget
+
+    @contextmanager
+    def step(self):
+        """Time one training step (``with budget.step(): ...``), count it and advance the bar."""
+        _sync(self.device)                          # the work queued before is not this step's
+        t0 = time.perf_counter()
+        yield
+        self.updates += 1
+        _sync(self.device)
+        seconds = time.perf_counter() - t0
+        self.trained += seconds
+        if self.bar is not None:                    # a seconds bar stops at its total
+            self.bar.update(1 if self.by_steps else min(seconds, max(0.0, self.budget - self.bar.n)))
+
+    def eval_due(self) -> bool:
+        """True after a step that reaches the next evaluation or spends the budget; schedules the next."""
+        if self.done >= self.next_eval or self.done >= self.budget:
+            self.next_eval += self.eval_every
+            return True
+        return False
+
+    def postfix(self, values: Optional[dict] = None, **named) -> None:
+        """Show numbers after the bar (tqdm's ``set_postfix``); nothing without a bar."""
+        if self.bar is not None:
+            self.bar.set_postfix(values, **named)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def train_mlp(x_train, y_train, x_val, y_val, *, hidden: Sequence[int] = (128,), dropout: float = 0.0,

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dlcourse.runtime import configure_torch
-from dlcourse.training.torch_impl import TrainHistory, _fork_rng, _model_device, _sync
+from dlcourse.training.torch_impl import TrainHistory, TrainingBudget, _fork_rng, _model_device, _sync
 
 configure_torch()
 
@@ -518,12 +518,8 @@ def train_gpt(model: GPT, batch_fn: Callable, *, seconds: Optional[float] = None
     -------
     model : trained, in eval mode;  history : :class:`GPTHistory`
     """
-    if (seconds is None) == (steps is None):
-        raise ValueError("give exactly one of seconds= and steps=")
     device = torch.device(device) if device is not None else _model_device(model)
-    budget = float(steps) if steps is not None else float(seconds)
-    if eval_every is None:
-        eval_every = max(1.0, budget / 10) if steps is not None else budget / 10
+    budget = TrainingBudget(steps, seconds, eval_every, device=device, progress=progress, desc=desc)
     rng = np.random.default_rng(seed)
     history = GPTHistory()
     model.to(device).train()
@@ -535,7 +531,7 @@ def train_gpt(model: GPT, batch_fn: Callable, *, seconds: Optional[float] = None
     def as_ids(a):
         return torch.as_tensor(a, dtype=torch.long).to(device, non_blocking=True)
 
-    sum_loss, count, trained, updates, tokens = 0.0, 0, 0.0, 0, 0
+    sum_loss, count, tokens = 0.0, 0, 0
 
     def record(first_batch=None):
         nonlocal sum_loss, count
@@ -553,8 +549,8 @@ def train_gpt(model: GPT, batch_fn: Callable, *, seconds: Optional[float] = None
         else:
             history.val_loss.append(math.nan if result is None else float(result))
             history.val_acc.append(math.nan)
-        history.updates.append(updates)
-        history.times.append(trained)
+        history.updates.append(budget.updates)
+        history.times.append(budget.trained)
         history.tokens.append(tokens)
         if history.val_loss[-1] < history.val_loss[history.best_epoch]:
             history.best_epoch = len(history.val_loss) - 1
@@ -564,54 +560,34 @@ def train_gpt(model: GPT, batch_fn: Callable, *, seconds: Optional[float] = None
         torch.manual_seed(seed)
         x, y = batch_fn(rng)
         record((as_ids(x), as_ids(y)))
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=steps if steps is not None else round(budget), desc=f"{desc} ({device})",
-                       unit="step" if steps is not None else "s")
-        next_eval = eval_every
-        while True:
-            done = updates if steps is not None else trained
-            if done >= budget:
-                break
-            _sync(device)
-            t0 = time.perf_counter()
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(done / budget, lr, warmup, schedule, min_lr)
-            if updates:                                   # the first batch was drawn above
-                x, y = batch_fn(rng)
-            x, y = as_ids(x), as_ids(y)                   # (N, T), (N, T)
-            _, loss = model(x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
-            opt.step()
-            sum_loss += float(loss.detach())              # float() waits for the device
-            count += 1
-            updates += 1
-            tokens += x.numel()
-            _sync(device)
-            step_seconds = time.perf_counter() - t0
-            trained += step_seconds
-            done = updates if steps is not None else trained
-            if bar is not None:
-                bar.update(1 if steps is not None else min(step_seconds, max(0.0, budget - bar.n)))
-            if done >= next_eval or done >= budget:
-                next_eval += eval_every
+        while budget.running():
+            with budget.step():
+                for group in opt.param_groups:
+                    group["lr"] = _lr_at(budget.fraction, lr, warmup, schedule, min_lr)
+                if budget.updates:                        # the first batch was drawn above
+                    x, y = batch_fn(rng)
+                x, y = as_ids(x), as_ids(y)               # (N, T), (N, T)
+                _, loss = model(x, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip)
+                opt.step()
+                sum_loss += float(loss.detach())          # float() waits for the device
+                count += 1
+                tokens += x.numel()
+            if budget.eval_due():
                 record()
-                if bar is not None:
-                    post = dict(train=f"{history.train_loss[-1]:.3f}")
-                    if not math.isnan(history.val_loss[-1]):
-                        post["val"] = f"{history.val_loss[-1]:.3f}"
-                    if not math.isnan(history.val_acc[-1]):
-                        post["acc"] = f"{history.val_acc[-1]:.4f}"
-                    bar.set_postfix(post)
+                post = dict(train=f"{history.train_loss[-1]:.3f}")
+                if not math.isnan(history.val_loss[-1]):
+                    post["val"] = f"{history.val_loss[-1]:.3f}"
+                if not math.isnan(history.val_acc[-1]):
+                    post["acc"] = f"{history.val_acc[-1]:.4f}"
+                budget.postfix(post)
                 if callback is not None:
                     callback(history)
-        if bar is not None:
-            bar.close()
-    history.seconds = trained
+        budget.close()
+    history.seconds = budget.trained
     model.eval()
     return model, history
 
