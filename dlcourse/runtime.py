@@ -104,6 +104,23 @@ def seed(n: int = 0) -> np.random.Generator:
     return np.random.default_rng(n)
 
 
+def scale_up_device(chosen: str | None = None, run_on_cpu: bool = False, cuda_only: bool = False) -> str | None:
+    """The device a chapter's ``scale_up`` study trains on, or None (printing why) to skip it.
+
+    ``chosen`` defaults to :func:`device`.  Without a GPU (the CPU, or anything but CUDA when
+    ``cuda_only``) the study is skipped with a one-line reason, unless ``run_on_cpu`` (tests).
+    """
+    import torch
+    chosen = chosen or device()
+    kind = torch.device(chosen).type
+    if (kind != "cuda" if cuda_only else kind == "cpu") and not run_on_cpu:
+        what = "CUDA GPU" if cuda_only else "GPU"
+        print(f"scale_up: no {what} here (device {chosen!r}), skipped. "
+              "On Colab: Runtime > Change runtime type > GPU.")
+        return None
+    return chosen
+
+
 def show_source(obj) -> None:
     """Display the source of a package function or class, highlighted in a notebook.
 

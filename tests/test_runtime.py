@@ -74,3 +74,13 @@ def test_numerical_grad_of_a_known_function_and_rel_error():
     assert rel_error(np.ones(3), np.ones(3) * 1.1) > 1e-2
     with pytest.raises(ValueError, match="shapes differ"):
         rel_error(np.ones(2), np.ones(3))
+
+
+def test_scale_up_device_skips_without_a_gpu(capsys):
+    from dlcourse.runtime import scale_up_device
+    assert scale_up_device("cpu") is None
+    assert capsys.readouterr().out.startswith("scale_up: no GPU here (device 'cpu'), skipped.")
+    assert scale_up_device("cpu", cuda_only=True) is None
+    assert "no CUDA GPU here" in capsys.readouterr().out
+    assert scale_up_device("cpu", run_on_cpu=True) == "cpu"       # tests train on the CPU
+    assert capsys.readouterr().out == ""

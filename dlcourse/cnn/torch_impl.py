@@ -708,10 +708,9 @@ def scale_up(data=None, *, epochs: int = 3, batch_size: int = 256, lr: float = 3
     -------
     ScaleUpResult, or None when skipped
     """
-    from dlcourse.runtime import device as best_device
-    device = device or best_device()
-    if torch.device(device).type == "cpu" and not run_on_cpu:
-        print("scale_up: no GPU here (device 'cpu'), skipped. On Colab: Runtime > Change runtime type > GPU.")
+    from dlcourse.runtime import scale_up_device
+    device = scale_up_device(device, run_on_cpu)
+    if device is None:
         return None
     if data is None:
         name, x_train, y_train, x_test, y_test = _scale_up_data()

@@ -942,11 +942,9 @@ def scale_up(seconds: float = 60.0, *, hidden: int = 1024, latent: int = 64, bat
     dict: ``data``, ``steps_per_second`` (device), ``cpu_steps_per_second``, ``speedup``,
     ``steps``, ``seconds``, ``d_loss`` / ``g_loss`` (last 100 steps' means), ``samples`` (64, side, side)
     """
-    from dlcourse.runtime import device as best_device
-    device = device or best_device()
-    if torch.device(device).type != "cuda" and not run_on_cpu:
-        print(f"scale_up: no CUDA GPU here (device {device!r}), skipped. "
-              "On Colab: Runtime > Change runtime type > GPU.")
+    from dlcourse.runtime import scale_up_device
+    device = scale_up_device(device, run_on_cpu, cuda_only=True)
+    if device is None:
         return None
     try:
         from dlcourse.data import load_mnist

@@ -653,10 +653,9 @@ def scale_up(corpus=None, *, kind: str = "lstm", hidden: int = 1024, embed: int 
     ScaleUpResult, or None when skipped
     """
     from dlcourse.data import load_text_corpus
-    from dlcourse.runtime import device as best_device
-    device = device or best_device()
-    if torch.device(device).type == "cpu" and not run_on_cpu:
-        print("scale_up: no GPU here (device 'cpu'), skipped. On Colab: Runtime > Change runtime type > GPU.")
+    from dlcourse.runtime import scale_up_device
+    device = scale_up_device(device, run_on_cpu)
+    if device is None:
         return None
     corpus = load_text_corpus() if corpus is None else corpus
     with _fork_rng("cpu"):

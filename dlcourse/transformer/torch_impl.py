@@ -1000,10 +1000,9 @@ def scale_up(corpus=None, *, n_layer: int = 6, n_head: int = 6, n_embd: int = 38
     ScaleUpResult, or None when skipped
     """
     from dlcourse.data import load_text_corpus
-    from dlcourse.runtime import device as best_device
-    device = device or best_device()
-    if torch.device(device).type == "cpu" and not run_on_cpu:
-        print("scale_up: no GPU here (device 'cpu'), skipped. On Colab: Runtime > Change runtime type > GPU.")
+    from dlcourse.runtime import scale_up_device
+    device = scale_up_device(device, run_on_cpu)
+    if device is None:
         return None
     corpus = load_text_corpus() if corpus is None else corpus
     model = char_gpt(corpus.vocab_size, seed, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
