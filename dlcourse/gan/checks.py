@@ -39,15 +39,7 @@ __all__ = ["check", "kl_case", "reparam_case", "d_loss_case", "g_loss_case", "r1
 
 
 def _twins(*names):
-    return tuple(getattr(_tg, n) for n in names if _tg is not None and hasattr(_tg, n))
-
-
-def _softplus(t):
-    return np.logaddexp(0.0, t)
-
-
-def _sigmoid(t):
-    return np.exp(-np.logaddexp(0.0, -t))
+    return tuple(getattr(_tg, n) for n in names)
 
 
 def _factor_of(got, expected, n):
@@ -407,34 +399,34 @@ def dl_sigmoid_then_log(real_logits, fake_logits):
 
 
 def dl_labels_swapped(real_logits, fake_logits):
-    loss = np.mean(_softplus(real_logits)) + np.mean(_softplus(-fake_logits))     # real -> 0, fake -> 1
-    return loss, _sigmoid(real_logits) / real_logits.size, -_sigmoid(-fake_logits) / fake_logits.size
+    loss = np.mean(ref.softplus(real_logits)) + np.mean(ref.softplus(-fake_logits))     # real -> 0, fake -> 1
+    return loss, ref.sigmoid(real_logits) / real_logits.size, -ref.sigmoid(-fake_logits) / fake_logits.size
 
 
 def dl_gradient_sign(real_logits, fake_logits):
-    loss = np.mean(_softplus(-real_logits)) + np.mean(_softplus(fake_logits))
-    return loss, _sigmoid(-real_logits) / real_logits.size, -_sigmoid(fake_logits) / fake_logits.size
+    loss = np.mean(ref.softplus(-real_logits)) + np.mean(ref.softplus(fake_logits))
+    return loss, ref.sigmoid(-real_logits) / real_logits.size, -ref.sigmoid(fake_logits) / fake_logits.size
 
 
 def dl_sum_not_mean(real_logits, fake_logits):
-    loss = np.sum(_softplus(-real_logits)) + np.sum(_softplus(fake_logits))
-    return loss, -_sigmoid(-real_logits), _sigmoid(fake_logits)
+    loss = np.sum(ref.softplus(-real_logits)) + np.sum(ref.softplus(fake_logits))
+    return loss, -ref.sigmoid(-real_logits), ref.sigmoid(fake_logits)
 
 
 def dl_grads_not_divided(real_logits, fake_logits):
-    loss = np.mean(_softplus(-real_logits)) + np.mean(_softplus(fake_logits))
-    return loss, -_sigmoid(-real_logits), _sigmoid(fake_logits)                   # the means' 1/N forgotten
+    loss = np.mean(ref.softplus(-real_logits)) + np.mean(ref.softplus(fake_logits))
+    return loss, -ref.sigmoid(-real_logits), ref.sigmoid(fake_logits)                   # the means' 1/N forgotten
 
 
 def dl_fake_term_missing(real_logits, fake_logits):
-    loss = np.mean(_softplus(-real_logits))                                       # only "real -> 1"
-    return loss, -_sigmoid(-real_logits) / real_logits.size, np.zeros_like(fake_logits)
+    loss = np.mean(ref.softplus(-real_logits))                                       # only "real -> 1"
+    return loss, -ref.sigmoid(-real_logits) / real_logits.size, np.zeros_like(fake_logits)
 
 
 def dl_one_mean_over_both(real_logits, fake_logits):
     n = real_logits.size + fake_logits.size                                        # BCE over the joined batch
-    loss = (np.sum(_softplus(-real_logits)) + np.sum(_softplus(fake_logits))) / n
-    return loss, -_sigmoid(-real_logits) / n, _sigmoid(fake_logits) / n
+    loss = (np.sum(ref.softplus(-real_logits)) + np.sum(ref.softplus(fake_logits))) / n
+    return loss, -ref.sigmoid(-real_logits) / n, ref.sigmoid(fake_logits) / n
 
 
 D_LOSS_MISTAKES = (
@@ -541,11 +533,11 @@ def d_loss_from_logits(fn):
 # --------------------------------------------------------------------------- 4. the generator's non-saturating loss
 
 def gl_minimax(fake_logits):
-    return -np.mean(_softplus(fake_logits)), -_sigmoid(fake_logits) / fake_logits.size   # log(1 - D), minimised
+    return -np.mean(ref.softplus(fake_logits)), -ref.sigmoid(fake_logits) / fake_logits.size   # log(1 - D), minimised
 
 
 def gl_sign_flipped(fake_logits):
-    return -np.mean(_softplus(-fake_logits)), _sigmoid(-fake_logits) / fake_logits.size  # maximises -log D
+    return -np.mean(ref.softplus(-fake_logits)), ref.sigmoid(-fake_logits) / fake_logits.size  # maximises -log D
 
 
 def gl_sigmoid_then_log(fake_logits):
@@ -554,15 +546,15 @@ def gl_sigmoid_then_log(fake_logits):
 
 
 def gl_gradient_sigmoid(fake_logits):
-    return np.mean(_softplus(-fake_logits)), _sigmoid(fake_logits) / fake_logits.size    # forgot the - 1
+    return np.mean(ref.softplus(-fake_logits)), ref.sigmoid(fake_logits) / fake_logits.size    # forgot the - 1
 
 
 def gl_sum_not_mean(fake_logits):
-    return np.sum(_softplus(-fake_logits)), -_sigmoid(-fake_logits)
+    return np.sum(ref.softplus(-fake_logits)), -ref.sigmoid(-fake_logits)
 
 
 def gl_grad_not_divided(fake_logits):
-    return np.mean(_softplus(-fake_logits)), -_sigmoid(-fake_logits)
+    return np.mean(ref.softplus(-fake_logits)), -ref.sigmoid(-fake_logits)
 
 
 G_LOSS_MISTAKES = (
