@@ -140,10 +140,20 @@ def slider_label(slider) -> str:
     return (label.text_content() or "").strip() if label.count() else "?"
 
 
-def move(explorer, tag: str, what: str, action) -> str:
-    """Do ``action``, wait for the plot to change; the failure message, or '' on success."""
+def move(explorer, tag: str, what: str, action, page=None, lab=None) -> str:
+    """Do ``action``, wait for the plot to change; the failure message, or '' on success.
+
+    Given ``page`` and ``lab``, first wait (up to 90 s) for the kernel to finish the redraw the
+    action started: on a loaded CI machine one redraw (a retraining slider) can take longer than
+    the 20 s the plot is then given to change, and that read as a dead control (seen twice).
+    """
     before = bt.plot_bytes(explorer)
     action()
+    if page is not None and lab is not None:
+        try:
+            bt.wait_kernel_idle(page, lab, timeout=90, settle=0.5)
+        except AssertionError as exc:
+            note(f"  {what}: {exc}")
     after = bt.wait_plot_change(explorer, before)
     shot(explorer, f"{tag}-after-{re.sub(r'[^A-Za-z0-9]+', '_', what)}")
     if after is None:
@@ -189,7 +199,7 @@ def drag_move(page, slider, handle):
     return action
 
 
-def drive_explorer(page, explorer, tag: str, keyboard: bool = True) -> list[str]:
+def drive_explorer(page, explorer, tag: str, keyboard: bool = True, lab=None) -> list[str]:
     """Move every slider (keyboard, then mouse drag) and every dropdown; what did not redraw."""
     explorer.scroll_into_view_if_needed()
     time.sleep(0.3)
@@ -208,7 +218,7 @@ def drive_explorer(page, explorer, tag: str, keyboard: bool = True) -> list[str]
                       dropdown_move(dropdowns.nth(i))))
     failures: list[str] = []
     for k, (what, action) in enumerate(moves):
-        failure = move(explorer, tag, what, action)
+        failure = move(explorer, tag, what, action, page, lab)
         if failure:
             failures.append(failure)
         if len(failures) == 2 and k + 1 < len(moves):  # a dead explorer: do not wait 20 s per control
@@ -238,7 +248,7 @@ def lesson_in_jupyterlab(lesson, lab, page):
         note(f" explorer {k + 1}: {explorer.locator('.widget-slider').count()} sliders, "
              f"{explorer.locator('.widget-dropdown').count()} dropdowns")
         layout += check_layout(page, explorer, tag)
-        failures += drive_explorer(page, explorer, tag)
+        failures += drive_explorer(page, explorer, tag, lab=lab)
     assert not failures, f"{lesson}: " + "; ".join(failures)
     assert not layout, f"{lesson}: controls cut off or overflowing:\n" + "\n".join(layout)
 
@@ -331,6 +341,6 @@ def lesson_in_notebook7(lab, page):
     explorer = explorers[0]
     layout = check_layout(page, explorer, f"notebook7-{lesson}-explorer1")
     # Arrow keys on sliders do not move them in Notebook 7 (upstream): drag only.
-    failures = drive_explorer(page, explorer, f"notebook7-{lesson}-explorer1", keyboard=False)
+    failures = drive_explorer(page, explorer, f"notebook7-{lesson}-explorer1", keyboard=False, lab=lab)
     assert not failures, f"{lesson} in Notebook 7: " + "; ".join(failures)
     assert not layout, f"{lesson} in Notebook 7: controls cut off or overflowing:\n" + "\n".join(layout)
