@@ -25,6 +25,7 @@ from dlcourse.data import load_digits  # noqa: E402
 from dlcourse.xai import torch_impl as T  # noqa: E402
 
 EXACT = dict(rtol=1e-12, atol=1e-12)
+pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 
 
 @pytest.fixture(scope="module")

@@ -348,7 +348,8 @@ def occlusion(model: nn.Module, x, target, patch: int = 2, stride: int = 1,
     the drop ``f_t(x) - f_t(x with W set to baseline)`` is credited to the pixels of W, and a
     pixel's attribution is the MEAN drop over the windows covering it (0 if none does);
     Captum's ``Occlusion`` with ``sliding_window_shapes=(C, patch, patch)``,
-    ``strides=(C, stride, stride)``.  Every image and window goes through the model in ONE
+    ``strides=(C, stride, stride)`` when the windows tile the image ((H - patch) % stride == 0;
+    otherwise Captum adds a last window hanging over the edge, cropped).  Every image and window goes through the model in ONE
     forward pass of N * (windows + 1) rows.
 
     Parameters
@@ -406,7 +407,8 @@ def layer_activations_and_grads(model: nn.Module, x, target,
     Returns A and dA = d f_t / dA, both (N, C, h, w) (detached).  For ``SmallCNN``'s default
     ``conv2`` this is the convolution's output BEFORE the ReLU (``features`` applies ``F.relu``
     as a function, outside the module), the same tensor Captum's ``LayerGradCam(model, model.conv2)``
-    sees.
+    sees (``LayerGradCam(model, model.conv2).attribute(x, target, relu_attributions=True)`` equals
+    :func:`grad_cam` with ``upsample=False``; Captum's default leaves out the ReLU).
     """
     layer = default_layer(model) if layer is None else layer
     xm, _, t = _prepare(model, x, target)
@@ -553,7 +555,15 @@ def cascading_randomization(model: nn.Module, x, target, methods: Optional[dict]
     Gradient x input (and Integrated Gradients from a zero baseline, which multiplies by
     ``x - 0``) keeps a high correlation for that reason: the map is ``x * g``, zero wherever the
     pixel is zero, so even with a random ``g`` it inherits the digit's shape (the ranks of
-    ``|x g|`` follow the stroke), while the plain gradient ``g`` itself decorrelates.
+    ``|x g|`` follow the stroke), while the plain gradient ``g`` itself decorrelates.  Measured on
+    50 test digits (true labels), |map|, everything re-initialized: digits_mlp saliency 0.03,
+    SmoothGrad 0.06, gradient x input 0.91, IG 0.91, occlusion 0.62; digits_cnn saliency 0.15,
+    gradient x input 0.93, IG 0.92 (``python benchmarks/bench_xai.py --sanity``).  The SIGNED maps
+    of gradient x input and IG do decorrelate (0.01 and -0.02 on the MLP): the random gradient's
+    signs are new, only the support (where x is not 0) is inherited.
+
+    An example whose map is constant (an all-zero Grad-CAM, say) has no ranks: its NaN is left
+    out of the median.
 
     Parameters
     ----------
