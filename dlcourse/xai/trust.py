@@ -232,7 +232,12 @@ def adversarial_training(arch: str = "mlp", eps: float = 0.1, seed: int = 0, att
     1.25 eps from a random start, Wong et al. 2020, half the cost of PGD-2), then takes an Adam
     step on the attacked batch only.  It starts from :func:`~dlcourse.xai.torch_impl.digits_mlp` /
     ``digits_cnn`` (deep-copied; the cached models are never touched), which is cheaper than
-    training from scratch and converges to a robust model just the same on these digits.
+    training from scratch.
+
+    Measured (seed 0, train eps 0.1, PGD-5, 270 test digits, PGD-10 at eps 0.1): the MLP 0.289 ->
+    0.852, the CNN 0.611 -> 0.833, clean accuracy unchanged (0.974, 0.989); trained at eps 0.2 the
+    clean accuracy pays (MLP 0.970, CNN 0.967) for PGD-10 accuracy at eps 0.2 of 0.533 / 0.389
+    (plain models: 0.000 / 0.030).  ``benchmarks/bench_xai_trust.py`` prints the whole table.
 
     Parameters
     ----------
@@ -580,6 +585,11 @@ def shortcut_study(seeds: Sequence[int] = (0, 1, 2), mitigations: Sequence[Optio
     :func:`group_metrics` on the test images, and the mean :func:`attribution_share` on the mark
     for group B's test images (as the model sees them: masked for "mask", so it is 0 there by
     construction).  About 1 s per model on one CPU thread.
+
+    Measured (seeds 0, 1, 2; mean): the plain model classifies group A's test 0s at 0.977 and
+    group B's (marked) 0s at 0.860, equalized-odds gap 0.117, 0.136 of IG's mass on the 4 marked
+    pixels (1/16 of the image); reweighing: B's 0s 0.913, gap 0.056, share 0.086, overall accuracy
+    0.948 -> 0.960; masking the mark: B's 0s 0.984, gap 0.027.
     """
     t0 = time.perf_counter()
     metrics = {m: [] for m in mitigations}
