@@ -57,7 +57,7 @@ CHAPTERS = {
     "06_rnn": ("RNN, LSTM and GRU by hand, backprop through time, a character language model", "rnn"),
     "07_transformer": ("Attention by hand, multi-head attention, layer norm, a GPT trained from scratch, the KV cache, RNN vs Transformer", "transformer"),
     "08_gan": ("Autoencoders and VAEs, a GAN by hand on a ring of Gaussians, mode collapse and R1, a digits GAN measured with IS and FID", "gan"),
-    "09_xai": ("Explainable AI: saliency, integrated gradients (planned)", None),
+    "09_xai": ("Attributions (saliency, Integrated Gradients, Grad-CAM, occlusion, Shapley values) checked by their axioms and sanity checks; adversarial examples and training; a planted shortcut and fairness metrics", "xai"),
     "10_efficiency": ("Pruning, quantization, distillation, mixed precision, scaling out (planned)", None),
 }
 

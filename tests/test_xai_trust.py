@@ -245,3 +245,21 @@ def test_adversarial_training_short_run():
     assert not model.training and all(p.grad is None for p in model.parameters())
     with pytest.raises(ValueError):
         trust.adversarial_training("rnn")
+
+
+def test_adversarial_training_progress_and_live_plot_are_not_part_of_the_cache():
+    from dlcourse.xai import explore
+    plot = explore.LiveRobustPlot(epochs=3)
+    model, hist = trust.adversarial_training("mlp", eps=0.05, seed=0, epochs=3, progress=True, callback=plot)
+    assert plot.updates == 3 and len(hist.loss) == 3 and len(hist.robust_val) == 3
+    again = trust.adversarial_training("mlp", eps=0.05, seed=0, epochs=3, progress=False)
+    assert again[0] is model and plot.updates == 3                 # cached: no retraining, no callback
+
+
+def test_scale_up_skips_without_a_gpu_and_runs_when_asked(capsys):
+    assert trust.scale_up(1, device="cpu") is None
+    assert "no GPU" in capsys.readouterr().out
+    r = trust.scale_up(1.5, steps=2, n_test=100, eps_list=(0.0, 0.1), cpu_steps=1, device="cpu",
+                       run_on_cpu=True, progress=False)
+    assert r["steps"] > 0 and r["accuracy"].shape == (2,) and np.all((0 <= r["accuracy"]) & (r["accuracy"] <= 1))
+    assert r["speedup"] is not None and "steps/s" in capsys.readouterr().out

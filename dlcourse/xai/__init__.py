@@ -7,6 +7,14 @@
                 a LIME-style weighted linear surrogate, permutation-sampling Shapley values and
                 KernelSHAP's weights, Spearman's rank correlation, FGSM and PGD (L-infinity)
                 with the cross-entropy gradient by hand.
+``torch_impl``  the course's two digits models (an MLP, chapter 05's CNN; cached) and the
+                methods for any PyTorch model by autograd: the same attributions, occlusion,
+                Grad-CAM with hooks; the model-randomization sanity check and deletion /
+                insertion curves.
+``trust``       adversarial examples (FGSM, PGD), accuracy against eps, adversarial training and
+                its GPU scale-up; a planted shortcut, per-group fairness metrics, reweighing.
+``explore``     the attribution explorer (model, image, method, class, eps) and the lesson's plots.
+``checks``      the exercises' graders.
 
 Nothing here is imported on ``import dlcourse.xai``: import the module you need.
 """

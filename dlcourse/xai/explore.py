@@ -8,7 +8,8 @@ Dimension letters: N images, D = 64 pixels (8 x 8), K = 10 classes, S methods or
   model's class probabilities before and after;
 * :func:`plot_maps` — a grid of attribution maps (rows: images, columns: methods);
 * :func:`plot_randomization` — the model-randomization sanity check, maps and rank correlations;
-* :func:`plot_curves` — curves against a shared x axis (deletion / insertion, accuracy against eps).
+* :func:`plot_curves` — curves against a shared x axis (deletion / insertion, accuracy against eps);
+* :class:`LiveRobustPlot` — adversarial training's loss and clean / robust accuracy, live.
 """
 
 from __future__ import annotations
@@ -107,6 +108,49 @@ def plot_curves(ax, x, curves: dict, xlabel: str, ylabel: str, title: str = "") 
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+
+
+class LiveRobustPlot:
+    """A callback for :func:`dlcourse.xai.trust.adversarial_training`: the loss on the attacked
+    batches, and validation accuracy clean and under PGD, redrawn in place after every epoch
+    (at most every ``min_interval`` seconds, always after the first and the last).
+
+    Attributes
+    ----------
+    fig; updates : how many times it was redrawn
+    """
+
+    def __init__(self, title: str = "adversarial training", epochs: Optional[int] = None,
+                 min_interval: float = 1.5):
+        self.fig = Figure(figsize=(8.5, 2.8), layout="constrained")
+        self.ax_loss, self.ax_acc = self.fig.subplots(1, 2)
+        self.title, self.epochs, self.min_interval = title, epochs, min_interval
+        self.updates, self._handle, self._shown_at = 0, None, -np.inf
+
+    def __call__(self, history) -> None:
+        import time
+
+        from dlcourse.optim.explore import show_in_place
+        epochs = np.arange(1, len(history.loss) + 1)
+        self.ax_loss.clear()
+        self.ax_acc.clear()
+        self.ax_loss.plot(epochs, history.loss, "o-", ms=3, color="C3")
+        self.ax_loss.set(xlabel="epoch", ylabel="loss on attacked batches", title=f"{self.title}: loss")
+        self.ax_acc.plot(epochs, history.clean_val, "o-", ms=3, color=CLEAN_COLOR, label="clean")
+        self.ax_acc.plot(epochs, history.robust_val, "o-", ms=3, color=ATTACK_COLOR,
+                         label=f"PGD-10, eps {history.eps:g}")
+        self.ax_acc.set(xlabel="epoch", ylabel="validation accuracy", ylim=(0, 1.01),
+                        title=f"{self.title}: accuracy")
+        self.ax_acc.legend(fontsize=7)
+        for ax in (self.ax_loss, self.ax_acc):
+            ax.grid(alpha=0.3)
+            if self.epochs:
+                ax.set_xlim(0.5, self.epochs + 0.5)
+        self.updates += 1
+        last = self.epochs is not None and len(history.loss) >= self.epochs
+        if self._handle is None or last or time.perf_counter() - self._shown_at >= self.min_interval:
+            self._handle = show_in_place(self.fig, self._handle)
+            self._shown_at = time.perf_counter()
 
 
 # --------------------------------------------------------------------------- the widget

@@ -36,10 +36,9 @@ S    steps (of PGD, of an attribution path integral)
 from __future__ import annotations
 
 import copy
-import functools
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -52,7 +51,7 @@ from dlcourse.xai.torch_impl import accuracy, digits_cnn, digits_mlp, model_inpu
 configure_torch()
 
 __all__ = ["loss_gradient", "fgsm", "pgd", "random_sign_noise", "robust_accuracy", "ATTACKS",
-           "AdvHistory", "adversarial_training",
+           "AdvHistory", "adversarial_training", "scale_up",
            "ShortcutData", "shortcut_digits", "MARKS", "group_metrics", "reweighing_weights",
            "train_shortcut_model", "shortcut_predict", "MITIGATIONS", "attribution_share",
            "ShortcutStudy", "shortcut_study"]
@@ -224,7 +223,8 @@ class AdvHistory:
 
 def adversarial_training(arch: str = "mlp", eps: float = 0.1, seed: int = 0, attack: str = "pgd",
                          steps: int = 5, epochs: Optional[int] = None, lr: float = 3e-3,
-                         batch_size: int = 64) -> tuple[nn.Module, AdvHistory]:
+                         batch_size: int = 64, device: Optional[str] = None, progress: bool = False,
+                         callback: Optional[Callable[[AdvHistory], None]] = None) -> tuple[nn.Module, AdvHistory]:
     """Fine-tune a COPY of the course model on adversarial batches (Madry et al. 2018); cached.
 
     ``min_theta E max_{|delta| <= eps} L(x + delta, y; theta)``: each step attacks the batch with
@@ -249,6 +249,10 @@ def adversarial_training(arch: str = "mlp", eps: float = 0.1, seed: int = 0, att
     epochs : passes over the training split; None: 200 for the MLP, 8 for the CNN (about 10 s each
         with PGD-5 on one CPU thread; FGSM-RS about 60 % of that)
     lr : Adam's learning rate; batch_size : the batch size
+    device : where to train (default the CPU, where the course models live)
+    progress : a tqdm bar over the epochs; callback : called with the history after every epoch
+        (e.g. :class:`dlcourse.xai.explore.LiveRobustPlot`).  Neither is part of the cache key:
+        a cached run returns at once without calling them.
 
     Returns
     -------
@@ -262,15 +266,23 @@ def adversarial_training(arch: str = "mlp", eps: float = 0.1, seed: int = 0, att
         raise ValueError(f"attack must be 'pgd' or 'fgsm_rs', got {attack!r}")
     if epochs is None:
         epochs = 200 if arch == "mlp" else 8
-    return _adv_trained(arch, float(eps), int(seed), attack, int(steps), int(epochs), float(lr), int(batch_size))
+    key = (arch, float(eps), int(seed), attack, int(steps), int(epochs), float(lr), int(batch_size),
+           str(torch.device(device or "cpu")))
+    if key not in _ADV_CACHE:
+        if len(_ADV_CACHE) >= 8:
+            _ADV_CACHE.pop(next(iter(_ADV_CACHE)))
+        _ADV_CACHE[key] = _adv_trained(*key, progress=progress, callback=callback)
+    return _ADV_CACHE[key]
 
 
-@functools.lru_cache(maxsize=8)
-def _adv_trained(arch, eps, seed, attack, steps, epochs, lr, batch_size):
+_ADV_CACHE: dict = {}    # the last 8 adversarially trained models, by their settings
+
+
+def _adv_trained(arch, eps, seed, attack, steps, epochs, lr, batch_size, device, progress=False, callback=None):
     from dlcourse.data import load_digits
     d = load_digits(seed)
     base = digits_mlp(seed) if arch == "mlp" else digits_cnn(seed)
-    model = copy.deepcopy(base)
+    model = copy.deepcopy(base).to(device)
     x = model_input(model, d.x_train)                   # (N, D) or (N, 1, 8, 8)
     y = _labels(model, d.y_train)
     device = x.device
@@ -279,6 +291,10 @@ def _adv_trained(arch, eps, seed, attack, steps, epochs, lr, batch_size):
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = AdvHistory(arch, eps, attack)
     t0 = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=epochs, desc=f"adversarial training ({arch}, {attack}, eps {eps:g})", unit="epoch")
     with torch.enable_grad():
         for _ in range(epochs):
             order = torch.randperm(len(x), generator=gen).to(device)
@@ -301,9 +317,118 @@ def _adv_trained(arch, eps, seed, attack, steps, epochs, lr, batch_size):
             history.loss.append(float(np.mean(losses)))
             history.clean_val.append(accuracy(model, d.x_val, d.y_val))
             history.robust_val.append(float(robust_accuracy(model, d.x_val, d.y_val, [eps], seed=seed)[0]))
+            history.seconds = time.perf_counter() - t0
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(clean=f"{history.clean_val[-1]:.3f}", robust=f"{history.robust_val[-1]:.3f}")
+            if callback is not None:
+                callback(history)
+    if bar is not None:
+        bar.close()
     history.seconds = time.perf_counter() - t0
     model.zero_grad(set_to_none=True)
     return model.eval(), history
+
+
+def _adv_step(model, opt, x, y, eps, steps, generator):
+    """One step of adversarial training: PGD on the batch (model in eval mode), then Adam on it."""
+    model.eval()
+    xb = pgd(model, x, y, eps, steps=steps, generator=generator)
+    model.train()
+    loss = F.cross_entropy(model(xb), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def scale_up(seconds: float = 60.0, *, eps: float = 0.1, steps: int = 10, width: int = 32, batch_size: int = 256,
+             lr: float = 3e-3, n_test: int = 2000, eps_list: Sequence[float] = (0.0, 0.05, 0.1, 0.15, 0.2),
+             cpu_steps: int = 3, seed: int = 0, device: Optional[str] = None, run_on_cpu: bool = False,
+             progress: bool = True) -> Optional[dict]:
+    """Adversarial training from scratch on a GPU: a wider CNN, PGD-``steps`` on every batch.
+
+    MNIST (60,000 images of 28 x 28) when it downloads (Colab), else the 8 x 8 digits; chapter
+    05's ``SmallCNN`` with ``width`` channels; Adam; a ``seconds`` budget, each step timed between
+    device syncs.  Then PGD-10 accuracy against ``eps_list`` on ``n_test`` test images, and the
+    speed against ``cpu_steps`` steps of the same training on the CPU (the course's one thread).
+    Without a GPU it prints why and returns None (unless ``run_on_cpu``: the tests).
+
+    Returns
+    -------
+    dict: ``data``, ``steps``, ``seconds``, ``steps_per_second``, ``cpu_steps_per_second``,
+    ``speedup``, ``eps_list``, ``accuracy`` (E,) under PGD-10 (eps 0: clean), ``model``
+    """
+    from dlcourse.cnn.torch_impl import SmallCNN
+    from dlcourse.runtime import scale_up_device
+    from dlcourse.training.torch_impl import _sync
+    device = scale_up_device(device, run_on_cpu)
+    if device is None:
+        return None
+    try:
+        from dlcourse.data import load_mnist
+        x_tr, y_tr = load_mnist("train")
+        x_te, y_te = load_mnist("test")
+        name, side = "MNIST (60,000 x 28 x 28)", 28
+    except Exception as err:  # offline: no download
+        print(f"scale_up: MNIST not available ({type(err).__name__}), using the 8 x 8 digits")
+        from dlcourse.data import load_digits
+        d = load_digits(seed)
+        x_tr, y_tr, x_te, y_te = d.x_train, d.y_train, d.x_test, d.y_test
+        name, side = "digits (1,257 x 8 x 8)", 8
+    images = lambda a: torch.as_tensor(np.asarray(a, np.float32).reshape(len(a), 1, side, side))  # (N, 1, H, W)
+    x, y = images(x_tr), torch.as_tensor(np.asarray(y_tr, np.int64))
+    x_test, y_test = images(x_te[:n_test]), torch.as_tensor(np.asarray(y_te[:n_test], np.int64))
+    torch.manual_seed(seed)
+    model = SmallCNN(1, 10, width=width, image_size=side)
+    print(f"scale_up: {name}; SmallCNN width {width}; PGD-{steps} adversarial training at eps {eps}, "
+          f"batch {batch_size}")
+    cpu_rate = None
+    if cpu_steps > 0:
+        cpu_model = copy.deepcopy(model)
+        cpu_opt = torch.optim.Adam(cpu_model.parameters(), lr=lr)
+        gen = torch.Generator().manual_seed(seed)
+        times = []
+        with torch.enable_grad():
+            for _ in range(cpu_steps):
+                idx = torch.randint(0, len(x), (batch_size,), generator=gen)
+                t0 = time.perf_counter()
+                _adv_step(cpu_model, cpu_opt, x[idx], y[idx], eps, steps, gen)
+                times.append(time.perf_counter() - t0)
+        cpu_rate = 1.0 / float(np.median(times))
+        print(f"  cpu ({torch.get_num_threads()} thread(s)): {cpu_rate:8.2f} steps/s")
+    model, x, y = model.to(device), x.to(device), y.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator(device).manual_seed(seed)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=round(seconds), desc=f"scale_up ({device})", unit="s")
+    n_steps, trained = 0, 0.0
+    with torch.enable_grad():
+        while trained < seconds:
+            _sync(device)
+            t0 = time.perf_counter()
+            idx = torch.randint(0, len(x), (batch_size,), device=device, generator=gen)
+            loss = _adv_step(model, opt, x[idx], y[idx], eps, steps, gen)
+            _sync(device)
+            dt = time.perf_counter() - t0
+            trained += dt
+            n_steps += 1
+            if bar is not None:
+                bar.update(min(dt, max(0.0, bar.total - bar.n)))
+                if n_steps % 20 == 0:
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+    if bar is not None:
+        bar.close()
+    model.eval()
+    acc = robust_accuracy(model, x_test.to(device), y_test.to(device), eps_list, attack="pgd", seed=seed)
+    rate = n_steps / trained
+    print(f"  {device}: {rate:8.2f} steps/s" + (f", {rate / cpu_rate:.1f}x the CPU" if cpu_rate else "")
+          + f"; {n_steps} steps in {trained:.1f} s")
+    print("  PGD-10 accuracy on the test images: " + ", ".join(f"eps {e:g}: {a:.1%}" for e, a in zip(eps_list, acc)))
+    return dict(data=name, steps=n_steps, seconds=trained, steps_per_second=rate, cpu_steps_per_second=cpu_rate,
+                speedup=rate / cpu_rate if cpu_rate else None, eps_list=list(eps_list), accuracy=acc, model=model)
 
 
 # --------------------------------------------------------------------------- a planted shortcut
