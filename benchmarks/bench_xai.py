@@ -74,6 +74,28 @@ def bench_cost(args) -> None:
                 cells += [f"{counter.forward} / {counter.backward}", f"{seconds * 1e3:.1f} ms"]
             print(f"| {label} | {name} | " + " | ".join(cells) + " |", flush=True)
 
+    print("\nmodel-agnostic methods in NumPy on the MLP (numpy_impl, one digit, the model as a black box "
+          "(M, 64) -> (M, 10); calls = rows evaluated; one run after a warm-up)\n")
+    print("| method | model calls | ms | Spearman with IG (50 steps) |")
+    print("|---|---|---|---|")
+    params = {k: v.detach().double().numpy() for k, v in xt.digits_mlp().state_dict().items()}
+    f = lambda z: xn.mlp_logits(params, z)
+    x1, t1 = d.x_test[0].astype(np.float64), int(d.y_test[0])
+    ig1 = xn.integrated_gradients(params, x1[None], t1, steps=50)[0][0]
+    for name, run in [("occlusion 2 x 2, stride 1", lambda: xn.occlusion(f, x1, t1, patch=2, stride=1)),
+                      ("LIME, 1,000 masks", lambda: xn.lime(f, x1, t1, n_samples=1000, rng=np.random.default_rng(0))),
+                      ("LIME, 5,000 masks", lambda: xn.lime(f, x1, t1, n_samples=5000, rng=np.random.default_rng(0))),
+                      ("Shapley sampling, 25 orders", lambda: xn.shapley_sampling(f, x1, t1, n_permutations=25,
+                                                                                 rng=np.random.default_rng(0))),
+                      ("Shapley sampling, 200 orders", lambda: xn.shapley_sampling(f, x1, t1, n_permutations=200,
+                                                                                  rng=np.random.default_rng(0)))]:
+        run()                                                          # warm-up
+        start = time.perf_counter()
+        out = run()
+        seconds = time.perf_counter() - start
+        attr = np.asarray(out[0]).reshape(-1)
+        print(f"| {name} | {out[-1]} | {seconds * 1e3:.1f} | {xn.spearman(attr, ig1):.2f} |", flush=True)
+
     print("\nthe MLP's input gradient d f_t / dx: NumPy by hand (numpy_impl.input_gradient) vs torch.autograd "
           f"(fastest of {args.repeats} interleaved repeats x {args.passes} passes)\n")
     print("| dtype | batch | NumPy (ms) | autograd (ms) | NumPy / autograd |")
