@@ -11,6 +11,10 @@
 # | 1 | `logit_gradient` | d f_t / dx of an MLP's class logit, by hand (NumPy) | 3 |
 # | 2 | `smoothgrad` | the mean gradient over noisy copies (PyTorch) | 2 |
 # | 3 | `integrated_gradients` | IG with the Gauss-Legendre rule (NumPy) | 3 |
+# | 4 | `occlusion` | the mean drop of the logit under a sliding patch (NumPy) | 3 |
+# | 5 | `grad_cam` | Grad-CAM with hooks (PyTorch) | 3 |
+# | 6 | `fgsm` | the fast gradient sign method (PyTorch) | 2 |
+# | 7 | `pgd` | **the larger task**: PGD with projection and clipping (PyTorch) | 4 |
 # | | five concept questions | a number, a shape or a letter each | 5 × 1 |
 #
 # **How the checks work.** Under each exercise is a check cell, `check.<name>(<name>)`. Run it
@@ -147,6 +151,153 @@ def integrated_gradients(grad_fn, x, baseline, steps):
 
 # %%
 check.integrated_gradients(integrated_gradients)
+
+# %% [markdown]
+# ## Exercise 4 · Occlusion (3 points)
+#
+# Occlusion needs no gradient, only the model: slide a `patch × patch` square of `baseline` values over
+# the image and watch the target's logit. For every window position (top-left corners `0, stride,
+# 2·stride, …` in both directions, as long as the window fits) the **drop** f_t(x) − f_t(x with the
+# window occluded) is credited to every pixel of the window; a pixel's attribution is the **mean** drop
+# over the windows that cover it, and 0 if no window covers it (Captum's convention, and the lesson's).
+#
+# Write `occlusion(model_fn, image, target, patch, stride, baseline)`:
+#
+# * `model_fn(images)` maps a batch of images `(M, side, side)` to logits `(M, K)`
+# * `image` `(side, side)`, `target` an int, `patch` and `stride` ints, `baseline` a number
+# * return the map `(side, side)`
+
+# %%
+def occlusion(model_fn, image, target, patch, stride, baseline):
+    """Mean drop of the target's logit over the windows covering each pixel, (side, side)."""
+    ### BEGIN SOLUTION
+    side = image.shape[0]
+    corners = range(0, side - patch + 1, stride)
+    f0 = model_fn(image[None])[0, target]
+    total, count = np.zeros((side, side)), np.zeros((side, side))
+    for r in corners:
+        for c in corners:
+            occluded = image.copy()
+            occluded[r:r + patch, c:c + patch] = baseline
+            drop = f0 - model_fn(occluded[None])[0, target]
+            total[r:r + patch, c:c + patch] += drop
+            count[r:r + patch, c:c + patch] += 1
+    return np.divide(total, count, out=np.zeros_like(total), where=count > 0)   # 0 where nothing covers
+    ### END SOLUTION
+
+
+# %%
+check.occlusion(occlusion)
+
+# %% [markdown]
+# ## Exercise 5 · Grad-CAM with hooks (3 points)
+#
+# Grad-CAM (Selvaraju et al. 2017) explains a CNN through one of its layers. With $A$ `(N, C, h, w)`
+# the output of `layer` and $\partial F_t / \partial A$ its gradient (of the class **logit**):
+#
+# $$\alpha_k = \frac{1}{hw}\sum_{i,j} \frac{\partial F_t}{\partial A_{k,ij}}, \qquad
+#   \text{map} = \operatorname{ReLU}\Bigl(\sum_k \alpha_k A_k\Bigr),$$
+#
+# upsampled to the input's size with `F.interpolate(..., size=(H, W), mode="bilinear",
+# align_corners=False)`. The layer's output is inside the model's `forward`: read it with a **hook**
+# (`layer.register_forward_hook`, or a tensor hook), and remove the hook afterwards.
+#
+# Write `grad_cam(model, layer, x, target)`:
+#
+# * `model` a CNN, `layer` one of its modules (e.g. `cnn.conv2`), `x` `(N, C, H, W)` float64,
+#   `target` an int or an `(N,)` int tensor
+# * return the map `(N, 1, H, W)`
+#
+# The check tries the digits CNN's `conv2` and a small random CNN on 12 × 12 images.
+
+# %%
+def grad_cam(model, layer, x, target):
+    """ReLU(sum_k alpha_k A_k) of `layer`'s output, bilinearly upsampled to (N, 1, H, W)."""
+    ### BEGIN SOLUTION
+    saved = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: saved.append(output))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    t = torch.as_tensor(target).long().expand(x.shape[0])
+    (dA,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), saved[0])   # (N, C, h, w)
+    alpha = dA.mean(dim=(2, 3), keepdim=True)                                      # (N, C, 1, 1)
+    cam = F.relu((alpha * saved[0]).sum(1, keepdim=True))                          # (N, 1, h, w)
+    return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False).detach()
+    ### END SOLUTION
+
+
+# %%
+check.grad_cam(grad_cam)
+
+# %% [markdown]
+# ## Exercise 6 · FGSM (2 points)
+#
+# The fast gradient sign method (Goodfellow et al. 2015) takes one step of size ε **up** the
+# cross-entropy loss of the true labels, every pixel by exactly ±ε, and keeps the pixels valid:
+#
+# $$x_{\text{adv}} = \operatorname{clip}_{[0,1]}\bigl(x + \varepsilon\,\operatorname{sign}(\nabla_x L(f(x), y))\bigr).$$
+#
+# Write `fgsm(model, x, y, eps)`:
+#
+# * `model` returns `(N, K)` logits; `x` float64 `(N, ...)` in [0, 1]; `y` `(N,)` int labels; `eps` a number
+# * return `x_adv`, a detached tensor of x's shape; leave `x` itself unchanged
+
+# %%
+def fgsm(model, x, y, eps):
+    """clip(x + eps * sign(dL/dx), 0, 1), detached."""
+    ### BEGIN SOLUTION
+    xr = x.detach().clone().requires_grad_(True)
+    loss = F.cross_entropy(model(xr), y)                            # the mean over the batch: same sign
+    (grad,) = torch.autograd.grad(loss, xr)
+    return (x.detach() + eps * grad.sign()).clamp(0, 1)
+    ### END SOLUTION
+
+
+# %%
+check.fgsm(fgsm)
+
+# %% [markdown]
+# ## Exercise 7 · A PGD attack with projection (4 points) — the larger task
+#
+# The lesson ran PGD (Madry et al. 2018) without showing it; here you write it. PGD repeats small
+# FGSM steps, each at the **current** point, and after each step projects back into the set the
+# attack may move in:
+#
+# 1. start at `x_adv = clip(x + start)` (`start` is given, uniform in [−ε, ε]: the random start, drawn
+#    for you so that the check can compare);
+# 2. `steps` times: the loss gradient at `x_adv`; `x_adv + alpha · sign(gradient)`; **project** onto the
+#    L∞ ball of radius ε around the **original** x (elementwise into [x − ε, x + ε]); **clip** to [0, 1];
+#    detach before the next step.
+#
+# Write `pgd(model, x, y, eps, alpha, steps, start)`:
+#
+# * `model`, `x`, `y`, `eps` as in Exercise 6; `alpha` the step size, `steps` their number,
+#   `start` a tensor of x's shape
+# * return `x_adv`, a detached tensor of x's shape
+#
+# The check compares with the course's attack on the digits MLP and CNN (one case has a step larger
+# than ε), checks that |x_adv − x| ≤ ε and 0 ≤ x_adv ≤ 1, and that the attack works (the accuracy falls).
+
+# %%
+def pgd(model, x, y, eps, alpha, steps, start):
+    """L-infinity PGD from x + start: signed steps, projection onto x's eps-ball, clip to [0, 1]."""
+    ### BEGIN SOLUTION
+    x = x.detach()
+    x_adv = (x + start).clamp(0, 1)
+    for _ in range(steps):
+        xr = x_adv.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
+        x_adv = xr.detach() + alpha * grad.sign()                     # ascend the loss
+        x_adv = torch.min(torch.max(x_adv, x - eps), x + eps)          # back into the eps-ball around x
+        x_adv = x_adv.clamp(0, 1)                                      # and into the valid range
+    return x_adv
+    ### END SOLUTION
+
+
+# %%
+check.pgd(pgd)
 
 # %% [markdown]
 # ## Concept questions (1 point each)

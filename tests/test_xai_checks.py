@@ -165,3 +165,154 @@ def test_integrated_gradients_vectorised_passes():
         g = grad_fn(path.reshape(-1, x.shape[1])).reshape(path.shape)
         return (x - baseline) * np.einsum("s,snd->nd", v / 2, g)
     _passes("integrated_gradients", integrated_gradients)
+
+
+# --------------------------------------------------------------------------- exercises 4-7: the forms
+
+@pytest.mark.parametrize("case", [1, 2, 3])
+def test_occlusion_form_equals_a_naive_loop_and_the_torch_twin(case):
+    model_fn, image, target, patch, stride, baseline = checks.oc_case(case)
+    got = checks.occlusion_map(model_fn, image, target, patch, stride, baseline)
+    np.testing.assert_allclose(solution(STEM, "occlusion")(model_fn, image, target, patch, stride, baseline), got,
+                               rtol=1e-12, atol=1e-12)
+    if case == 3:                                              # the digits MLP: torch_impl's batched occlusion
+        twin, _ = xt.occlusion(checks._model64("mlp"), torch.tensor(image.reshape(1, 64)), target, patch, stride,
+                               baseline)
+        np.testing.assert_allclose(twin.numpy().reshape(8, 8), got, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", [1, 2])
+def test_grad_cam_form_equals_a_hand_computation(case):
+    model, layer, x, target = checks.gc_case(case)
+    a, g = xt.layer_activations_and_grads(model, x, target, layer)
+    cam = torch.relu((g.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True))
+    by_hand = torch.nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    torch.testing.assert_close(checks.grad_cam_hooks(model, layer, x, target), by_hand, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(solution(STEM, "grad_cam")(model, layer, x, target), by_hand, rtol=1e-10, atol=1e-12)
+
+
+def test_attack_forms_equal_numpy_impl_on_the_float64_mlp():
+    params = checks._mlp_params()
+    model, x, y, eps = checks.fgsm_case(3)
+    np.testing.assert_allclose(checks.fgsm_attack(model, x, y, eps).numpy(), xn.fgsm(params, x.numpy(), y.numpy(), eps),
+                               atol=1e-12)
+    model, x, y, eps, alpha, steps, start = checks.pgd_case(2)
+    theirs = xn.pgd(params, x.numpy(), y.numpy(), eps, alpha, steps)       # no random start ...
+    ours = checks.pgd_from_start(model, x, y, eps, alpha, steps, torch.zeros_like(x))   # ... = a zero start
+    np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-12)
+    for case in (1, 2, 3):
+        args = checks.pgd_case(case)
+        torch.testing.assert_close(solution(STEM, "pgd")(*args), checks.pgd_from_start(*args), rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- exercises 4-7: not table rows
+
+def test_occlusion_returning_the_map_and_its_calls_is_told_the_form():
+    def occlusion(model_fn, image, target, patch, stride, baseline):
+        return solution(STEM, "occlusion")(model_fn, image, target, patch, stride, baseline), 10
+    _fails("occlusion", occlusion, "occlusion returned a tuple of 2 items: return the map alone")
+
+
+def test_occlusion_flat_map_is_told_the_shape():
+    def occlusion(model_fn, image, target, patch, stride, baseline):
+        return solution(STEM, "occlusion")(model_fn, image, target, patch, stride, baseline).ravel()
+    _fails("occlusion", occlusion, "the map is flat")
+
+
+def test_grad_cam_left_at_the_layer_size_without_channel_axis_is_named():
+    def grad_cam(model, layer, x, target):
+        return checks.gc_no_upsampling(model, layer, x, target)[:, 0]          # (N, h, w)
+    _fails("grad_cam", grad_cam, "the map is still the layer's size", mistake="no upsampling")
+
+
+def test_pgd_requires_grad_on_a_non_leaf_is_named_not_detached():
+    def pgd(model, x, y, eps, alpha, steps, start):
+        x_adv = (x + start).clamp(0, 1)
+        for _ in range(steps):
+            x_adv.requires_grad_(True)                          # fails from the 2nd step on: x_adv is no leaf
+            loss = torch.nn.functional.cross_entropy(model(x_adv), y)
+            (g,) = torch.autograd.grad(loss, x_adv)
+            x_adv = torch.min(torch.max(x_adv + alpha * g.sign(), x - eps), x + eps).clamp(0, 1)
+        return x_adv
+    _fails("pgd", pgd, "the values are right, but x_adv still carries", mistake="not detached between steps")
+
+
+def test_pgd_that_hangs_is_stopped(monkeypatch):
+    def pgd(model, x, y, eps, alpha, steps, start):
+        while True:
+            pass
+    monkeypatch.setattr(ch09._exercises["pgd"], "seconds", 1.0)
+    _fails("pgd", pgd, "too slow", status="too slow")
+
+
+def test_pgd_random_extra_noise_is_caught_by_the_ball_or_the_reference():
+    def pgd(model, x, y, eps, alpha, steps, start):
+        out = solution(STEM, "pgd")(model, x, y, eps, alpha, steps, start)
+        return (out + 0.5 * eps).clamp(0, 1)                    # every pixel pushed: leaves the ball
+    _fails("pgd", pgd, "x_adv leaves the eps-ball", mistake="outside the ball")
+
+
+def test_fgsm_returning_nan_is_named():
+    def fgsm(model, x, y, eps):
+        out = solution(STEM, "fgsm")(model, x, y, eps).clone()
+        out[0, 0] = float("nan")
+        return out
+    result = _fails("fgsm", fgsm, "x_adv (")
+    assert "NaN or inf" in result.message
+
+
+# --------------------------------------------------------------------------- exercises 4-7: alternatives pass
+
+def test_occlusion_vectorised_passes():
+    def occlusion(model_fn, image, target, patch, stride, baseline):
+        side = image.shape[0]
+        corners = [(r, c) for r in range(0, side - patch + 1, stride) for c in range(0, side - patch + 1, stride)]
+        masks = np.zeros((len(corners), side, side), dtype=bool)
+        for j, (r, c) in enumerate(corners):
+            masks[j, r:r + patch, c:c + patch] = True
+        batch = np.where(masks, baseline, image[None])                         # all windows in one batch
+        drops = model_fn(image[None])[0, target] - model_fn(batch)[:, target]
+        count = masks.sum(0)
+        return np.where(count > 0, np.tensordot(drops, masks, axes=1) / np.maximum(count, 1), 0.0)
+    _passes("occlusion", occlusion)
+
+
+def test_grad_cam_with_a_tensor_hook_and_backward_passes():
+    def grad_cam(model, layer, x, target):
+        kept = {}
+
+        def forward_hook(module, inputs, output):
+            kept["A"] = output
+            output.register_hook(lambda grad: kept.__setitem__("dA", grad))   # a tensor hook for the gradient
+        handle = layer.register_forward_hook(forward_hook)
+        out = model(x)
+        handle.remove()
+        n = x.shape[0]
+        out[torch.arange(n), torch.as_tensor(target).expand(n)].sum().backward()
+        weights = kept["dA"].mean(dim=(2, 3))                                   # (N, C)
+        cam = torch.relu(torch.einsum("nc,nchw->nhw", weights, kept["A"].detach()))
+        return torch.nn.functional.interpolate(cam.unsqueeze(1), size=tuple(x.shape[2:]), mode="bilinear",
+                                               align_corners=False)
+    _passes("grad_cam", grad_cam)
+
+
+def test_fgsm_with_backward_and_a_summed_loss_passes():
+    def fgsm(model, x, y, eps):
+        xr = x.clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(model(xr), y, reduction="sum").backward()   # sum: same signs
+        return torch.clamp(x + eps * torch.sign(xr.grad), 0.0, 1.0)
+    _passes("fgsm", fgsm)
+
+
+def test_pgd_with_clamp_bounds_and_backward_passes():
+    def pgd(model, x, y, eps, alpha, steps, start):
+        x_adv = torch.clamp(x + start, 0, 1)
+        for _ in range(steps):
+            x_adv = x_adv.clone().detach().requires_grad_(True)
+            torch.nn.functional.cross_entropy(model(x_adv), y).backward()
+            with torch.no_grad():
+                x_adv = x_adv + alpha * x_adv.grad.sign()
+                x_adv = torch.clamp(x_adv, min=x - eps, max=x + eps)            # tensor bounds
+                x_adv = torch.clamp(x_adv, 0, 1)
+        return x_adv.detach()
+    _passes("pgd", pgd)

@@ -54,6 +54,16 @@ def _np(value):
     return value
 
 
+def _one_array(got, name: str, what: str):
+    """Fail when a learner's function returned None, a tuple or a list instead of one array / tensor."""
+    if got is None:
+        raise CheckFailed(f"{name} returned None: did you forget a `return`? ({what})")
+    if isinstance(got, (tuple, list)):
+        raise CheckFailed(f"{name} returned a {type(got).__name__} of {len(got)} items: return the map alone, one "
+                          f"array of the shape asked for ({what})")
+    return _np(got)
+
+
 @functools.lru_cache(maxsize=None)
 def _test_digits():
     from dlcourse.data import load_digits
@@ -322,7 +332,7 @@ def logit_gradient(fn):
                 if is_shape_error(err):
                     fail_with(LOGIT_GRADIENT_MISTAKES, "W1 read as (D, H)", f"({what}; numpy said: {err})")
                 raise
-            got = _np(got)
+            got = _one_array(got, "logit_gradient", what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, LOGIT_GRADIENT_MISTAKES, apply=lambda row: row(*args), suffix=f"({what})")
             expect_float64(["the gradient"], [got], what)
@@ -472,7 +482,7 @@ def smoothgrad(fn):
             except CheckFailed as fail:
                 _translate_batch_error(fail, what)
                 raise
-            got = _np(got)
+            got = _one_array(got, "smoothgrad", what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, SMOOTHGRAD_MISTAKES, apply=lambda row: _np(row(*sg_case(case))),
                      suffix=f"({what})")
@@ -650,7 +660,7 @@ def integrated_gradients(fn):
                 "integrated_gradients(grad_fn, x, baseline, steps)")
         with trying("integrated_gradients", label=what, call_text=line) as tried:
             expected = integrated_gradients_rule(*ig_case(case))
-            got = _np(call(fn, *ig_case(case)))
+            got = _one_array(call(fn, *ig_case(case)), "integrated_gradients", what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, IG_MISTAKES, apply=lambda row: row(*ig_case(case)), suffix=f"({what})")
             expect_float64(["the attributions"], [got], what)
@@ -668,6 +678,598 @@ def integrated_gradients(fn):
     return ("completeness: the attributions add up to f(x) - f(baseline) within a relative error of "
             f"{report[0]} (quadratic f), {report[1]} (digits MLP, 16 steps) and {report[2]} (50 steps: a ReLU "
             "net's gradient jumps along the path, which no rule integrates exactly), and they equal the reference")
+
+
+# --------------------------------------------------------------------------- 4. occlusion (NumPy)
+
+def _windows(side, patch, stride, last=True):
+    return range(0, side - patch + (1 if last else 0), stride)
+
+
+def _occlusion_parts(model_fn, image, target, patch, corners, baseline):
+    """The drops of every window (top-left corners ``corners`` x ``corners``), their sum and count per pixel."""
+    side = image.shape[0]
+    windows = [(r, c) for r in corners for c in corners]
+    batch = np.repeat(image[None], len(windows), axis=0)
+    for j, (r, c) in enumerate(windows):
+        batch[j, r:r + patch, c:c + patch] = baseline
+    base = model_fn(image[None])[0, target]
+    drops = base - model_fn(batch)[:, target]
+    total, count = np.zeros((side, side)), np.zeros((side, side))
+    for drop, (r, c) in zip(drops, windows):
+        total[r:r + patch, c:c + patch] += drop
+        count[r:r + patch, c:c + patch] += 1
+    return total, count
+
+
+def _mean_where_covered(total, count):
+    return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+
+
+def oc_sum_not_mean(model_fn, image, target, patch, stride, baseline):
+    total, _ = _occlusion_parts(model_fn, image, target, patch, _windows(len(image), patch, stride), baseline)
+    return total
+
+
+def oc_sign_flipped(model_fn, image, target, patch, stride, baseline):
+    total, count = _occlusion_parts(model_fn, image, target, patch, _windows(len(image), patch, stride), baseline)
+    return -_mean_where_covered(total, count)                        # f(occluded) - f(x)
+
+
+def oc_last_window_missed(model_fn, image, target, patch, stride, baseline):
+    corners = _windows(len(image), patch, stride, last=False)       # range(0, side - patch, stride)
+    return _mean_where_covered(*_occlusion_parts(model_fn, image, target, patch, corners, baseline))
+
+
+def oc_stride_ignored(model_fn, image, target, patch, stride, baseline):
+    corners = _windows(len(image), patch, 1)
+    return _mean_where_covered(*_occlusion_parts(model_fn, image, target, patch, corners, baseline))
+
+
+def oc_transposed(model_fn, image, target, patch, stride, baseline):
+    corners = _windows(len(image), patch, stride)
+    return _mean_where_covered(*_occlusion_parts(model_fn, image, target, patch, corners, baseline)).T
+
+
+def oc_nan_uncovered(model_fn, image, target, patch, stride, baseline):
+    total, count = _occlusion_parts(model_fn, image, target, patch, _windows(len(image), patch, stride), baseline)
+    with np.errstate(all="ignore"):
+        return total / count                                           # 0 / 0 where no window covers
+
+
+def oc_zero_baseline(model_fn, image, target, patch, stride, baseline):
+    corners = _windows(len(image), patch, stride)
+    return _mean_where_covered(*_occlusion_parts(model_fn, image, target, patch, corners, 0.0))
+
+
+OCCLUSION_MISTAKES = (
+    Mistake("sum instead of mean", oc_sum_not_mean,
+            "the drops are summed over the windows that cover a pixel: Captum's convention (and the lesson's) is "
+            "their MEAN, sum / count, so that a pixel in the middle does not get more credit just for being "
+            "covered by more windows"),
+    Mistake("sign flipped", oc_sign_flipped,
+            "the sign is flipped: the attribution is the DROP f(x) - f(occluded), positive where hiding the pixels "
+            "lowers the target's logit"),
+    Mistake("last window missed", oc_last_window_missed,
+            "the last window position is missing: a window fits at every top-left corner 0, stride, 2 stride, ... "
+            "up to and including side - patch, i.e. range(0, side - patch + 1, stride)"),
+    Mistake("stride ignored", oc_stride_ignored,
+            "the windows move by 1 pixel whatever the stride: their top-left corners are 0, stride, 2 stride, ..."),
+    Mistake("rows and columns swapped", oc_transposed,
+            "the map is transposed (rows and columns swapped): the window at corner (r, c) covers "
+            "image[r:r + patch, c:c + patch], and its drop goes to the same pixels of the map"),
+    Mistake("uncovered pixels NaN", oc_nan_uncovered,
+            "pixels that no window covers are NaN (0 / 0): when the stride skips pixels, give them 0 "
+            "(np.divide(total, count, out=np.zeros_like(total), where=count > 0))"),
+    Mistake("baseline ignored", oc_zero_baseline,
+            "the occluded pixels were set to 0, not to the given `baseline` value"),
+)
+
+
+def _linear_model(side, k, seed):
+    rng = np.random.default_rng(seed)
+    w, b = rng.standard_normal((side * side, k)), rng.standard_normal(k)
+
+    def model_fn(images):
+        """Logits (M, K) of a batch of images (M, side, side) (or of one image (side, side): (1, K))."""
+        return np.asarray(images, dtype=np.float64).reshape(-1, side * side) @ w + b
+    return model_fn
+
+
+def _mlp_images():
+    params = _mlp_params()
+
+    def model_fn(images):
+        """Logits (M, 10) of a batch of digits (M, 8, 8) (or of one digit (8, 8): (1, 10))."""
+        return xn.mlp_logits(params, np.asarray(images, dtype=np.float64).reshape(-1, 64))
+    return model_fn
+
+
+# (model, side, patch, stride, baseline, seed)
+OC_CASES = [("linear", 4, 2, 1, 0.5, 931), ("linear", 8, 2, 3, 0.0, 932), ("digits", 8, 3, 2, 0.25, 933)]
+
+
+def oc_case(case: int):
+    """Case ``case`` (1 to 3) of the occlusion check: ``model_fn, image, target, patch, stride, baseline``."""
+    kind, side, patch, stride, baseline, seed = OC_CASES[case - 1]
+    if kind == "linear":
+        model_fn = _linear_model(side, 3, seed)
+        image = np.random.default_rng(seed).uniform(0, 1, (side, side))
+        return model_fn, image, 1, patch, stride, baseline
+    x, y = _batch(1, offset=90)
+    return _mlp_images(), x[0].reshape(8, 8), int(y[0]), patch, stride, baseline
+
+
+def _oc_what(case):
+    kind, side, patch, stride, baseline, _ = OC_CASES[case - 1]
+    model = "a linear model" if kind == "linear" else "the digits MLP"
+    return f"{model}, {side} x {side} image, patch {patch}, stride {stride}, baseline {baseline}"
+
+
+@check.exercise(points=3, mistakes=OCCLUSION_MISTAKES, reference=(occlusion_map, xn.occlusion, xt.occlusion),
+                hints=[
+    "Occlusion asks the model itself: hide a patch x patch square (set it to the baseline value), and see how "
+    "much the target's logit drops. Every pixel of the square gets that drop; a pixel covered by several "
+    "window positions gets the MEAN of their drops, one no window covers gets 0.",
+    "Loop over the top-left corners r, c in range(0, side - patch + 1, stride) (both directions); for each, a "
+    "copy of the image with the square set to baseline; score it (or all copies in one batch) with model_fn; "
+    "add the drop into a (side, side) sum and 1 into a (side, side) count over the square; divide at the end.",
+    "f0 = model_fn(image[None])[0, target]; for each corner: occluded = image.copy(); occluded[r:r + patch, "
+    "c:c + patch] = baseline; drop = f0 - model_fn(occluded[None])[0, target]; total[...] += drop; "
+    "count[...] += 1; then np.divide(total, count, out=np.zeros_like(total), where=count > 0).",
+])
+def occlusion(fn):
+    """Occlusion of one image: the mean drop of the target's logit over the windows covering each pixel (NumPy)."""
+    for case in range(1, len(OC_CASES) + 1):
+        what = _oc_what(case)
+        line = (f"from dlcourse.xai.checks import oc_case; model_fn, image, target, patch, stride, baseline = "
+                f"oc_case({case}); occlusion(model_fn, image, target, patch, stride, baseline)")
+        with trying("occlusion", label=what, call_text=line) as tried:
+            expected = occlusion_map(*oc_case(case))
+            got = _one_array(call(fn, *oc_case(case)), "occlusion", what)
+            tried.got, tried.expected = got, expected
+            diagnose(got, expected, OCCLUSION_MISTAKES, apply=lambda row: row(*oc_case(case)), suffix=f"({what})")
+            if np.shape(got) == (expected.size,):
+                raise CheckFailed(f"the map is flat, {np.shape(got)}: return it as the image, (side, side) "
+                                  f"({what})")
+            expect_float64(["the map"], [got], what)
+            expect_close(got, expected, f"the occlusion map ({what})", rtol=1e-9, atol=1e-12)
+    return ("the mean drop of the logit per pixel equals the reference on 3 images (strides 1, 2, 3; a stride that "
+            "skips pixels; baselines 0.5, 0, 0.25)")
+
+
+# --------------------------------------------------------------------------- 5. Grad-CAM (PyTorch, hooks)
+
+def _activations_and_grads(model, layer, x, target, kind="logit"):
+    seen = {}
+    handle = layer.register_forward_hook(lambda module, inputs, output: seen.__setitem__("A", output))
+    try:
+        out = model(x)
+    finally:
+        handle.remove()
+    t = _targets(target, x.shape[0])
+    if kind == "logit":
+        score = out.gather(1, t[:, None]).sum()
+    elif kind == "softmax":
+        score = out.softmax(1).gather(1, t[:, None]).sum()
+    else:
+        score = F.cross_entropy(out, t)
+    (grad,) = torch.autograd.grad(score, seen["A"])
+    return seen["A"].detach(), grad
+
+
+def _upsample(cam, x, mode="bilinear"):
+    corners = {"align_corners": False} if mode == "bilinear" else {}
+    return F.interpolate(cam[:, None], size=tuple(x.shape[-2:]), mode=mode, **corners)
+
+
+def gc_no_relu(model, layer, x, target):
+    a, g = _activations_and_grads(model, layer, x, target)
+    return _upsample((g.mean(dim=(2, 3), keepdim=True) * a).sum(1), x)
+
+
+def gc_per_pixel_weights(model, layer, x, target):
+    a, g = _activations_and_grads(model, layer, x, target)
+    return _upsample(F.relu((g * a).sum(1)), x)                                # no spatial mean of the gradient
+
+
+def gc_spatial_sum(model, layer, x, target):
+    a, g = _activations_and_grads(model, layer, x, target)
+    return _upsample(F.relu((g.sum(dim=(2, 3), keepdim=True) * a).sum(1)), x)  # h * w times too large
+
+
+def gc_nearest(model, layer, x, target):
+    a, g = _activations_and_grads(model, layer, x, target)
+    return _upsample(F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1)), x, mode="nearest")
+
+
+def gc_no_upsampling(model, layer, x, target):
+    a, g = _activations_and_grads(model, layer, x, target)
+    return F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1))[:, None]      # (N, 1, h, w)
+
+
+def gc_loss_gradient(model, layer, x, target):
+    a, g = _activations_and_grads(model, layer, x, target, "loss")
+    return _upsample(F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1)), x)
+
+
+def gc_softmax_gradient(model, layer, x, target):
+    a, g = _activations_and_grads(model, layer, x, target, "softmax")
+    return _upsample(F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1)), x)
+
+
+def gc_sign_flipped(model, layer, x, target):
+    a, g = _activations_and_grads(model, layer, x, target)
+    return _upsample(F.relu(-(g.mean(dim=(2, 3), keepdim=True) * a).sum(1)), x)
+
+
+GRAD_CAM_MISTAKES = (
+    Mistake("no ReLU", gc_no_relu,
+            "the map has negative values: Grad-CAM keeps only the evidence FOR the class, ReLU(sum_k alpha_k A_k); "
+            "apply F.relu before upsampling"),
+    Mistake("per-pixel weights", gc_per_pixel_weights,
+            "the weights are per pixel (gradient * activation summed over the channels): Grad-CAM weighs each "
+            "channel k by ONE number, alpha_k = the spatial MEAN of dF/dA_k over (h, w), then sums alpha_k A_k"),
+    Mistake("spatial sum, not mean", gc_spatial_sum,
+            "the map is exactly h * w times too large: alpha_k is the spatial MEAN of the gradient "
+            "(.mean(dim=(2, 3))), not its sum"),
+    Mistake("nearest upsampling", gc_nearest,
+            "upsampled by 'nearest' (blocks): the exercise asks for F.interpolate(..., mode='bilinear', "
+            "align_corners=False)"),
+    Mistake("no upsampling", gc_no_upsampling,
+            "the map is still the layer's size (h, w): upsample it to the input's (H, W) with "
+            "F.interpolate(cam[:, None], size=x.shape[-2:], mode='bilinear', align_corners=False), (N, 1, H, W)"),
+    Mistake("gradient of the loss", gc_loss_gradient,
+            "the weights come from the gradient of the cross-entropy LOSS: Grad-CAM uses the gradient of the "
+            "class LOGIT F_t with respect to the layer's output"),
+    Mistake("gradient of the softmax", gc_softmax_gradient,
+            "the weights come from the gradient of the softmax PROBABILITY: Grad-CAM uses the gradient of the "
+            "class LOGIT F_t (the probability saturates and mixes in the other classes)"),
+    Mistake("sign flipped", gc_sign_flipped,
+            "the sign is flipped: the map is ReLU(+sum_k alpha_k A_k), the evidence FOR the class (check the "
+            "sign of the gradient and of the weights)"),
+)
+
+# (model, N, target kind, seed)
+GC_CASES = [("small", 2, "int", 941), ("cnn", 4, "array", 942)]
+
+
+def gc_case(case: int):
+    """Case ``case`` (1 or 2) of the grad_cam check: ``model, layer, x, target`` (float64, a fresh model copy;
+    case 1 a seeded random SmallCNN on 12 x 12 images, case 2 the digits CNN)."""
+    name, n, kind, seed = GC_CASES[case - 1]
+    model = _fresh(name)
+    if name == "small":
+        x = torch.rand((n, 1, 12, 12), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        return model, model.conv2, x, 2
+    xs, y = _batch(n, offset=100)
+    return model, model.conv2, _as_input("cnn", xs), torch.as_tensor((y + np.arange(n) % 2) % 10)
+
+
+def _gc_what(case):
+    name, n, _, _ = GC_CASES[case - 1]
+    return ("a random SmallCNN on 12 x 12 images (conv2: 6 x 6)" if name == "small"
+            else "the digits CNN (conv2: 4 x 4)") + f", N = {n}"
+
+
+@check.exercise(points=3, mistakes=GRAD_CAM_MISTAKES, seconds=60,
+                reference=(grad_cam_hooks, xt.grad_cam), forbid=(xt.layer_activations_and_grads,), hints=[
+    "Grad-CAM looks inside the network: the feature maps A (N, C, h, w) that `layer` outputs, and the gradient "
+    "of the class LOGIT with respect to them. Each channel gets one weight, the spatial mean of its gradient; "
+    "the map is the ReLU of the weighted sum of the channels, upsampled to the input's size.",
+    "Register a forward hook on `layer` that keeps its output; run the model; torch.autograd.grad of the "
+    "picked logits (gather, sum) with respect to the kept output; remove the hook. Then alpha = grad.mean over "
+    "(h, w) with keepdim, cam = F.relu((alpha * A).sum over the channels), and F.interpolate to x's (H, W).",
+    "handle = layer.register_forward_hook(lambda m, i, out: saved.append(out)); logits = model(x); "
+    "handle.remove(); (dA,) = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), saved[0]); "
+    "alpha = dA.mean(dim=(2, 3), keepdim=True); then the ReLU of the channel sum, and "
+    "F.interpolate(cam[:, None], size=x.shape[-2:], mode='bilinear', align_corners=False).",
+])
+def grad_cam(fn):
+    """Grad-CAM with hooks on a given layer, upsampled bilinearly (PyTorch)."""
+    for case in range(1, len(GC_CASES) + 1):
+        what = _gc_what(case)
+        line = (f"from dlcourse.xai.checks import gc_case; model, layer, x, target = gc_case({case}); "
+                "grad_cam(model, layer, x, target)")
+        with trying("grad_cam", label=what, call_text=line) as tried:
+            expected = _np(grad_cam_hooks(*gc_case(case)))
+            got = _one_array(call(fn, *gc_case(case), allow_mutation=True), "grad_cam", what)
+            tried.got, tried.expected = got, expected
+            diagnose(got, expected, GRAD_CAM_MISTAKES, apply=lambda row: _np(row(*gc_case(case))),
+                     suffix=f"({what})")
+            small = _np(gc_no_upsampling(*gc_case(case)))
+            if np.shape(got) in (small.shape, small.shape[:1] + small.shape[2:]) and _close(np.reshape(got, -1),
+                                                                                           small.reshape(-1)):
+                fail_with(GRAD_CAM_MISTAKES, "no upsampling", f"({what})")
+            expect_close(got, expected, f"the Grad-CAM map ({what})", rtol=1e-7, atol=1e-10)
+    return ("ReLU(sum_k alpha_k A_k), bilinearly upsampled, equals the reference on a random CNN (12 x 12 inputs) "
+            "and on the digits CNN's conv2")
+
+
+# --------------------------------------------------------------------------- 6. FGSM (PyTorch)
+
+def _loss_grad(model, x, y):
+    x = torch.as_tensor(x).detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(model(x), torch.as_tensor(y)), x)
+    return x.detach(), g
+
+
+def fg_raw_gradient(model, x, y, eps):
+    x, g = _loss_grad(model, x, y)
+    return (x + eps * g).clamp(0, 1)                                          # no sign
+
+
+def fg_descends(model, x, y, eps):
+    x, g = _loss_grad(model, x, y)
+    return (x - eps * g.sign()).clamp(0, 1)
+
+
+def fg_no_clip(model, x, y, eps):
+    x, g = _loss_grad(model, x, y)
+    return x + eps * g.sign()
+
+
+def fg_logit_gradient(model, x, y, eps):
+    x = torch.as_tensor(x).detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(x).gather(1, torch.as_tensor(y)[:, None]).sum(), x)   # the true logit
+    return (x.detach() + eps * g.sign()).clamp(0, 1)
+
+
+def fg_x_returned(model, x, y, eps):
+    x_in, g = _loss_grad(model, x, y)
+    x_adv = (x_in + eps * g.sign()).clamp(0, 1)                               # computed, then forgotten
+    return x_in
+
+
+def fg_predicted_labels(model, x, y, eps):
+    with torch.no_grad():
+        pred = model(torch.as_tensor(x)).argmax(1)
+    x, g = _loss_grad(model, x, pred)                                         # the model's guess as the label
+    return (x + eps * g.sign()).clamp(0, 1)
+
+
+FGSM_MISTAKES = (
+    Mistake("raw gradient, no sign", fg_raw_gradient,
+            "the step uses the raw gradient, eps * grad: FGSM moves every pixel by exactly eps in the direction "
+            "that raises the loss, eps * grad.sign() (the largest L-infinity step of size eps)"),
+    Mistake("descends the loss", fg_descends,
+            "the step goes DOWN the loss (x - eps * sign): the attack ascends it, x + eps * sign(dL/dx), so that "
+            "the true class becomes less likely"),
+    Mistake("no clip", fg_no_clip,
+            "pixels leave the valid range [0, 1]: clip the result, (x + eps * sign).clamp(0, 1)"),
+    Mistake("gradient of the logit", fg_logit_gradient,
+            "that is the gradient of the true class's LOGIT, whose ascent makes the model MORE sure: FGSM "
+            "ascends the cross-entropy LOSS F.cross_entropy(model(x), y)"),
+    Mistake("x returned unchanged", fg_x_returned,
+            "the result is x itself: the perturbed tensor was computed but x was returned (or x_adv was made from "
+            "a fresh copy that was then dropped); return x + eps * sign(dL/dx), clipped"),
+    Mistake("predicted labels instead of y", fg_predicted_labels,
+            "the loss uses the model's PREDICTED labels: the attack ascends the loss of the TRUE labels y (on a "
+            "digit the model already gets wrong, the prediction pushes it back towards the right class)"),
+)
+
+# (model, N, eps)
+FGSM_CASES = [("mlp", 4, 0.1), ("cnn", 6, 0.2), ("mlp", 32, 0.05)]
+
+
+def fgsm_case(case: int):
+    """Case ``case`` (1 to 3) of the fgsm check: ``model, x, y, eps`` (float64, a fresh model copy; the first
+    digit is one the model gets wrong)."""
+    name, n, eps = FGSM_CASES[case - 1]
+    x, y = _batch(n, model=name, offset=120)
+    return _fresh(name), _as_input(name, x), torch.as_tensor(y), eps
+
+
+def _attack_what(cases, case):
+    name, n, eps = cases[case - 1][:3]
+    return f"the digits {name.upper()}, N = {n}, eps = {eps}"
+
+
+def _accuracy(model, x, y):
+    with torch.no_grad():
+        return float((model(torch.as_tensor(x)).argmax(1) == y).double().mean())
+
+
+def _attack_output(fn, args, what, name):
+    """Call an attack; its result as a detached float64 tensor; the classic type errors explained."""
+    out = call(fn, *args, allow_mutation=True)
+    if out is None:
+        raise CheckFailed(f"{name} returned None: did you forget a `return x_adv`? ({what})")
+    if isinstance(out, (tuple, list)):
+        raise CheckFailed(f"{name} returned a {type(out).__name__}: return x_adv alone, a tensor of x's shape "
+                          f"({what})")
+    return out
+
+
+@check.exercise(points=2, mistakes=FGSM_MISTAKES, seconds=60, reference=(fgsm_attack, trust.fgsm, xn.fgsm),
+                forbid=(trust.loss_gradient,), hints=[
+    "FGSM takes ONE step of size eps up the cross-entropy LOSS of the true labels, in the L-infinity sense: "
+    "every pixel moves by +eps or -eps, following the sign of the loss's gradient with respect to the input; "
+    "then the pixels are kept in [0, 1].",
+    "Make a copy of x that requires grad, compute F.cross_entropy(model(x_copy), y), get its gradient with "
+    "respect to the copy (torch.autograd.grad or .backward()), step x + eps * sign, clamp to [0, 1], and "
+    "return it detached.",
+    "xr = x.detach().clone().requires_grad_(True); loss = F.cross_entropy(model(xr), y); "
+    "(g,) = torch.autograd.grad(loss, xr); then the signed step of size eps from x, clamped to (0, 1).",
+])
+def fgsm(fn):
+    """The fast gradient sign method: clip(x + eps * sign(dL/dx)) (PyTorch)."""
+    drops = []
+    for case in range(1, len(FGSM_CASES) + 1):
+        what = _attack_what(FGSM_CASES, case)
+        line = f"from dlcourse.xai.checks import fgsm_case; model, x, y, eps = fgsm_case({case}); fgsm(model, x, y, eps)"
+        with trying("fgsm", label=what, call_text=line) as tried:
+            expected = _np(fgsm_attack(*fgsm_case(case)))
+            args = fgsm_case(case)
+            got = _np(_attack_output(fn, args, what, "fgsm"))
+            tried.got, tried.expected = got, expected
+            diagnose(got, expected, FGSM_MISTAKES, apply=lambda row: _np(row(*fgsm_case(case))), suffix=f"({what})")
+            expect_close(got, expected, f"x_adv ({what})", rtol=1e-9, atol=1e-12)
+            model, x, y, _ = fgsm_case(case)
+            drops.append((_accuracy(model, x, y), _accuracy(model, torch.as_tensor(got), y)))
+    clean, adv = drops[-1]
+    return (f"x + eps * sign(dL/dx), clipped, equals the reference on the MLP and the CNN; at eps = 0.05 the MLP's "
+            f"accuracy on those 32 digits falls from {clean:.2f} to {adv:.2f}")
+
+
+# --------------------------------------------------------------------------- 7. PGD with projection (PyTorch)
+
+def _pgd(model, x, y, eps, alpha, steps, start, project="x", clip=True, sign=True, direction=1.0,
+         use_start=True, once=False, detach=True):
+    x = torch.as_tensor(x).detach()
+    y = torch.as_tensor(y)
+    x_adv = x + torch.as_tensor(start) if use_start else x.clone()
+    x_adv = x_adv.clamp(0, 1) if clip else x_adv
+    g0 = _loss_grad(model, x, y)[1] if once else None
+    if not detach:
+        x_adv = x_adv.detach().requires_grad_(True)
+    for _ in range(steps):
+        if once:
+            g = g0
+        elif detach:
+            g = _loss_grad(model, x_adv, y)[1]
+        else:
+            (g,) = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        prev = x_adv
+        x_adv = x_adv + direction * alpha * (g.sign() if sign else g)
+        if project == "x":
+            x_adv = torch.minimum(torch.maximum(x_adv, x - eps), x + eps)
+        elif project == "previous":
+            x_adv = torch.minimum(torch.maximum(x_adv, prev - eps), prev + eps)
+        x_adv = x_adv.clamp(0, 1) if clip else x_adv
+    return x_adv
+
+
+def pgd_no_projection(model, x, y, eps, alpha, steps, start):
+    return _pgd(model, x, y, eps, alpha, steps, start, project=None)
+
+
+def pgd_projection_around_previous(model, x, y, eps, alpha, steps, start):
+    return _pgd(model, x, y, eps, alpha, steps, start, project="previous")
+
+
+def pgd_no_clip(model, x, y, eps, alpha, steps, start):
+    return _pgd(model, x, y, eps, alpha, steps, start, clip=False)
+
+
+def pgd_raw_gradient(model, x, y, eps, alpha, steps, start):
+    return _pgd(model, x, y, eps, alpha, steps, start, sign=False)
+
+
+def pgd_start_ignored(model, x, y, eps, alpha, steps, start):
+    return _pgd(model, x, y, eps, alpha, steps, start, use_start=False)
+
+
+def pgd_gradient_once(model, x, y, eps, alpha, steps, start):
+    return _pgd(model, x, y, eps, alpha, steps, start, once=True)
+
+
+def pgd_descends(model, x, y, eps, alpha, steps, start):
+    return _pgd(model, x, y, eps, alpha, steps, start, direction=-1.0)
+
+
+def pgd_not_detached(model, x, y, eps, alpha, steps, start):
+    return _pgd(model, x, y, eps, alpha, steps, start, detach=False)
+
+
+PGD_MISTAKES = (
+    Mistake("projection around the previous iterate", pgd_projection_around_previous,
+            "the projection is around the PREVIOUS iterate (which only caps each step at eps): PGD projects onto "
+            "the eps-ball around the ORIGINAL x after every step, clamp(x_adv, x - eps, x + eps)"),
+    Mistake("no projection", pgd_no_projection,
+            "x_adv leaves the eps-ball: |x_adv - x| grows past eps after a few steps; after every step project "
+            "back onto the ball around the ORIGINAL x, torch.min(torch.max(x_adv, x - eps), x + eps)"),
+    Mistake("no clip", pgd_no_clip,
+            "pixels leave the valid range [0, 1]: after the projection, clamp x_adv (and the start x + start) to "
+            "[0, 1]"),
+    Mistake("raw gradient, no sign", pgd_raw_gradient,
+            "the steps use the raw gradient, alpha * grad: each PGD step is an FGSM step, alpha * grad.sign()"),
+    Mistake("start ignored", pgd_start_ignored,
+            "the attack starts at x itself: start at the given point, x + start (clamped to [0, 1]), and project "
+            "around x as usual"),
+    Mistake("gradient computed once", pgd_gradient_once,
+            "the gradient was computed once, at x, and reused: PGD takes a NEW loss gradient at the current "
+            "x_adv in every step (that is what makes it stronger than FGSM)"),
+    Mistake("descends the loss", pgd_descends,
+            "the steps go DOWN the loss (x_adv - alpha * sign): the attack ascends it, x_adv + alpha * "
+            "sign(dL/dx_adv)"),
+    Mistake("not detached between steps", pgd_not_detached,
+            "the values are right, but x_adv still carries the autograd graph of every step (it requires grad): "
+            "detach between steps, x_adv = (the new iterate).detach(), so that each step differentiates the loss "
+            "at the current point only and the graph does not grow with the steps; return a detached tensor"),
+)
+
+# (model, N, eps, alpha, steps, seed)
+PGD_CASES = [("mlp", 4, 0.1, 0.15, 2, 951), ("mlp", 32, 0.1, 0.025, 10, 952), ("cnn", 8, 0.2, 0.05, 5, 953)]
+
+
+def pgd_case(case: int):
+    """Case ``case`` (1 to 3) of the pgd check: ``model, x, y, eps, alpha, steps, start`` (float64, a fresh model
+    copy; ``start`` uniform in [-eps, eps])."""
+    name, n, eps, alpha, steps, seed = PGD_CASES[case - 1]
+    x, y = _batch(n, model=name, offset=160)
+    xin = _as_input(name, x)
+    start = eps * (2 * torch.rand(xin.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 1)
+    return _fresh(name), xin, torch.as_tensor(y), eps, alpha, steps, start
+
+
+def _pgd_what(case):
+    name, n, eps, alpha, steps, _ = PGD_CASES[case - 1]
+    return f"the digits {name.upper()}, N = {n}, eps = {eps}, alpha = {alpha}, {steps} steps"
+
+
+@check.exercise(points=4, mistakes=PGD_MISTAKES, seconds=60,
+                reference=(pgd_from_start, trust.pgd, xn.pgd), forbid=(trust.loss_gradient, trust.fgsm), hints=[
+    "PGD repeats small FGSM steps, each up the loss at the CURRENT point, and after every step pulls the "
+    "point back into the set it may move in: the L-infinity ball of radius eps around the ORIGINAL x (the "
+    "projection), and the valid pixel range [0, 1] (the clip). It starts at x + start, not at x.",
+    "x_adv = (x + start).clamp(0, 1); then `steps` times: a fresh leaf from x_adv that requires grad, the "
+    "cross-entropy loss and its gradient, x_adv + alpha * sign, projection onto [x - eps, x + eps] elementwise "
+    "(torch.min / torch.max, or clamp with tensor bounds), clamp to [0, 1], and detach before the next step.",
+    "for _ in range(steps): xr = x_adv.detach().requires_grad_(True); (g,) = torch.autograd.grad("
+    "F.cross_entropy(model(xr), y), xr); x_adv = xr.detach() + alpha * g.sign(); x_adv = torch.min(torch.max("
+    "x_adv, x - eps), x + eps); then the clamp to [0, 1].",
+])
+def pgd(fn):
+    """PGD (L-infinity) from a given start, with projection onto x's eps-ball and the clip (PyTorch)."""
+    report = []
+    for case in range(1, len(PGD_CASES) + 1):
+        what = _pgd_what(case)
+        line = (f"from dlcourse.xai.checks import pgd_case; model, x, y, eps, alpha, steps, start = "
+                f"pgd_case({case}); pgd(model, x, y, eps, alpha, steps, start)")
+        with trying("pgd", label=what, call_text=line) as tried:
+            expected = _np(pgd_from_start(*pgd_case(case)))
+            try:
+                out = _attack_output(fn, pgd_case(case), what, "pgd")
+            except CheckFailed as fail:
+                err = getattr(fail, "error", None)
+                if isinstance(err, RuntimeError) and "leaf" in str(err):
+                    fail_with(PGD_MISTAKES, "not detached between steps", f"({what}; torch said: {err})")
+                raise
+            got = _np(out)
+            tried.got, tried.expected = got, expected
+            diagnose(got, expected, PGD_MISTAKES, apply=lambda row: _np(row(*pgd_case(case))), suffix=f"({what})")
+            model, x, y, eps, _, _, _ = pgd_case(case)
+            if np.shape(got) == tuple(x.shape) and np.all(np.isfinite(got)):
+                excess = float(np.max(np.abs(got - x.numpy()))) - eps
+                if excess > 1e-9:
+                    raise CheckFailed(f"x_adv leaves the eps-ball: max |x_adv - x| = {eps + excess:.4g} > eps = "
+                                      f"{eps} ({what})", mistake="outside the ball")
+                if got.min() < -1e-12 or got.max() > 1 + 1e-12:
+                    raise CheckFailed(f"x_adv leaves [0, 1]: its pixels range over [{got.min():.4g}, "
+                                      f"{got.max():.4g}] ({what})", mistake="outside [0, 1]")
+                clean, adv = _accuracy(model, x, y), _accuracy(model, torch.as_tensor(got), y)
+                if adv >= clean and _accuracy(model, torch.as_tensor(expected), y) < clean:
+                    raise CheckFailed(f"the attack does not work: the model's accuracy on these digits is {clean:.2f} "
+                                      f"before and {adv:.2f} after ({what})", mistake="attack fails")
+                report.append((clean, adv))
+            expect_close(got, expected, f"x_adv ({what})", rtol=1e-9, atol=1e-12)
+            if isinstance(out, torch.Tensor) and out.requires_grad:
+                fail_with(PGD_MISTAKES, "not detached between steps", f"({what})")
+    (c1, a1), (c2, a2) = report[1], report[2]
+    return (f"projected, clipped, signed steps from x + start equal the reference; the attack works: the MLP's "
+            f"accuracy on 32 digits {c1:.2f} -> {a1:.2f} (eps 0.1), the CNN's on 8 digits {c2:.2f} -> {a2:.2f} "
+            "(eps 0.2)")
 
 
 # --------------------------------------------------------------------------- concept questions
