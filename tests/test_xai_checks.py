@@ -316,3 +316,9 @@ def test_pgd_with_clamp_bounds_and_backward_passes():
                 x_adv = torch.clamp(x_adv, 0, 1)
         return x_adv.detach()
     _passes("pgd", pgd)
+
+
+def test_smoothgrad_built_on_the_course_logit_gradient_earns_nothing():
+    def smoothgrad(model, x, target, noise):
+        return torch.stack([xt.logit_gradient(model, x + eps, target) for eps in noise]).mean(0).abs()
+    _fails("smoothgrad", smoothgrad, "no points for the course's own code", status="course code")

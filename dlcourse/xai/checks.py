@@ -458,7 +458,8 @@ def _translate_batch_error(fail, what):
 
 
 @check.exercise(points=2, mistakes=SMOOTHGRAD_MISTAKES, seconds=60,
-                reference=(smoothgrad_abs_after, xt.smoothgrad), forbid=(xn.smoothgrad,), hints=[
+                reference=(smoothgrad_abs_after, xt.smoothgrad),
+                forbid=(xn.smoothgrad, xt.logit_gradient, xt.saliency), hints=[
     "SmoothGrad averages the gradient of the class LOGIT over S noisy copies of the input, which smooths "
     "the gradient's jumps; the map is the absolute value of that mean (the absolute value comes last, so "
     "that gradients that flip sign between copies cancel).",
