@@ -674,7 +674,7 @@ def integrated_gradients(fn):
                         f"completeness fails: row {n}'s attributions sum to {total[n]:.6g}, but f(x) - f(baseline) "
                         f"= {change[n]:.6g} (relative error {rel:.2%}; the Gauss-Legendre rule with {steps} steps "
                         f"misses by {rel_ref:.2%}) ({what})", mistake="completeness")
-                report.append(f"{rel:.2g}" if rel < 1e-6 else f"{rel:.2%}")
+                report.append("below 1e-12" if rel < 1e-12 else f"{rel:.2g}" if rel < 1e-6 else f"{rel:.2%}")
             expect_close(got, expected, f"the attributions ({what})", rtol=1e-7, atol=1e-10)
     return ("completeness: the attributions add up to f(x) - f(baseline) within a relative error of "
             f"{report[0]} (quadratic f), {report[1]} (digits MLP, 16 steps) and {report[2]} (50 steps: a ReLU "
