@@ -301,17 +301,7 @@ def _adv_trained(arch, eps, seed, attack, steps, epochs, lr, batch_size, device,
             losses = []
             for begin in range(0, len(x), batch_size):
                 idx = order[begin:begin + batch_size]
-                model.eval()                             # attack the model as it will be used
-                if attack == "pgd":
-                    xb = pgd(model, x[idx], y[idx], eps, steps=steps, generator=adv_gen)
-                else:                                    # FGSM from a random start (Wong et al. 2020)
-                    x0 = pgd(model, x[idx], y[idx], eps, steps=0, generator=adv_gen)
-                    xb = pgd(model, x[idx], y[idx], eps, alpha=1.25 * eps, steps=1, start=x0 - x[idx])
-                model.train()
-                loss = F.cross_entropy(model(xb), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                loss = _adv_step(model, opt, x[idx], y[idx], eps, steps, adv_gen, attack)
                 losses.append(loss.item())
             model.eval()
             history.loss.append(float(np.mean(losses)))
@@ -330,10 +320,16 @@ def _adv_trained(arch, eps, seed, attack, steps, epochs, lr, batch_size, device,
     return model.eval(), history
 
 
-def _adv_step(model, opt, x, y, eps, steps, generator):
-    """One step of adversarial training: PGD on the batch (model in eval mode), then Adam on it."""
+def _adv_step(model, opt, x, y, eps, steps, generator, attack="pgd"):
+    """One step of adversarial training: attack the batch (model in eval mode: as it will be used),
+    then an optimizer step on the attacked batch only.  ``attack``: "pgd" (``steps`` steps, random
+    start) or "fgsm_rs" (FGSM of 1.25 eps from a random start, Wong et al. 2020)."""
     model.eval()
-    xb = pgd(model, x, y, eps, steps=steps, generator=generator)
+    if attack == "pgd":
+        xb = pgd(model, x, y, eps, steps=steps, generator=generator)
+    else:
+        x0 = pgd(model, x, y, eps, steps=0, generator=generator)
+        xb = pgd(model, x, y, eps, alpha=1.25 * eps, steps=1, start=x0 - x)
     model.train()
     loss = F.cross_entropy(model(xb), y)
     opt.zero_grad(set_to_none=True)
@@ -361,7 +357,7 @@ def scale_up(seconds: float = 60.0, *, eps: float = 0.1, steps: int = 10, width:
     """
     from dlcourse.cnn.torch_impl import SmallCNN
     from dlcourse.runtime import scale_up_device
-    from dlcourse.training.torch_impl import _sync
+    from dlcourse.training.torch_impl import TrainingBudget
     device = scale_up_device(device, run_on_cpu)
     if device is None:
         return None
@@ -400,27 +396,16 @@ def scale_up(seconds: float = 60.0, *, eps: float = 0.1, steps: int = 10, width:
     model, x, y = model.to(device), x.to(device), y.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator(device).manual_seed(seed)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=round(seconds), desc=f"scale_up ({device})", unit="s")
-    n_steps, trained = 0, 0.0
+    budget = TrainingBudget(seconds=seconds, device=device, progress=progress, desc="scale_up")
     with torch.enable_grad():
-        while trained < seconds:
-            _sync(device)
-            t0 = time.perf_counter()
-            idx = torch.randint(0, len(x), (batch_size,), device=device, generator=gen)
-            loss = _adv_step(model, opt, x[idx], y[idx], eps, steps, gen)
-            _sync(device)
-            dt = time.perf_counter() - t0
-            trained += dt
-            n_steps += 1
-            if bar is not None:
-                bar.update(min(dt, max(0.0, bar.total - bar.n)))
-                if n_steps % 20 == 0:
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
-    if bar is not None:
-        bar.close()
+        while budget.running():
+            with budget.step():
+                idx = torch.randint(0, len(x), (batch_size,), device=device, generator=gen)
+                loss = _adv_step(model, opt, x[idx], y[idx], eps, steps, gen)
+            if budget.updates % 20 == 0:
+                budget.postfix(loss=f"{loss.item():.3f}")
+    budget.close()
+    n_steps, trained = budget.updates, budget.trained
     model.eval()
     acc = robust_accuracy(model, x_test.to(device), y_test.to(device), eps_list, attack="pgd", seed=seed)
     rate = n_steps / trained
