@@ -58,7 +58,7 @@ CHAPTERS = {
     "07_transformer": ("Attention by hand, multi-head attention, layer norm, a GPT trained from scratch, the KV cache, RNN vs Transformer", "transformer"),
     "08_gan": ("Autoencoders and VAEs, a GAN by hand on a ring of Gaussians, mode collapse and R1, a digits GAN measured with IS and FID", "gan"),
     "09_xai": ("Attributions (saliency, Integrated Gradients, Grad-CAM, occlusion, Shapley values) checked by their axioms and sanity checks; adversarial examples and training; a planted shortcut and fairness metrics", "xai"),
-    "10_efficiency": ("Pruning, quantization, distillation, mixed precision, scaling out (planned)", None),
+    "10_efficiency": ("Measuring cost (FLOPs, latency, energy); magnitude pruning, int8 quantization by hand and in PyTorch, distillation, mixed precision, torch.compile; data-parallel training on torch.distributed, ring all-reduce, federated averaging", "efficiency"),
 }
 
 
