@@ -4,8 +4,9 @@ the two classic mistakes (same shard on every worker; sum without the divide == 
 accumulation == the big-batch step, a crashing rank gives a clear error (never a hang), one explicit
 all-reduce == the NumPy ring simulator.
 
-Every spawned run costs a few seconds (two fresh interpreters import torch; DDP's constructor
-imports torch._dynamo), so each configuration runs once per module (cached fixtures), each under a
+Every spawn costs seconds (two fresh interpreters import torch; DDP's constructor imports
+torch._dynamo), so the four training configurations share ONE pair of processes (ddp_train_many, a
+module fixture); with the crashing rank and the all-reduce demo that makes three spawns, each under a
 hard timeout.  No timing asserts (benchmarks/bench_distributed.py measures).
 """
 import numpy as np
@@ -33,9 +34,20 @@ def reference():
     return D.single_process_train(steps=20, global_batch=64, lr=0.1, seed=0)
 
 
+CONFIGS = dict(right={}, same_shard=dict(same_shard=True), sum_only=dict(average=False),
+               float32=dict(dtype=torch.float32))
+
+
 @pytest.fixture(scope="module")
-def ddp_run():
-    return D.ddp_train(world_size=2, steps=20, global_batch=64, lr=0.1, seed=0, timeout=TIMEOUT)
+def runs():
+    """Every configuration in one pair of processes (spawning costs seconds; training 20 steps does not)."""
+    out = D.ddp_train_many(list(CONFIGS.values()), world_size=2, timeout=TIMEOUT)
+    return dict(zip(CONFIGS, out))
+
+
+@pytest.fixture(scope="module")
+def ddp_run(runs):
+    return runs["right"]
 
 
 def test_ddp_equals_single_process(ddp_run, reference):
@@ -50,18 +62,18 @@ def test_ddp_equals_single_process(ddp_run, reference):
     assert max_rel_diff(reference["state"], start) > 1e-2
 
 
-def test_same_shard_mistake_trains_on_one_shard(reference):
+def test_same_shard_mistake_trains_on_one_shard(runs, reference):
     """Every worker on shard 0: the run is single-process training on N/P rows, not the global batch."""
-    run = D.ddp_train(world_size=2, same_shard=True, timeout=TIMEOUT)
+    run = runs["same_shard"]
     assert run["ranks_agree"]  # the ranks agree with each other -- the bug is silent
     assert max_rel_diff(run["state"], reference["state"]) > 1e-3
     half = D.single_process_train(shard=(0, 2))
     assert_states_close(run["state"], half["state"], **TOL64)
 
 
-def test_sum_without_average_is_lr_times_p(reference):
+def test_sum_without_average_is_lr_times_p(runs, reference):
     """All-reduce that sums but does not divide: the step of lr * P on the right gradient."""
-    run = D.ddp_train(world_size=2, average=False, timeout=TIMEOUT)
+    run = runs["sum_only"]
     assert run["ranks_agree"]
     assert max_rel_diff(run["state"], reference["state"]) > 1e-3
     big_lr = D.single_process_train(lr=0.1 * 2)
@@ -108,6 +120,8 @@ def test_bad_arguments_fail_in_the_parent():
         D.ddp_train(global_batch=63)
     with pytest.raises(ValueError, match="sync"):
         D.ddp_train(sync="nccl")
+    with pytest.raises(TypeError, match="unknown"):
+        D.ddp_train_many([dict(learning_rate=0.1)])
 
 
 def test_allreduce_demo_equals_numpy_ring():
@@ -128,9 +142,8 @@ def test_launch_commands_name_the_multi_gpu_pieces():
         assert word in text
 
 
-@pytest.mark.slow
-def test_ddp_float32_equals_single_process_to_1e6():
-    run = D.ddp_train(world_size=2, dtype=torch.float32, timeout=TIMEOUT)
+def test_ddp_float32_equals_single_process_to_1e6(runs):
+    run = runs["float32"]
     ref = D.single_process_train(dtype=torch.float32)
     assert run["state"]["0.weight"].dtype == torch.float32
     assert_states_close(run["state"], ref["state"], rtol=1e-6, atol=1e-6)

@@ -19,6 +19,9 @@ What is here
   shard, as when every worker's sampler is seeded identically: the run is training on 1/P of
   the data) and ``average=False`` (a hand-written all-reduce that sums but does not divide:
   the step is P times too large, the same as ``lr * P``).
+* :func:`ddp_train_many`: several such runs in ONE set of processes (spawning P interpreters
+  costs seconds -- each imports torch, and DDP's constructor imports ``torch._dynamo`` -- far
+  more than 20 steps of the digits MLP).
 * :func:`single_process_train`, the reference: the same model, the same global batches, one
   process.  :func:`grad_accumulation_train`, the one-device stand-in for data parallel:
   micro-batches whose gradients add up to the big batch's before one step.
@@ -67,7 +70,7 @@ from dlcourse.runtime import configure_torch
 configure_torch()
 
 __all__ = ["global_batches", "make_model", "shard_rows", "single_process_train", "grad_accumulation_train",
-           "ddp_train", "allreduce_demo", "launch_commands", "DistributedTrainingError", "free_port"]
+           "ddp_train", "ddp_train_many", "allreduce_demo", "launch_commands", "DistributedTrainingError", "free_port"]
 
 
 # --------------------------------------------------------------------------- the pieces every process shares
@@ -226,7 +229,7 @@ def _worker(rank: int, job: dict, port: int, out_dir: str) -> None:
     """Entry point of every spawned process (module level, so "spawn" can import it)."""
     _init(rank, job["world_size"], port, job["backend"], job["timeout"])
     try:
-        result = _RUNNERS[job["kind"]](rank, job)
+        result = dict(runs=_RUNNERS[job["kind"]](rank, job))
         if rank == 0:
             path = os.path.join(out_dir, "result.pt")
             torch.save(result, path + ".tmp")
@@ -281,20 +284,26 @@ def _spawn(job: dict) -> dict:
 
 # --------------------------------------------------------------------------- data-parallel training
 
-def _ddp_rank(rank: int, job: dict) -> dict:
-    """One worker's training loop (runs inside a spawned process)."""
-    P, N, steps, dtype = job["world_size"], job["global_batch"], job["steps"], job["dtype"]
-    x, y = job["data"]
-    model = make_model(job["seed"], job["hidden"], dtype)  # same seed -> same start on every rank
-    idx = torch.as_tensor(global_batches(job["seed"], steps, N, len(x)))  # same order on every rank
-    rows = shard_rows(N, P, 0 if job["same_shard"] else rank)  # the mistake: everyone reads shard 0
-    manual = not job["average"] or job["sync"] == "manual"
+def _ddp_rank(rank: int, job: dict) -> list:
+    """Every configuration of ``job``, one after the other, in this worker (a spawned process)."""
+    return [_ddp_one(rank, job["world_size"], cfg, job["data"][cfg["seed"]]) for cfg in job["configs"]]
+
+
+def _ddp_one(rank: int, P: int, cfg: dict, data) -> dict:
+    """One worker's training loop for one configuration."""
+    N, steps, dtype = cfg["global_batch"], cfg["steps"], cfg["dtype"]
+    x, y = data[0].to(dtype), data[1]
+    model = make_model(cfg["seed"], cfg["hidden"], dtype)  # same seed -> same start on every rank
+    idx = torch.as_tensor(global_batches(cfg["seed"], steps, N, len(x)))  # same order on every rank
+    rows = shard_rows(N, P, 0 if cfg["same_shard"] else rank)  # the mistake: everyone reads shard 0
+    manual = not cfg["average"] or cfg["sync"] == "manual"
     net = model if manual else nn.parallel.DistributedDataParallel(model)  # DDP averages in backward
-    opt = torch.optim.SGD(model.parameters(), lr=job["lr"], momentum=job["momentum"])
+    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"])
     losses, comm = torch.zeros(steps, dtype=torch.float64), 0.0
+    dist.barrier()  # start the clock together
     t0 = time.perf_counter()
     for s in range(steps):
-        if job["fail_rank"] == rank and s == 1:
+        if cfg["fail_rank"] == rank and s == 1:
             raise RuntimeError(f"rank {rank} fails on purpose at step {s} (fail_rank={rank})")
         b = idx[s, rows]  # (N/P,)
         loss = F.cross_entropy(net(x[b]), y[b])  # the mean over this shard
@@ -304,7 +313,7 @@ def _ddp_rank(rank: int, job: dict) -> dict:
             tc = time.perf_counter()
             for p in model.parameters():
                 dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                if job["average"]:
+                if cfg["average"]:
                     p.grad /= P  # forgetting this line is the sum-not-average mistake
             comm += time.perf_counter() - tc
         opt.step()
@@ -321,6 +330,10 @@ def _ddp_rank(rank: int, job: dict) -> dict:
     agree = all(torch.equal(every[0], e) for e in every[1:])
     return dict(state=_cpu_state(model), losses=losses.numpy(), seconds=seconds, ranks_agree=agree,
                 comm_seconds=comm if manual else float("nan"))
+
+
+_DEFAULTS = dict(steps=20, global_batch=64, lr=0.1, seed=0, dtype=torch.float64, hidden=32, momentum=0.0,
+                 same_shard=False, average=True, sync="ddp", fail_rank=None)
 
 
 def ddp_train(world_size: int = 2, steps: int = 20, global_batch: int = 64, lr: float = 0.1, seed: int = 0,
@@ -363,16 +376,46 @@ def ddp_train(world_size: int = 2, steps: int = 20, global_batch: int = 64, lr: 
     weights, checked with ``all_gather``), ``comm_seconds`` (rank 0's time in all-reduce, "manual"
     only, else nan).
     """
-    if sync not in ("ddp", "manual"):
-        raise ValueError(f"sync must be 'ddp' or 'manual', got {sync!r}")
-    if fail_rank is not None and not 0 <= fail_rank < world_size:
-        raise ValueError(f"fail_rank must be a rank in 0..{world_size - 1}")
-    shard_rows(global_batch, world_size, 0)  # checks divisibility here, not in a child
-    job = dict(kind="train", world_size=world_size, steps=steps, global_batch=global_batch, lr=lr, seed=seed,
-               backend=backend, dtype=dtype, hidden=hidden, timeout=timeout, momentum=momentum,
-               same_shard=same_shard, average=average, sync=sync, fail_rank=fail_rank,
-               data=_digits(seed, dtype))  # sent to the children: they need not import scikit-learn
-    return _spawn(job)
+    cfg = dict(steps=steps, global_batch=global_batch, lr=lr, seed=seed, dtype=dtype, hidden=hidden,
+               momentum=momentum, same_shard=same_shard, average=average, sync=sync, fail_rank=fail_rank)
+    return ddp_train_many([cfg], world_size=world_size, backend=backend, timeout=timeout)[0]
+
+
+def ddp_train_many(configs: list, world_size: int = 2, backend: str = "gloo", timeout: float = 60) -> list:
+    """Several :func:`ddp_train` runs in ONE set of processes, one after the other.
+
+    Starting P fresh interpreters (each imports torch, and DDP's constructor imports
+    ``torch._dynamo``) costs seconds, far more than training the digits MLP for 20 steps; the
+    tests and the benchmark pay it once.  ``configs`` is a list of dicts of :func:`ddp_train`'s
+    keyword arguments (missing keys take its defaults); ``timeout`` covers the whole batch.
+
+    Returns
+    -------
+    list of the dicts :func:`ddp_train` returns, in the order of ``configs``; ``wall_seconds``
+    (the same in each) is the whole batch's, spawning included.
+    """
+    full = []
+    for c in configs:
+        unknown = set(c) - set(_DEFAULTS)
+        if unknown:
+            raise TypeError(f"unknown ddp_train arguments: {sorted(unknown)}")
+        c = {**_DEFAULTS, **c}
+        if c["sync"] not in ("ddp", "manual"):
+            raise ValueError(f"sync must be 'ddp' or 'manual', got {c['sync']!r}")
+        if c["fail_rank"] is not None and not 0 <= c["fail_rank"] < world_size:
+            raise ValueError(f"fail_rank must be a rank in 0..{world_size - 1}")
+        shard_rows(c["global_batch"], world_size, 0)  # checks divisibility here, not in a child
+        full.append(c)
+    # The data travel to the children (float32 as loaded; each run casts): they need not import
+    # scikit-learn, and they all read the same arrays.
+    data = {}
+    for c in full:
+        if c["seed"] not in data:
+            data[c["seed"]] = _digits(c["seed"], torch.float32)
+    job = dict(kind="train", world_size=world_size, backend=backend, timeout=timeout, configs=full, data=data)
+    out = _spawn(job)
+    wall = out.pop("wall_seconds")
+    return [dict(r, wall_seconds=wall) for r in out["runs"]]
 
 
 # --------------------------------------------------------------------------- one all-reduce, shown
@@ -408,7 +451,7 @@ def allreduce_demo(world_size: int = 2, length: int = 8, seed: int = 0, backend:
     """
     job = dict(kind="allreduce", world_size=world_size, length=length, seed=seed, backend=backend,
                timeout=timeout)
-    out = _spawn(job)
+    out = _spawn(job)["runs"]
     inputs = np.stack([_demo_tensor(r, length, seed).numpy() for r in range(world_size)])
     try:
         from dlcourse.efficiency.numpy_impl import ring_allreduce
