@@ -94,7 +94,7 @@ check.logit_gradient(logit_gradient)
 # * `model` an `nn.Module` returning `(N, K)` logits; `x` a float64 tensor `(N, ...)` (flat digits for
 #   the MLP, images for the CNN); `target` an int or an `(N,)` int tensor
 # * `noise` `(S, *x.shape)`, already scaled (the ε_s)
-# * return the map, a tensor of x's shape
+# * return the map, a tensor of x's shape (detached or not: both are accepted)
 
 # %%
 def smoothgrad(model, x, target, noise):
@@ -206,7 +206,7 @@ check.occlusion(occlusion)
 #
 # * `model` a CNN, `layer` one of its modules (e.g. `cnn.conv2`), `x` `(N, C, H, W)` float64,
 #   `target` an int or an `(N,)` int tensor
-# * return the map `(N, 1, H, W)`
+# * return the map, a tensor `(N, 1, H, W)` (detached or not: both are accepted)
 #
 # The check tries the digits CNN's `conv2` and a small random CNN on 12 × 12 images.
 

@@ -322,3 +322,130 @@ def test_smoothgrad_built_on_the_course_logit_gradient_earns_nothing():
     def smoothgrad(model, x, target, noise):
         return torch.stack([xt.logit_gradient(model, x + eps, target) for eps in noise]).mean(0).abs()
     _fails("smoothgrad", smoothgrad, "no points for the course's own code", status="course code")
+
+
+# --------------------------------------------------------------------------- rules the values cannot show (review 9)
+
+def _in_float32_then_float64(reference):
+    """An answer that works in float32 (model.float(), x.float()) and hands back float64: right to about 1e-8."""
+    def answer(*args):
+        return reference(*checks._float32_copy(args)).double()
+    return answer
+
+
+@pytest.mark.parametrize("name", ["smoothgrad", "grad_cam", "fgsm", "pgd"])
+def test_float32_work_returned_as_float64_is_named(name):
+    # named by recomputing the row where float32 round-off is above 1e-6 (smoothgrad, grad_cam), else by comparing
+    # with the answer computed in float32 (fgsm, pgd)
+    result = _fails(name, _in_float32_then_float64(solution(STEM, name)), "the computation ran in float32",
+                    mistake="float32")
+    assert "leaves the eps-ball" not in result.message and "max error" not in result.message
+
+
+def test_smoothgrad_float32_accumulator_is_named():
+    def smoothgrad(model, x, target, noise):
+        total = torch.zeros(x.shape)                            # float32 by default: += rounds every gradient
+        for eps in noise:
+            xi = (x + eps).detach().requires_grad_(True)
+            n = x.shape[0]
+            model(xi)[torch.arange(n), torch.as_tensor(target).expand(n)].sum().backward()
+            total += xi.grad
+        return (total / noise.shape[0]).abs()
+    result = _fails("smoothgrad", smoothgrad, "the computation ran in float32", mistake="float32")
+    assert "torch.float32" in result.message
+
+
+@pytest.mark.parametrize("kind", ["forward", "full backward", "parameter tensor hook", "global forward"])
+def test_grad_cam_hooks_left_behind_are_named(kind):
+    def grad_cam(model, layer, x, target):
+        if kind == "forward":
+            layer.register_forward_hook(lambda m, i, o: None)
+        elif kind == "full backward":
+            layer.register_full_backward_hook(lambda m, gi, go: None)
+        elif kind == "parameter tensor hook":
+            layer.weight.register_hook(lambda g: None)
+        else:
+            handle = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: None)
+            grad_cam.handles.append(handle)
+        return solution(STEM, "grad_cam")(model, layer, x, target)
+    grad_cam.handles = []
+    try:
+        result = _fails("grad_cam", grad_cam, "the values are right, but a hook is still registered",
+                        mistake="hook never removed")
+    finally:
+        for handle in grad_cam.handles:
+            handle.remove()
+    assert "1 more hook than before the call" in result.message
+
+
+def test_grad_cam_no_upsampling_advice_fits_a_map_with_its_channel_axis():
+    result = _fails("grad_cam", checks.gc_no_upsampling, "the map is still the layer's size")
+    assert "cam[:, None]" not in result.message and "F.interpolate(cam, size=x.shape[-2:]" in result.message
+    # the advice, followed on an (N, 1, h, w) map, gives the answer
+    model, layer, x, target = checks.gc_case(2)
+    cam = checks.gc_no_upsampling(model, layer, x, target)
+    assert cam.shape[1] == 1
+    fixed = torch.nn.functional.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    torch.testing.assert_close(fixed, checks.grad_cam_hooks(*checks.gc_case(2)), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["grad_cam", "pgd"])
+def test_torch_exercises_returning_numpy_are_told_the_type(name):
+    def answer(*args):
+        return solution(STEM, name)(*args).numpy()
+    _fails(name, answer, f"{name} returned a NumPy array: return", mistake="NumPy array returned")
+
+
+def test_integrated_gradients_returning_a_tensor_is_told_the_type():
+    def integrated_gradients(grad_fn, x, baseline, steps):
+        return torch.as_tensor(solution(STEM, "integrated_gradients")(grad_fn, x, baseline, steps))
+    _fails("integrated_gradients", integrated_gradients, "integrated_gradients returned a torch tensor: this is a "
+           "NumPy exercise", mistake="torch tensor returned")
+
+
+def test_integrated_gradients_grad_fn_on_a_3d_array_is_told_the_contract():
+    def integrated_gradients(grad_fn, x, baseline, steps):
+        t, v = np.polynomial.legendre.leggauss(steps)
+        path = baseline[None] + ((t + 1) / 2)[:, None, None] * (x - baseline)[None]   # (S, N, D)
+        return (x - baseline) * np.tensordot(v / 2, grad_fn(path), axes=1)         # grad_fn given (S, N, D)
+    result = _fails("integrated_gradients", integrated_gradients, "integrated_gradients raised ValueError: grad_fn "
+                    "takes the points as one (M, D) array")
+    assert "(4, 2, 3)" in result.message
+
+
+def test_pgd_that_clamps_the_callers_x_in_place_is_named():
+    def pgd(model, x, y, eps, alpha, steps, start):
+        out = solution(STEM, "pgd")(model, x.clone(), y, eps, alpha, steps, start)
+        x.copy_(out)                                            # the caller's x overwritten
+        return out
+    _fails("pgd", pgd, "pgd changed the tensor it was given as `x` in place", mistake="mutated input")
+
+
+def test_smoothgrad_that_makes_the_callers_x_require_grad_is_named():
+    def smoothgrad(model, x, target, noise):
+        x.requires_grad_(True)
+        return solution(STEM, "smoothgrad")(model, x.detach(), target, noise)
+    _fails("smoothgrad", smoothgrad, "smoothgrad switched on requires_grad of the tensor it was given as `x`",
+           mistake="input made to require grad")
+
+
+def test_smoothgrad_and_grad_cam_not_detached_still_pass():
+    def smoothgrad(model, x, target, noise):
+        batch = (x.unsqueeze(0) + noise).reshape(-1, *x.shape[1:]).requires_grad_(True)
+        t = torch.as_tensor(target).long().expand(x.shape[0]).repeat(noise.shape[0])
+        (g,) = torch.autograd.grad(model(batch).gather(1, t[:, None]).sum(), batch, create_graph=True)
+        return g.reshape(noise.shape).mean(0).abs()             # part of a graph: allowed
+    _passes("smoothgrad", smoothgrad)
+
+    def grad_cam(model, layer, x, target):
+        return solution(STEM, "grad_cam")(model, layer, x, target).requires_grad_(True)   # not detached
+    _passes("grad_cam", grad_cam)
+
+
+def test_fgsm_that_switches_requires_grad_back_off_passes():
+    def fgsm(model, x, y, eps):
+        x.requires_grad_(True)
+        (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), x)
+        x.requires_grad_(False)                                 # the caller's x as it was
+        return (x + eps * g.sign()).clamp(0, 1)
+    _passes("fgsm", fgsm)

@@ -7,7 +7,9 @@ runs the learner's code on cases from small to large against the course's answer
 and the exercise forms of this file where an exercise asks for another form) and, when an
 answer is wrong, recomputes the table's rows on the same inputs to name the mistake.  What
 recomputation cannot see (an error raised inside the learner's code, a Grad-CAM map left at
-the layer's size, an attack whose result still carries its graph) the check recognises itself
+the layer's size, an attack whose result still carries its graph, a tensor where a NumPy array
+is asked or the other way round, float32 work handed back as float64, a hook left on the
+model, the caller's x changed in place or made to require grad) the check recognises itself
 and reports with its row's message.  A failure shows the smallest failing case and a call that
 reproduces it.  ``tests/test_course.py`` hands every row to its check and proves that exactly
 its message comes back; ``tests/test_xai_checks.py`` tests the rest.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 
 import numpy as np
 import torch
@@ -62,6 +65,89 @@ def _one_array(got, name: str, what: str):
         raise CheckFailed(f"{name} returned a {type(got).__name__} of {len(got)} items: return the map alone, one "
                           f"array of the shape asked for ({what})")
     return _np(got)
+
+
+def _kind_of_result(raw, name: str, what: str, table, wrong_kind: type, row: str, noun: str) -> None:
+    """Fail when a learner's function returned ``wrong_kind`` (a torch tensor from a NumPy exercise, a NumPy
+    array from a PyTorch one): with ``table``'s row ``row`` where it has one, else a message of its own."""
+    if not isinstance(raw, wrong_kind):
+        return
+    if any(r.name == row for r in table):
+        fail_with(table, row, f"({what})")
+    if wrong_kind is torch.Tensor:
+        raise CheckFailed(f"{name} returned a torch tensor: this is a NumPy exercise, return {noun} as a float64 "
+                          f"NumPy array ({what})", mistake=row)
+    raise CheckFailed(f"{name} returned a NumPy array: return {noun} as a torch tensor (no .numpy() at the end) "
+                      f"({what})", mistake=row)
+
+
+_FLOAT32 = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _float64_work(out, got, expected, in_float32, table, what, rtol, atol) -> None:
+    """Name float32 work in a PyTorch exercise: a float32 result, or a float64 one that equals the answer computed
+    in float32 (``in_float32()``, as float64) but not the answer, before the values are compared (a round-off of
+    about 1e-8 would read "got 0.525, expected 0.525", or, in PGD, as a step outside the eps-ball)."""
+    if isinstance(out, torch.Tensor) and out.dtype in _FLOAT32:
+        fail_with(table, "float32", f"({what}; the result is {out.dtype})")
+    if np.shape(got) != np.shape(expected) or _close(got, expected, rtol=rtol, atol=atol):
+        return
+    try:
+        ref32 = in_float32()
+    except Exception:  # noqa: BLE001 - the reference does not run in float32 here: nothing to compare
+        return
+    if _close(got, ref32, rtol=1e-5, atol=1e-6):
+        fail_with(table, "float32", f"({what}; the result is float64, but its values are the answer computed in "
+                                    "float32)")
+
+
+def _float32_copy(args):
+    """The arguments of a PyTorch exercise with the model and the float64 tensors in float32 (for ``in_float32``)."""
+    return tuple(a.float() if isinstance(a, nn.Module) or (isinstance(a, torch.Tensor) and a.is_floating_point())
+                 else a for a in args)
+
+
+def _hooks(model: nn.Module) -> int:
+    """How many hooks are registered on ``model``'s modules and parameters (and globally on all modules)."""
+    from torch.nn.modules import module as _module
+    count = sum(len(getattr(m, attr, None) or {}) for m in model.modules()
+                for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"))
+    count += sum(len(getattr(p, attr, None) or {}) for p in model.parameters()
+                 for attr in ("_backward_hooks", "_post_accumulate_grad_hooks"))
+    count += sum(len(getattr(_module, attr, None) or {}) for attr in (
+        "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks", "_global_backward_pre_hooks"))
+    return count
+
+
+_SIGNATURES = {"smoothgrad": ("model", "x", "target", "noise"), "grad_cam": ("model", "layer", "x", "target"),
+               "fgsm": ("model", "x", "y", "eps"), "pgd": ("model", "x", "y", "eps", "alpha", "steps", "start")}
+
+
+def _torch_call(fn, args, name: str, what: str, table=(), guarded=("x",)):
+    """Call a PyTorch exercise with ``args``; fail when it changed the caller's tensors named in ``guarded``
+    (their values, or switched requires_grad on: x.requires_grad_(True) on the tensor it was given)."""
+    try:
+        params = [p.name for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    spec = _SIGNATURES[name]
+    before = {i: (a.detach().clone(), a.requires_grad) for i, a in enumerate(args)
+              if isinstance(a, torch.Tensor) and spec[i] in guarded}
+    out = call(fn, *args, allow_mutation=True)
+    for i, (old, requires) in before.items():
+        arg, shown = args[i], params[i] if i < len(params) else spec[i]
+        if arg.requires_grad != requires:
+            if spec[i] == "x" and any(r.name == "x made to require grad" for r in table):
+                fail_with(table, "x made to require grad", f"({what})")
+            raise CheckFailed(f"{name} switched on requires_grad of the tensor it was given as `{shown}`: leave the "
+                              f"caller's tensor unchanged; differentiate a copy, {shown}.detach().clone()"
+                              f".requires_grad_(True) ({what})", mistake="input made to require grad")
+        if arg.shape != old.shape or not torch.equal(arg.detach(), old):
+            raise CheckFailed(f"{name} changed the tensor it was given as `{shown}` in place (+=, .add_, .clamp_, "
+                              f".data or an index assignment): leave the caller's tensor unchanged and build a new "
+                              f"one, {shown}_new = {shown} + ... ({what})", mistake="mutated input")
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -236,6 +322,10 @@ def lg_predicted_class(W1, b1, W2, b2, x, target):
     return ((_onehot(logits.argmax(axis=1), len(x), W2.shape[0]) @ W2) * (z > 0)) @ W1
 
 
+def lg_tensor(W1, b1, W2, b2, x, target):
+    return torch.as_tensor(logit_gradient_mlp(W1, b1, W2, b2, x, target))   # right values, a torch tensor
+
+
 def lg_weights_as_d_by_h(W1, b1, W2, b2, x, target):
     z = x @ W1 + b1                                          # W1 read as (D, H): torch stores (H, D)
     logits = np.maximum(z, 0) @ W2 + b2
@@ -270,6 +360,10 @@ LOGIT_GRADIENT_MISTAKES = (
     Mistake("W1 read as (D, H)", lg_weights_as_d_by_h,
             "W1 is in torch's nn.Linear layout, (H, D) = (out, in): the forward pass is z = x @ W1.T + b1, and "
             "the backward pass multiplies by W1 itself, dx = dz @ W1 (likewise W2 is (K, H))"),
+    Mistake("torch tensor returned", lg_tensor,
+            "the values are right, but logit_gradient returned a torch tensor: this is a NumPy exercise, and every "
+            "NumPy function returns a float64 NumPy array (no torch.as_tensor / torch.from_numpy; compute with "
+            "np.* on the arrays you were given)"),
 )
 
 # (N, D, H, K, target: "int" or "array", seed)
@@ -332,9 +426,11 @@ def logit_gradient(fn):
                 if is_shape_error(err):
                     fail_with(LOGIT_GRADIENT_MISTAKES, "W1 read as (D, H)", f"({what}; numpy said: {err})")
                 raise
-            got = _one_array(got, "logit_gradient", what)
+            raw, got = got, _one_array(got, "logit_gradient", what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, LOGIT_GRADIENT_MISTAKES, apply=lambda row: row(*args), suffix=f"({what})")
+            _kind_of_result(raw, "logit_gradient", what, LOGIT_GRADIENT_MISTAKES, torch.Tensor,
+                            "torch tensor returned", "the gradient")
             expect_float64(["the gradient"], [got], what)
             expect_close(got, expected, f"the gradient ({what})", rtol=1e-8, atol=1e-10)
     return ("d f_t / dx equals autograd's on 3 MLPs (random ones with int and per-row targets, and the digits "
@@ -404,6 +500,42 @@ def sg_first_copy_only(model, x, target, noise):
     return _sg_grads(model, x, target, noise).mean(0).abs()
 
 
+def _sg_per_copy(model, x, target, noise, score):
+    """The mean over the S copies of each copy's own gradient of ``score(logits, targets)`` (a loop over the copies)."""
+    x, noise = torch.as_tensor(x), torch.as_tensor(noise)
+    t = _targets(target, x.shape[0])
+    grads = []
+    for eps in noise:
+        xi = (x + eps).detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(score(model(xi), t), xi)
+        grads.append(g)
+    return torch.stack(grads).mean(0)
+
+
+def sg_loss_per_copy(model, x, target, noise):
+    return _sg_per_copy(model, x, target, noise, F.cross_entropy).abs()          # mean over the N rows of a copy
+
+
+def sg_loss_summed(model, x, target, noise):
+    return _sg_per_copy(model, x, target, noise, lambda out, t: F.cross_entropy(out, t, reduction="sum")).abs()
+
+
+def sg_target_columns(model, x, target, noise):
+    return _sg_per_copy(model, x, target, noise, lambda out, t: out[:, t].sum()).abs()   # an (N, N) block
+
+
+def sg_all_logits(model, x, target, noise):
+    return _sg_per_copy(model, x, target, noise, lambda out, t: out.sum()).abs()
+
+
+def sg_numpy(model, x, target, noise):
+    return smoothgrad_abs_after(model, x, target, noise).numpy()                 # right values, a NumPy array
+
+
+def sg_float32(model, x, target, noise):
+    return smoothgrad_abs_after(model.float(), x.float(), target, noise.float())
+
+
 SMOOTHGRAD_MISTAKES = (
     Mistake("absolute value too early", sg_abs_before,
             "absolute value taken too early: |gradient| of every noisy copy, then the mean (Captum's NoiseTunnel "
@@ -425,6 +557,27 @@ SMOOTHGRAD_MISTAKES = (
     Mistake("noise on the first copy only", sg_first_copy_only,
             "only the first copy got its noise (the others are x itself): copy s is x + noise[s] for every s; "
             "broadcast x (N, ...) against noise (S, N, ...)"),
+    Mistake("gradient of the loss, per copy", sg_loss_per_copy,
+            "that is the gradient of the cross-entropy LOSS, taken copy by copy (F.cross_entropy(model(x + "
+            "noise[s]), t), a mean over the N rows): SmoothGrad averages the gradient of the class LOGIT f_t "
+            "(pick column target with gather, sum over the batch, differentiate)"),
+    Mistake("gradient of the summed loss", sg_loss_summed,
+            "that is the gradient of the cross-entropy LOSS (reduction='sum'): SmoothGrad averages the gradient "
+            "of the class LOGIT f_t (pick column target with gather, sum over the batch, differentiate)"),
+    Mistake("out[:, target] with per-row targets", sg_target_columns,
+            "out[:, target] with an (N,) target picks N columns for EVERY row (an (N, N) block), so each row's "
+            "gradient adds up the logits of all the targets: pick one logit per row, out.gather(1, t[:, None]) "
+            "or out[torch.arange(N), t]"),
+    Mistake("all logits (no target)", sg_all_logits,
+            "that is the gradient of the SUM of all K logits (out.sum()): pick each row's target logit first, "
+            "out.gather(1, t[:, None]).sum()"),
+    Mistake("NumPy array returned", sg_numpy,
+            "the values are right, but smoothgrad returned a NumPy array: return the map as a torch tensor of x's "
+            "shape (no .numpy() at the end)"),
+    Mistake("float32", sg_float32,
+            "the computation ran in float32: the model and x are float64, keep them so (no .float(), no "
+            "model.float(), no dtype=torch.float32, no torch.zeros(...) accumulator without dtype=x.dtype); "
+            "float32 round-off (about 1e-7) is far above the check's tolerance"),
 )
 
 # (model, N, S, target kind, seed)
@@ -479,14 +632,18 @@ def smoothgrad(fn):
         with trying("smoothgrad", label=what, call_text=line) as tried:
             expected = _np(smoothgrad_abs_after(*sg_case(case)))
             try:
-                got = call(fn, *sg_case(case), allow_mutation=True)
+                raw = _torch_call(fn, sg_case(case), "smoothgrad", what, SMOOTHGRAD_MISTAKES, guarded=("x", "noise"))
             except CheckFailed as fail:
                 _translate_batch_error(fail, what)
                 raise
-            got = _one_array(got, "smoothgrad", what)
+            got = _one_array(raw, "smoothgrad", what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, SMOOTHGRAD_MISTAKES, apply=lambda row: _np(row(*sg_case(case))),
                      suffix=f"({what})")
+            _kind_of_result(raw, "smoothgrad", what, SMOOTHGRAD_MISTAKES, np.ndarray, "NumPy array returned",
+                            "the map")
+            _float64_work(raw, got, expected, lambda: _np(smoothgrad_abs_after(*_float32_copy(sg_case(case)))),
+                          SMOOTHGRAD_MISTAKES, what, rtol=1e-7, atol=1e-10)
             expect_close(got, expected, f"the SmoothGrad map ({what})", rtol=1e-7, atol=1e-10)
     return "|mean_s grad f_t(x + noise_s)| equals the reference on the digits MLP and CNN"
 
@@ -546,6 +703,12 @@ def ig_zero_baseline(grad_fn, x, baseline, steps):
     return diff * avg
 
 
+def ig_times_x(grad_fn, x, baseline, steps):
+    a, w = xn.ig_rule("gausslegendre", steps)
+    _, _, avg = _ig_with(grad_fn, x, baseline, a, w)                               # the path from the baseline ...
+    return x * avg                                                                 # ... but times x
+
+
 IG_MISTAKES = (
     Mistake("no (x - baseline) factor", ig_no_difference,
             "the (x - baseline) factor is missing: that is the average gradient along the path; IG multiplies it, "
@@ -572,7 +735,20 @@ IG_MISTAKES = (
     Mistake("baseline ignored", ig_zero_baseline,
             "the baseline was ignored (zeros used): start the path at the given baseline, baseline + a (x - "
             "baseline), and multiply by x - baseline"),
+    Mistake("multiplied by x, not x - baseline", ig_times_x,
+            "the path is right, but the average gradient is multiplied by x: IG multiplies it by x - baseline (the "
+            "path's length in each feature; the two agree only for a zero baseline)"),
 )
+
+
+def _points(points, d):
+    """The points given to a check's grad_fn, which takes one (M, D) array as the exercise says (a model-backed
+    grad_fn would not take (S, N, D) either)."""
+    p = np.asarray(points)
+    if p.ndim != 2 or p.shape[1] != d:
+        raise ValueError(f"grad_fn takes the points as one (M, D) array, D = {d}, and got shape {p.shape}: stack "
+                         f"the path's points with .reshape(-1, {d}) and reshape the gradients back")
+    return p
 
 
 def _quadratic(d, seed):
@@ -585,8 +761,8 @@ def _quadratic(d, seed):
         return 0.5 * np.einsum("nd,de,ne->n", points, q, points) + points @ b
 
     def grad_fn(points):
-        p = np.asarray(points)
-        return (p.reshape(-1, d) @ q + b).reshape(p.shape)
+        p = _points(points, d)
+        return p @ q + b
     return f, grad_fn
 
 
@@ -597,8 +773,7 @@ def _mlp_logit(target):
         return xn.mlp_logits(params, points)[:, target]
 
     def grad_fn(points):
-        p = np.asarray(points)
-        return xn.input_gradient(params, p.reshape(-1, p.shape[-1]), target).reshape(p.shape)
+        return xn.input_gradient(params, _points(points, 64), target)
     return f, grad_fn
 
 
@@ -661,9 +836,12 @@ def integrated_gradients(fn):
                 "integrated_gradients(grad_fn, x, baseline, steps)")
         with trying("integrated_gradients", label=what, call_text=line) as tried:
             expected = integrated_gradients_rule(*ig_case(case))
-            got = _one_array(call(fn, *ig_case(case)), "integrated_gradients", what)
+            raw = call(fn, *ig_case(case))
+            got = _one_array(raw, "integrated_gradients", what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, IG_MISTAKES, apply=lambda row: row(*ig_case(case)), suffix=f"({what})")
+            _kind_of_result(raw, "integrated_gradients", what, IG_MISTAKES, torch.Tensor, "torch tensor returned",
+                            "the attributions")
             expect_float64(["the attributions"], [got], what)
             if np.shape(got) == expected.shape and np.all(np.isfinite(got)):
                 total, change, rel = _completeness(got, f, x, baseline)
@@ -743,6 +921,10 @@ def oc_zero_baseline(model_fn, image, target, patch, stride, baseline):
     return _mean_where_covered(*_occlusion_parts(model_fn, image, target, patch, corners, 0.0))
 
 
+def oc_tensor(model_fn, image, target, patch, stride, baseline):
+    return torch.as_tensor(occlusion_map(model_fn, image, target, patch, stride, baseline))   # a torch tensor
+
+
 OCCLUSION_MISTAKES = (
     Mistake("sum instead of mean", oc_sum_not_mean,
             "the drops are summed over the windows that cover a pixel: Captum's convention (and the lesson's) is "
@@ -764,6 +946,9 @@ OCCLUSION_MISTAKES = (
             "(np.divide(total, count, out=np.zeros_like(total), where=count > 0))"),
     Mistake("baseline ignored", oc_zero_baseline,
             "the occluded pixels were set to 0, not to the given `baseline` value"),
+    Mistake("torch tensor returned", oc_tensor,
+            "the values are right, but occlusion returned a torch tensor: this is a NumPy exercise, and every "
+            "NumPy function returns a float64 NumPy array (np.zeros, np.divide, ...; no torch.as_tensor)"),
 )
 
 
@@ -827,9 +1012,12 @@ def occlusion(fn):
                 f"oc_case({case}); occlusion(model_fn, image, target, patch, stride, baseline)")
         with trying("occlusion", label=what, call_text=line) as tried:
             expected = occlusion_map(*oc_case(case))
-            got = _one_array(call(fn, *oc_case(case)), "occlusion", what)
+            raw = call(fn, *oc_case(case))
+            got = _one_array(raw, "occlusion", what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, OCCLUSION_MISTAKES, apply=lambda row: row(*oc_case(case)), suffix=f"({what})")
+            _kind_of_result(raw, "occlusion", what, OCCLUSION_MISTAKES, torch.Tensor, "torch tensor returned",
+                            "the map")
             if np.shape(got) == (expected.size,):
                 raise CheckFailed(f"the map is flat, {np.shape(got)}: return it as the image, (side, side) "
                                   f"({what})")
@@ -859,8 +1047,8 @@ def _activations_and_grads(model, layer, x, target, kind="logit"):
     return seen["A"].detach(), grad
 
 
-def _upsample(cam, x, mode="bilinear"):
-    corners = {"align_corners": False} if mode == "bilinear" else {}
+def _upsample(cam, x, mode="bilinear", align_corners=False):
+    corners = {"align_corners": align_corners} if mode == "bilinear" else {}
     return F.interpolate(cam[:, None], size=tuple(x.shape[-2:]), mode=mode, **corners)
 
 
@@ -904,6 +1092,20 @@ def gc_sign_flipped(model, layer, x, target):
     return _upsample(F.relu(-(g.mean(dim=(2, 3), keepdim=True) * a).sum(1)), x)
 
 
+def gc_align_corners(model, layer, x, target):
+    a, g = _activations_and_grads(model, layer, x, target)
+    return _upsample(F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1)), x, align_corners=True)
+
+
+def gc_hook_kept(model, layer, x, target):
+    layer.register_forward_hook(lambda module, inputs, output: None)         # registered, its handle dropped
+    return grad_cam_hooks(model, layer, x, target)
+
+
+def gc_float32(model, layer, x, target):
+    return grad_cam_hooks(model.float(), layer, x.float(), target)          # model.float() converts layer too
+
+
 GRAD_CAM_MISTAKES = (
     Mistake("no ReLU", gc_no_relu,
             "the map has negative values: Grad-CAM keeps only the evidence FOR the class, ReLU(sum_k alpha_k A_k); "
@@ -918,8 +1120,20 @@ GRAD_CAM_MISTAKES = (
             "upsampled by 'nearest' (blocks): the exercise asks for F.interpolate(..., mode='bilinear', "
             "align_corners=False)"),
     Mistake("no upsampling", gc_no_upsampling,
-            "the map is still the layer's size (h, w): upsample it to the input's (H, W) with "
-            "F.interpolate(cam[:, None], size=x.shape[-2:], mode='bilinear', align_corners=False), (N, 1, H, W)"),
+            "the map is still the layer's size (h, w): make it (N, 1, h, w) (the channel sum with keepdim=True, "
+            "or cam.unsqueeze(1) from (N, h, w)), then upsample it to the input's (H, W) with F.interpolate(cam, "
+            "size=x.shape[-2:], mode='bilinear', align_corners=False), (N, 1, H, W)"),
+    Mistake("align_corners=True", gc_align_corners,
+            "upsampled with align_corners=True (which stretches the corner pixels' centres onto the image's "
+            "corners): the exercise asks for F.interpolate(..., mode='bilinear', align_corners=False)"),
+    Mistake("hook never removed", gc_hook_kept,
+            "the values are right, but a hook is still registered after grad_cam returned: keep the handle, "
+            "handle = layer.register_forward_hook(...), and call handle.remove() once the model has run (in a "
+            "finally: block), or every call adds one more hook to the notebook's shared model"),
+    Mistake("float32", gc_float32,
+            "the computation ran in float32: the model and x are float64, keep them so (no .float(), no "
+            "model.float(), no dtype=torch.float32); float32 round-off (about 1e-7) is far above the check's "
+            "tolerance"),
     Mistake("gradient of the loss", gc_loss_gradient,
             "the weights come from the gradient of the cross-entropy LOSS: Grad-CAM uses the gradient of the "
             "class LOGIT F_t with respect to the layer's output"),
@@ -974,10 +1188,20 @@ def grad_cam(fn):
                 "grad_cam(model, layer, x, target)")
         with trying("grad_cam", label=what, call_text=line) as tried:
             expected = _np(grad_cam_hooks(*gc_case(case)))
-            got = _one_array(call(fn, *gc_case(case), allow_mutation=True), "grad_cam", what)
+            args = gc_case(case)
+            hooks = _hooks(args[0])
+            raw = _torch_call(fn, args, "grad_cam", what, GRAD_CAM_MISTAKES)
+            left = _hooks(args[0]) - hooks
+            if left > 0:
+                fail_with(GRAD_CAM_MISTAKES, "hook never removed",
+                          f"({what}; {left} more hook{'s' if left > 1 else ''} than before the call)")
+            got = _one_array(raw, "grad_cam", what)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, GRAD_CAM_MISTAKES, apply=lambda row: _np(row(*gc_case(case))),
                      suffix=f"({what})")
+            _kind_of_result(raw, "grad_cam", what, GRAD_CAM_MISTAKES, np.ndarray, "NumPy array returned", "the map")
+            _float64_work(raw, got, expected, lambda: _np(grad_cam_hooks(*_float32_copy(gc_case(case)))),
+                          GRAD_CAM_MISTAKES, what, rtol=1e-7, atol=1e-10)
             small = _np(gc_no_upsampling(*gc_case(case)))
             if np.shape(got) in (small.shape, small.shape[:1] + small.shape[2:]) and _close(np.reshape(got, -1),
                                                                                            small.reshape(-1)):
@@ -1029,6 +1253,26 @@ def fg_predicted_labels(model, x, y, eps):
     return (x + eps * g.sign()).clamp(0, 1)
 
 
+def fg_numpy(model, x, y, eps):
+    return fgsm_attack(model, x, y, eps).numpy()                              # right values, a NumPy array
+
+
+def fg_not_detached(model, x, y, eps):
+    xr = torch.as_tensor(x).detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(F.cross_entropy(model(xr), torch.as_tensor(y)), xr)
+    return (xr + eps * g.sign()).clamp(0, 1)                                  # built from the copy: in its graph
+
+
+def fg_x_requires_grad(model, x, y, eps):
+    x.requires_grad_(True)                                                    # the caller's tensor changed
+    (g,) = torch.autograd.grad(F.cross_entropy(model(x), torch.as_tensor(y)), x)
+    return (x + eps * g.sign()).clamp(0, 1).detach()
+
+
+def fg_float32(model, x, y, eps):
+    return fgsm_attack(model.float(), x.float(), y, eps)
+
+
 FGSM_MISTAKES = (
     Mistake("raw gradient, no sign", fg_raw_gradient,
             "the step uses the raw gradient, eps * grad: FGSM moves every pixel by exactly eps in the direction "
@@ -1047,6 +1291,21 @@ FGSM_MISTAKES = (
     Mistake("predicted labels instead of y", fg_predicted_labels,
             "the loss uses the model's PREDICTED labels: the attack ascends the loss of the TRUE labels y (on a "
             "digit the model already gets wrong, the prediction pushes it back towards the right class)"),
+    Mistake("NumPy array returned", fg_numpy,
+            "the values are right, but fgsm returned a NumPy array: return x_adv as a detached torch tensor of "
+            "x's shape (no .numpy() at the end)"),
+    Mistake("not detached", fg_not_detached,
+            "the values are right, but x_adv still carries the autograd graph (it requires grad): return a "
+            "detached tensor, built from x.detach() (or call .detach() on the result), so that the caller can "
+            "feed it to the model, .numpy() it or plot it"),
+    Mistake("x made to require grad", fg_x_requires_grad,
+            "the values are right, but the caller's x now requires grad (x.requires_grad_(True) changed the tensor "
+            "you were given): leave x unchanged and differentiate a copy, xr = x.detach().clone()"
+            ".requires_grad_(True)"),
+    Mistake("float32", fg_float32,
+            "the computation ran in float32: the model and x are float64, keep them so (no .float(), no "
+            "model.float(), no dtype=torch.float32); float32 round-off (about 1e-8 here) is far above the "
+            "check's tolerance"),
 )
 
 # (model, N, eps)
@@ -1071,9 +1330,9 @@ def _accuracy(model, x, y):
         return float((model(torch.as_tensor(x)).argmax(1) == y).double().mean())
 
 
-def _attack_output(fn, args, what, name):
-    """Call an attack; its result as a detached float64 tensor; the classic type errors explained."""
-    out = call(fn, *args, allow_mutation=True)
+def _attack_output(fn, args, what, name, table):
+    """Call an attack (the caller's x must stay as it was); its result; the classic type errors explained."""
+    out = _torch_call(fn, args, name, what, table, guarded=("x", "start"))
     if out is None:
         raise CheckFailed(f"{name} returned None: did you forget a `return x_adv`? ({what})")
     if isinstance(out, (tuple, list)):
@@ -1102,10 +1361,16 @@ def fgsm(fn):
         with trying("fgsm", label=what, call_text=line) as tried:
             expected = _np(fgsm_attack(*fgsm_case(case)))
             args = fgsm_case(case)
-            got = _np(_attack_output(fn, args, what, "fgsm"))
+            out = _attack_output(fn, args, what, "fgsm", FGSM_MISTAKES)
+            got = _np(out)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, FGSM_MISTAKES, apply=lambda row: _np(row(*fgsm_case(case))), suffix=f"({what})")
+            _kind_of_result(out, "fgsm", what, FGSM_MISTAKES, np.ndarray, "NumPy array returned", "x_adv")
+            _float64_work(out, got, expected, lambda: _np(fgsm_attack(*_float32_copy(fgsm_case(case)))),
+                          FGSM_MISTAKES, what, rtol=1e-9, atol=1e-12)
             expect_close(got, expected, f"x_adv ({what})", rtol=1e-9, atol=1e-12)
+            if isinstance(out, torch.Tensor) and (out.requires_grad or out.grad_fn is not None):
+                fail_with(FGSM_MISTAKES, "not detached", f"({what})")
             model, x, y, _ = fgsm_case(case)
             drops.append((_accuracy(model, x, y), _accuracy(model, torch.as_tensor(got), y)))
     clean, adv = drops[-1]
@@ -1116,11 +1381,11 @@ def fgsm(fn):
 # --------------------------------------------------------------------------- 7. PGD with projection (PyTorch)
 
 def _pgd(model, x, y, eps, alpha, steps, start, project="x", clip=True, sign=True, direction=1.0,
-         use_start=True, once=False, detach=True):
+         use_start=True, once=False, detach=True, clip_start=True):
     x = torch.as_tensor(x).detach()
     y = torch.as_tensor(y)
     x_adv = x + torch.as_tensor(start) if use_start else x.clone()
-    x_adv = x_adv.clamp(0, 1) if clip else x_adv
+    x_adv = x_adv.clamp(0, 1) if clip and clip_start else x_adv
     g0 = _loss_grad(model, x, y)[1] if once else None
     if not detach:
         x_adv = x_adv.detach().requires_grad_(True)
@@ -1173,6 +1438,22 @@ def pgd_not_detached(model, x, y, eps, alpha, steps, start):
     return _pgd(model, x, y, eps, alpha, steps, start, detach=False)
 
 
+def pgd_step_eps(model, x, y, eps, alpha, steps, start):
+    return _pgd(model, x, y, eps, eps, steps, start)                          # every step of size eps
+
+
+def pgd_start_not_clipped(model, x, y, eps, alpha, steps, start):
+    return _pgd(model, x, y, eps, alpha, steps, start, clip_start=False)
+
+
+def pgd_one_step_short(model, x, y, eps, alpha, steps, start):
+    return _pgd(model, x, y, eps, alpha, steps - 1, start)
+
+
+def pgd_float32(model, x, y, eps, alpha, steps, start):
+    return pgd_from_start(model.float(), x.float(), y, eps, alpha, steps, start.float())
+
+
 PGD_MISTAKES = (
     Mistake("projection around the previous iterate", pgd_projection_around_previous,
             "the projection is around the PREVIOUS iterate (which only caps each step at eps): PGD projects onto "
@@ -1198,6 +1479,19 @@ PGD_MISTAKES = (
             "the values are right, but x_adv still carries the autograd graph of every step (it requires grad): "
             "detach between steps, x_adv = (the new iterate).detach(), so that each step differentiates the loss "
             "at the current point only and the graph does not grow with the steps; return a detached tensor"),
+    Mistake("steps of size eps", pgd_step_eps,
+            "every step has size eps: PGD's steps have size alpha, x_adv + alpha * sign(grad) (eps is the radius "
+            "of the ball the projection keeps x_adv in, not the step)"),
+    Mistake("start not clipped", pgd_start_not_clipped,
+            "the start x + start was not clipped to [0, 1]: the first gradient is taken at pixels outside the "
+            "valid range; start at x_adv = (x + start).clamp(0, 1)"),
+    Mistake("one step short", pgd_one_step_short,
+            "that is steps - 1 iterations: take exactly `steps` steps, for _ in range(steps) (the start x + start "
+            "is not a step)"),
+    Mistake("float32", pgd_float32,
+            "the computation ran in float32: the model and x are float64, keep them so (no .float(), no "
+            "model.float(), no dtype=torch.float32); in float32, x + eps rounds to slightly more than eps away "
+            "from x, so x_adv seems to leave the ball"),
 )
 
 # (model, N, eps, alpha, steps, seed)
@@ -1241,7 +1535,7 @@ def pgd(fn):
         with trying("pgd", label=what, call_text=line) as tried:
             expected = _np(pgd_from_start(*pgd_case(case)))
             try:
-                out = _attack_output(fn, pgd_case(case), what, "pgd")
+                out = _attack_output(fn, pgd_case(case), what, "pgd", PGD_MISTAKES)
             except CheckFailed as fail:
                 err = getattr(fail, "error", None)
                 if isinstance(err, RuntimeError) and "leaf" in str(err):
@@ -1250,6 +1544,9 @@ def pgd(fn):
             got = _np(out)
             tried.got, tried.expected = got, expected
             diagnose(got, expected, PGD_MISTAKES, apply=lambda row: _np(row(*pgd_case(case))), suffix=f"({what})")
+            _kind_of_result(out, "pgd", what, PGD_MISTAKES, np.ndarray, "NumPy array returned", "x_adv")
+            _float64_work(out, got, expected, lambda: _np(pgd_from_start(*_float32_copy(pgd_case(case)))),
+                          PGD_MISTAKES, what, rtol=1e-9, atol=1e-12)
             model, x, y, eps, _, _, _ = pgd_case(case)
             if np.shape(got) == tuple(x.shape) and np.all(np.isfinite(got)):
                 excess = float(np.max(np.abs(got - x.numpy()))) - eps
@@ -1321,7 +1618,13 @@ check.question(
                                                        "output, before that pool"),
               Mistake("no padding", (6, 6),
                       "6 x 6 would be a 3 x 3 convolution WITHOUT padding on the 8 x 8 input: SmallCNN pads by 1 "
-                      "and pools once before conv2")])
+                      "and pools once before conv2"),
+              Mistake("with the channels", (64, 4, 4),
+                      "(64, 4, 4) is conv2's whole output for one image, (C, h, w): the map sums the channels away "
+                      "(sum_k alpha_k A_k), so give its size (h, w) alone"),
+              Mistake("with conv2's input channels", (32, 4, 4),
+                      "32 is the number of channels conv2 takes in (and it outputs 64): the map sums the channels "
+                      "away (sum_k alpha_k A_k), so give its size (h, w) alone")])
 
 check.question(
     "q_parity_gap", answer=0.15, rtol=1e-3,
@@ -1331,4 +1634,6 @@ check.question(
     mistakes=[Mistake("ratio", 0.75, "0.45 / 0.60 = 0.75 is the ratio (the 'four-fifths rule'): the gap is the "
                                      "DIFFERENCE of the two rates"),
               Mistake("sum", 1.05, "the gap is the difference of the two positive rates, not their sum"),
-              Mistake("negative", -0.15, "the gap is an absolute difference, >= 0")])
+              Mistake("negative", -0.15, "the gap is an absolute difference, >= 0"),
+              Mistake("in percent", 15.0, "15 is the gap in percent: give it as a fraction of 1, like the rates "
+                                          "0.60 and 0.45 themselves")])
