@@ -247,6 +247,27 @@ def test_quantize_per_channel_matches_torch(axis):
     close(en.dequantize(q, scale, zp, axis=axis, dtype=np.float32), tq.dequantize(), "deq", rtol=0, atol=0)
 
 
+def test_quantize_bit_for_bit_on_many_values_and_ties():
+    """10,000 float32 values, several scales and zero points (odd ones too), plus values placed on ties k + 0.5."""
+    rng = np.random.default_rng(18)
+    for scale in (0.0037, 0.01, 1 / 3, 0.1, 1.0):
+        x = rng.uniform(-1, 1, 10_000).astype(np.float32)
+        ties = ((np.arange(-100, 100) + np.float32(0.5)) * np.float32(scale)).astype(np.float32)
+        x = np.concatenate([x, ties])
+        for signed, dtype, zp in ((False, torch.quint8, 128), (False, torch.quint8, 37), (True, torch.qint8, 0),
+                                  (True, torch.qint8, -3)):
+            np.testing.assert_array_equal(
+                en.quantize(x, scale, zp, signed=signed),
+                torch.quantize_per_tensor(torch.from_numpy(x), scale, zp, dtype).int_repr().numpy())
+        w = x[:10_000].reshape(10, 1000)              # per channel: random values (ties not pinned down)
+        s = np.linspace(0.5, 2, 10) * scale
+        z = np.arange(-5, 5)
+        np.testing.assert_array_equal(
+            en.quantize(w, s, z, signed=True, axis=0),
+            torch.quantize_per_channel(torch.from_numpy(w), torch.from_numpy(s), torch.from_numpy(z), 0,
+                                       torch.qint8).int_repr().numpy())
+
+
 def test_rounding_is_half_to_even_like_torch():
     x = np.array([0.5, 1.5, 2.5, 3.5, -0.5, -1.5, -2.5], dtype=np.float32)
     q = en.quantize(x, 1.0, 10)
@@ -301,8 +322,25 @@ def test_qparams_zero_is_exact_and_error_bound():
 
 def test_clamped_values_have_larger_error():
     x = np.linspace(-1, 1, 101)
-    err = en.quantization_error(x, scale=0.5 / 127, zero_point=0, signed=True)
-    assert err.max_abs == pytest.approx(0.5 - 0.5 / 127 * 0 - 0.5 / 127 * 0, abs=0.01)   # 1 clamped to ~0.5
+    scale = 0.5 / 127                                      # int8 symmetric for the range [-0.5, 0.5]
+    err = en.quantization_error(x, scale=scale, zero_point=0, signed=True)
+    assert err.max_abs == pytest.approx(0.5)               # x = 1 is clamped to 127 * scale = 0.5
+    inside = en.quantization_error(x[np.abs(x) <= 0.5], scale=scale, zero_point=0, signed=True)
+    assert inside.max_abs <= scale / 2 + 1e-15
+
+
+def test_ste_is_the_gradient_of_the_clipped_identity():
+    """No numerical check of the STE itself (round's true derivative is 0): it IS the numerical gradient
+    of the surrogate clip(x, lo, hi) that it pretends the forward is, away from the edges."""
+    rng = np.random.default_rng(17)
+    scale, zp, qmin, qmax = 0.02, 10, 0, 63
+    x = rng.uniform(-0.5, 1.5, (5, 6))
+    lo, hi = (qmin - zp) * scale, (qmax - zp) * scale
+    x = x[(np.abs(x - lo) > scale) & (np.abs(x - hi) > scale)]       # off the edges (rounding blurs them by scale / 2)
+    dout = rng.standard_normal(x.shape)
+    _, cache = en.fake_quant_forward(x, scale, zp, qmin, qmax)
+    num = numerical_grad(lambda v: np.clip(v, lo, hi), x, dout)
+    close(en.fake_quant_backward(dout, cache), num, "STE vs surrogate", rtol=1e-8, atol=1e-9)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -328,6 +366,21 @@ def test_fake_quant_matches_torch_forward_and_ste(seed, qmin, qmax, zp):
           "float32 forward", rtol=0, atol=0)
 
 
+def test_fake_quant_ties_round_before_the_zero_point_like_torch():
+    """torch's fake quant rounds x / scale THEN adds the zero point (its quantize_per_tensor adds first):
+    on exact ties with an odd zero point the two differ, and each twin follows its torch op."""
+    scale, zp = 1.0, 37
+    x = (np.arange(-20, 20) + 0.5).astype(np.float32)                      # every value a tie
+    out, _ = en.fake_quant_forward(x, scale, zp, 0, 255)
+    ref = torch.fake_quantize_per_tensor_affine(torch.from_numpy(x), scale, zp, 0, 255).numpy()
+    np.testing.assert_array_equal(out, ref)
+    q = en.quantize(x, scale, zp)
+    # an odd zero point flips the parity that half-to-even looks at: EVERY tie lands one step apart
+    np.testing.assert_array_equal(np.abs(en.dequantize(q, scale, zp, dtype=np.float32) - out), 1.0)
+    np.testing.assert_array_equal(q, torch.quantize_per_tensor(torch.from_numpy(x), scale, zp,
+                                                               torch.quint8).int_repr().numpy())
+
+
 def test_fake_quant_keeps_dtype_and_grid():
     x = rand32((4, 4), seed=10)
     out, _ = en.fake_quant_forward(x, 0.05, 20, 0, 255)
@@ -351,6 +404,34 @@ def test_quantized_linear_equals_dequantized_weights(per_channel):
     x_hat = en.dequantize(en.quantize(x, sx, zx), sx, zx)
     close(y2, x_hat @ w_hat.T + b, "quantized activations")
     assert np.abs(y - (x @ w.T + b)).max() < 0.05 * np.abs(x @ w.T).max()
+
+
+def torch_dynamic_linear(lin):
+    with warnings.catch_warnings():                        # torch.ao.quantization is deprecated (torchao)
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(nn.Sequential(lin), {nn.Linear}, dtype=torch.qint8)[0]
+
+
+@pytest.mark.parametrize("seed,shift", [(0, 0.0), (1, 0.0), (2, 1.5), (3, -0.7)])
+def test_quantized_linear_matches_torch_dynamic_quantization(seed, shift):
+    """torch's dynamic int8 Linear: int8 symmetric weights, activations quantized per batch to 7 bits
+    (reduce_range on the x86 / fbgemm engines), integer matmul, one rescale: ours with bits=7."""
+    torch.manual_seed(seed)
+    lin = nn.Linear(12, 7)
+    qlin = torch_dynamic_linear(lin)
+    x = torch.randn(5, 12) + shift
+    w_q = qlin.weight()
+    w = lin.weight.detach().numpy()
+    s, z = en.qparams(w, signed=True, symmetric=True)
+    assert z == w_q.q_zero_point() == 0 and s == pytest.approx(w_q.q_scale(), rel=2e-7)
+    # with torch's float32 scale, the same integers (with ours, the weight at -max sits on the tie
+    # -127.5, where one float32 rounding of the scale decides between -127 and -128)
+    np.testing.assert_array_equal(en.quantize(w, w_q.q_scale(), 0, signed=True), w_q.int_repr().numpy())
+    y = en.quantized_linear(x.numpy(), w_q.int_repr().numpy(), w_q.q_scale(), w_q.q_zero_point(),
+                            lin.bias.detach().numpy(), quantize_input=True, bits=7)
+    y_t = qlin(x).numpy()
+    # torch rescales in float32: agreement to float32 round-off (seen: <= 6e-8 absolute, outputs ~1)
+    np.testing.assert_allclose(y, y_t, rtol=0, atol=1e-6 * np.abs(y_t).max())
 
 
 # =========================================================================== distillation

@@ -456,13 +456,16 @@ def quantize(x: np.ndarray, scale, zero_point, bits: int = 8, signed: bool = Fal
              axis: Optional[int] = None) -> np.ndarray:
     """``q = clamp(round(x / scale) + zero_point, qmin, qmax)``: floats to integers.
 
-    Round first, then shift, then clamp: clamping before rounding, or rounding after adding a
-    fractional zero point, gives different integers at the edges. ``np.round`` rounds half to
-    even, as ``torch.quantize_per_tensor`` does (2.5 -> 2, 3.5 -> 4).
+    Clamp LAST: clamping x before scaling and rounding, or a fractional zero point, gives other
+    integers at the edges. ``np.round`` rounds half to even, as ``torch.quantize_per_tensor``
+    does (2.5 -> 2, 3.5 -> 4); like it, we add the (integer) zero point before rounding, which
+    only matters on exact ties (see the comment in the code). Equal to
+    ``torch.quantize_per_tensor(...).int_repr()`` bit for bit, ties included (a test), and to
+    ``torch.quantize_per_channel`` on random data.
 
     Parameters
     ----------
-    x : ndarray of any shape (float32 or float64; the division runs in x's precision)
+    x : ndarray of any shape (float32 or float64; the arithmetic runs in x's precision)
     scale, zero_point : scalars, or (C,) arrays for per-channel quantization along ``axis``
     bits, signed : the integer range, see :func:`qrange`
     axis : the channel axis of per-channel parameters (None: per tensor)
@@ -475,9 +478,15 @@ def quantize(x: np.ndarray, scale, zero_point, bits: int = 8, signed: bool = Fal
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float64)
     qmin, qmax = qrange(bits, signed)
-    s = _along(np.asarray(scale, dtype=x.dtype), x.ndim, axis)
+    inv_s = _along(1 / np.asarray(scale, dtype=x.dtype), x.ndim, axis)      # 1 / scale in x's precision
     z = _along(np.asarray(zero_point, dtype=np.int64), x.ndim, axis)
-    q = np.clip(np.round(x / s).astype(np.int64) + z, qmin, qmax)
+    # torch computes x * (1 / scale) + zero_point as ONE fused multiply-add in x's precision, then
+    # rounds. The product of two float32 is exact in float64, so computing in float64 and rounding
+    # once to float32 reproduces it bit for bit. Mathematically round(x / scale) + zp is the same;
+    # the two differ only on an exact tie (x / scale = k + 0.5) with an odd zero point, where
+    # half-to-even picks the other neighbour: one step, on a set of measure zero.
+    t = (x.astype(np.float64) * inv_s.astype(np.float64) + z).astype(x.dtype)
+    q = np.clip(np.round(t).astype(np.int64), qmin, qmax)
     return q.astype(_int_dtype(bits, signed))
 
 
@@ -517,10 +526,13 @@ def fake_quant_forward(x: np.ndarray, scale: float, zero_point: int, qmin: int, 
     Returns
     -------
     out : ndarray shaped like x, same dtype, every value one of the 2^bits grid points
-    cache : FakeQuantCache for :func:`fake_quant_forward`'s backward
+    cache : FakeQuantCache for :func:`fake_quant_backward`
     """
     x = np.asarray(x)
-    t = np.round(x / scale) + zero_point                   # the integer before clamping
+    inv_s = 1 / np.asarray(scale, dtype=x.dtype)           # multiply by 1 / scale, as torch does
+    # round, THEN add the zero point: torch's fake-quant kernel does it in this order (its
+    # quantize_per_tensor adds first), which differs only on exact ties with an odd zero point
+    t = np.round(x * inv_s) + zero_point                   # the integer before clamping
     inside = (t >= qmin) & (t <= qmax)
     out = (np.clip(t, qmin, qmax) - zero_point) * scale
     return out.astype(x.dtype), FakeQuantCache(inside.astype(x.dtype))
@@ -531,7 +543,9 @@ def fake_quant_backward(dout: np.ndarray, cache: FakeQuantCache) -> np.ndarray:
 
     d out / d x = 1 where the value was inside the range (round treated as the identity),
     0 where it was clamped (there the output really is constant). This is the gradient of
-    ``torch.fake_quantize_per_tensor_affine``.
+    ``torch.fake_quantize_per_tensor_affine``, and the exact gradient of the surrogate
+    ``clip(x, (qmin - zp) * scale, (qmax - zp) * scale)`` except within half a step of its two
+    edges (there the rounded value may still land inside the range).
 
     Parameters
     ----------
@@ -578,10 +592,12 @@ def quantized_linear(x: np.ndarray, w_q: np.ndarray, w_scale, w_zp, b: Optional[
     so the matmul runs on the raw integers and the scale is applied once per output.
     By default the activations stay float (the weight side of dynamic quantization). With
     ``quantize_input=True`` the activations are also quantized, per tensor, asymmetric,
-    unsigned ``bits``, with (scale, zero point) from THIS batch's min and max — as PyTorch's
-    dynamic quantization does at run time (PyTorch's fbgemm backend also narrows the
-    activation range to 7 bits, ``reduce_range``, which this does not) — and the product is an
-    exact integer accumulation: ``y = s_x s_o sum_i (qx_ni - z_x)(q_oi - z_o) + b_o``.
+    unsigned ``bits``, with (scale, zero point) from THIS batch's min and max, as PyTorch's
+    dynamic quantization does at run time, and the product is an exact integer accumulation:
+    ``y = s_x s_o sum_i (qx_ni - z_x)(q_oi - z_o) + b_o``. PyTorch's x86 / fbgemm engines
+    narrow the activations to 7 bits (``reduce_range``, against overflow in their 16-bit
+    intermediate sums): with ``bits=7`` this equals ``torch.ao.quantization.quantize_dynamic``'s
+    Linear up to float32 round-off (a test).
 
     Parameters
     ----------
