@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from dlcourse.cnn.torch_impl import SmallCNN
 from dlcourse.data import load_digits
 from dlcourse.efficiency import torch_impl as et
 
@@ -78,7 +79,7 @@ def test_flops_equal_numpy_twin_costs(mlp, digits):
     en = _numpy_twin("dense_cost", "conv2d_cost")
     dense = sum(en.dense_cost(a, b).flops for a, b in ((64, 256), (256, 256), (256, 10)))
     assert et.flops(mlp, digits.x_test[:1]) == dense
-    cnn = et.digits_cnn(0)                                    # 8x8 -> conv1 (pad 1) -> pool -> 4x4 -> conv2 -> pool
+    cnn = SmallCNN(width=8)            # digits_cnn's architecture, untrained: 8x8 -> conv1 (pad 1) -> pool -> 4x4 -> conv2 -> pool
     c1, c2 = cnn.conv1, cnn.conv2
     conv = (en.conv2d_cost(1, c1.out_channels, 3, 3, 8, 8, pad=1).flops
             + en.conv2d_cost(c1.out_channels, c2.out_channels, 3, 3, 4, 4, pad=1).flops
@@ -146,7 +147,7 @@ def test_prune_structured_is_smaller_and_equals_the_masked_model(mlp, digits):
     with torch.no_grad():
         torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-5)
     with pytest.raises(TypeError):
-        et.prune_structured(et.digits_cnn(0), 0.5)
+        et.prune_structured(SmallCNN(width=4), 0.5)
 
 
 def test_prune_structured_equals_numpy_shrink_mlp(mlp):
@@ -305,7 +306,7 @@ def test_compile_study_reports_failure_as_a_message(mlp, digits):
 
 @pytest.mark.slow
 def test_compile_study_compiles_the_mlp(mlp, digits):
-    r = et.compile_study(mlp, digits.x_test[:64], repeats=3)
+    r = et.compile_study(mlp, digits.x_test[:64], repeats=3, cold=False)
     assert r["ok"], r["message"]
     assert r["first_call_s"] > 0 and r["compiled_s"] > 0
 

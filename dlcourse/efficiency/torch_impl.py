@@ -39,6 +39,7 @@ S    steps (of training, of a curve)
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import io
@@ -746,7 +747,8 @@ def _partial_distill_loss(T: float, alpha: float) -> Callable:
 
 
 def distillation_study(n_labels: Sequence[int] = (100, 1257), T: float = 4.0, alpha: float = 0.9,
-                       hidden: int = 32, steps: int = 1000, lr: float = 3e-3, seed: int = 0) -> list[dict]:
+                       hidden: int = 32, steps: int = 1000, lr: float = 3e-3, seed: int = 0,
+                       return_models: bool = False) -> list[dict]:
     """When does distillation help?  A small student with few labels, alone vs taught by :func:`digits_mlp`.
 
     For each n in ``n_labels`` (a seeded random subset of the 1,257 training images keeps its
@@ -764,7 +766,8 @@ def distillation_study(n_labels: Sequence[int] = (100, 1257), T: float = 4.0, al
 
     Returns
     -------
-    list of dict: ``n_labels``, ``alone``, ``distilled`` (test accuracies), ``teacher``
+    list of dict: ``n_labels``, ``alone``, ``distilled`` (test accuracies), ``teacher``; with
+    ``return_models`` also ``model`` (the distilled student) and ``alone_model``, in eval mode
     """
     from dlcourse.data import load_digits
     d = load_digits(seed)
@@ -784,6 +787,8 @@ def distillation_study(n_labels: Sequence[int] = (100, 1257), T: float = 4.0, al
         rows.append(dict(n_labels=int(n), alone=accuracy(alone.eval(), d.x_test, d.y_test),
                          distilled=accuracy(taught.eval(), d.x_test, d.y_test),
                          teacher=accuracy(teacher, d.x_test, d.y_test)))
+        if return_models:
+            rows[-1].update(model=taught, alone_model=alone)
     return rows
 
 
@@ -886,8 +891,29 @@ def overflow_demo(scale: float = 2.0 ** 16, seed: int = 0) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def _cold_compile_caches(cold: bool):
+    """Inside: no compiled graph in memory, and inductor's cache folder an empty temporary one."""
+    if not cold:
+        yield
+        return
+    import os
+    import tempfile
+    torch._dynamo.reset()
+    saved = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="inductor-cold-") as tmp:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tmp
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = saved
+
+
 def compile_study(model: nn.Module, x, mode: str = "inference", y=None, repeats: int = 20,
-                  backend: str = "inductor") -> dict:
+                  backend: str = "inductor", cold: bool = True) -> dict:
     """``torch.compile``'s first-call cost and steady-state speed-up over eager, or why it failed.
 
     ``inference``: forward passes without gradient on the batch ``x``.  ``training``: a whole
@@ -896,6 +922,11 @@ def compile_study(model: nn.Module, x, mode: str = "inference", y=None, repeats:
     generates and compiles C++ (CPU) or Triton (GPU) kernels: seconds; later calls reuse them.
     The model is copied, never modified.  Compilation needs a C compiler; any failure comes
     back as ``ok=False`` and a ``message``, never an exception.
+
+    ``cold``: measure the first call as a fresh process would see it: ``torch._dynamo.reset()``
+    (dynamo would otherwise reuse a graph compiled for another model of the same code and
+    shapes), and inductor's on-disk caches pointed at an empty temporary folder for that call
+    (a second run of a script reuses them and compiles in a fraction of the time).
 
     Returns
     -------
@@ -945,11 +976,12 @@ def compile_study(model: nn.Module, x, mode: str = "inference", y=None, repeats:
     out["eager_s"] = median_time(eager_step)
     try:
         compiled_step = make_step(torch.compile(copy.deepcopy(model), backend=backend))
-        _sync(device)
-        t0 = time.perf_counter()
-        compiled_step()
-        _sync(device)
-        out["first_call_s"] = time.perf_counter() - t0
+        with _cold_compile_caches(cold):
+            _sync(device)
+            t0 = time.perf_counter()
+            compiled_step()
+            _sync(device)
+            out["first_call_s"] = time.perf_counter() - t0
         compiled_step()
         out["compiled_s"] = median_time(compiled_step)
     except Exception as err:                                       # no compiler, unsupported platform...
