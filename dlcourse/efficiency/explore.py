@@ -98,10 +98,16 @@ def storage_bytes(params: dict, masks: Optional[dict] = None, bits: Optional[int
 
 # --------------------------------------------------------------------------- the static plot
 
-def plot_tradeoff(ax, curves: dict, point: Optional[tuple] = None, title: str = "") -> None:
-    """Accuracy (%) against size (KB, log scale): ``curves`` name -> (sizes in bytes, accuracies)."""
-    colors = [PRUNE_COLOR, QUANT_COLOR, "#ff7f0e", "#8c564b", "#7f7f7f", HERE_COLOR]
-    for (name, (sizes, accs)), color in zip(curves.items(), colors):
+def plot_tradeoff(ax, curves: dict, point: Optional[tuple] = None, title: str = "",
+                  colors: Optional[dict] = None) -> None:
+    """Accuracy (%) against size (KB, log scale): ``curves`` name -> (sizes in bytes, accuracies).
+
+    ``colors`` maps a curve's name to its colour (so a curve keeps its colour when others come
+    and go); the others take the next colour of a fixed cycle.
+    """
+    cycle = iter(["#ff7f0e", "#8c564b", "#7f7f7f", "#17becf", "#bcbd22"])
+    for name, (sizes, accs) in curves.items():
+        color = (colors or {}).get(name) or next(cycle, "#7f7f7f")
         ax.plot(np.asarray(sizes) / 1024, 100 * np.asarray(accs), "o-", ms=3, lw=1.2, color=color, label=name)
     if point is not None:
         ax.plot(point[0] / 1024, 100 * point[1], "*", ms=16, color=POINT_COLOR, label="this setting", zorder=5)
@@ -188,10 +194,12 @@ class TradeoffExplorer:
         quant = [self.evaluate(0.0, b, scope, per_channel) for b in self.BITS]
         out = {f"pruning alone ({scope}, float32)": tuple(zip(*prune)),
                f"quantization alone ({quant_name}), 2-8 bits": tuple(zip(*quant))}
+        self._colors = {name: color for name, color in zip(out, (PRUNE_COLOR, QUANT_COLOR))}
         s = float(self.sparsity.value)
         if kind != WEIGHTS[0] and s > 0:
             here = [self.evaluate(s, b, scope, per_channel) for b in self.BITS]
             out[f"quantization at sparsity {s:.2f}"] = tuple(zip(*here))
+            self._colors[f"quantization at sparsity {s:.2f}"] = HERE_COLOR
         out.update(self.measured)
         return out
 
@@ -212,7 +220,7 @@ class TradeoffExplorer:
         self.last = dict(accuracy=acc, bytes=size, ratio=ratio, sparsity=s, bits=bits)
         self.fig.clear()
         ax = self.fig.subplots()
-        plot_tradeoff(ax, curves, point=(size, acc),
+        plot_tradeoff(ax, curves, point=(size, acc), colors=self._colors,
                       title=f"{what}, sparsity {s:.0%}: {acc:.1%} at {size / 1024:.1f} KB ({ratio:.1f}× smaller)")
         self.picture.value = figure_png(self.fig)
         self.updates += 1
