@@ -219,9 +219,15 @@ def conv2d_cost(fn):
             tried.got, tried.expected = got, expected
             diagnose(got, expected, CONV_COST_MISTAKES, same=_same_cost, apply=lambda row: row(*args, **kwargs),
                      suffix=f"({what})")
-            for name, g, e in zip(("params", "flops", "(h_out, w_out)"), got, expected):
-                if g != e:
-                    raise CheckFailed(f"{name} is wrong: got {g}, expected {e} ({what})")
+            for i, (name, g, e) in enumerate(zip(("params", "flops", "(h_out, w_out)"), got, expected)):
+                if g == e:
+                    continue
+                for row in CONV_COST_MISTAKES:              # several mistakes at once: name the one behind this item
+                    wrong = row.wrong(*args, **kwargs)[i]
+                    if wrong != e and wrong == g:
+                        raise CheckFailed(f"{name} is wrong (got {g}, expected {e}): {row.message} ({what})",
+                                          mistake=row.name)
+                raise CheckFailed(f"{name} is wrong: got {g}, expected {e} ({what})")
     return ("params, FLOPs and output size right on 5 layers (stride, padding, non-square kernels and images); the "
             "last, Conv2d(64, 128, 3, stride 3, pad 1) on 32 x 32, costs 2 * 11 x 11 x 128 x 64 x 9 = "
             f"{conv2d_cost_triple(*cost_case(5)[0], **cost_case(5)[1])[1]:,} FLOPs")
