@@ -660,3 +660,19 @@ def test_fedavg_drifts_on_non_iid_clients(digits):
     # seen: final loss on all 300 examples 0.236 non-IID, 0.099 IID, 0.094 centralised (same 100 steps)
     non_iid, iid_gap = excess_loss(by_label), excess_loss(iid)
     assert non_iid > 0.1 and non_iid > 10 * abs(iid_gap)
+
+
+def test_float32_stays_float32():
+    rng = np.random.default_rng(19)
+    s, t = rng.standard_normal((4, 5)).astype(np.float32), rng.standard_normal((4, 5)).astype(np.float32)
+    y = rng.integers(0, 5, 4)
+    assert en.softmax_t(s, 2.0).dtype == np.float32
+    _, cache = en.distill_loss_forward(s, t, y, 2.0, 0.5)
+    assert en.distill_loss_backward(cache).dtype == np.float32
+    params = en.mlp_init((5, 3, 5), dtype=np.float32)
+    _, grads = en.mlp_loss_and_grads(params, s, y)
+    assert all(g.dtype == np.float32 for g in grads.values())
+    masks = en.magnitude_masks(params, 0.5)
+    assert all(v.dtype == np.float32 for v in en.apply_masks(params, masks).values())
+    assert all(v.dtype == np.float32 for v in en.masked_sgd_step(params, grads, masks, 0.1).values())
+    assert en.ring_allreduce([s, t])[0].dtype == np.float32
