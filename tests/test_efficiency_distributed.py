@@ -115,6 +115,14 @@ def test_a_crashing_rank_raises_a_clear_error():
     assert "rank 1" in msg and "fails on purpose" in msg and "Traceback" in msg
 
 
+def test_a_run_past_its_timeout_is_terminated_not_waited_for():
+    """timeout=0.5 s ends while the children are still starting: a clear error, and no orphan left."""
+    import multiprocessing
+    with pytest.raises(D.DistributedTrainingError, match="did not finish within timeout=0.5 s"):
+        D.ddp_train(world_size=2, steps=3, sync="manual", timeout=0.5)
+    assert not multiprocessing.active_children()  # both ranks terminated and joined
+
+
 def test_bad_arguments_fail_in_the_parent():
     with pytest.raises(ValueError, match="divisible"):
         D.ddp_train(global_batch=63)

@@ -55,8 +55,6 @@ import socket
 import sys
 import tempfile
 import time
-import traceback
-from typing import Optional
 
 import numpy as np
 import torch
@@ -135,7 +133,7 @@ def _cpu_state(model: nn.Module) -> dict:
 
 def single_process_train(steps: int = 20, global_batch: int = 64, lr: float = 0.1, seed: int = 0,
                          dtype: torch.dtype = torch.float64, hidden: int = 32, momentum: float = 0.0,
-                         shard: Optional[tuple[int, int]] = None, device: str = "cpu", data=None) -> dict:
+                         shard: tuple[int, int] | None = None, device: str = "cpu", data=None) -> dict:
     """The reference: the model of :func:`ddp_train`, the same global batches, one process.
 
     Parameters
@@ -339,7 +337,7 @@ _DEFAULTS = dict(steps=20, global_batch=64, lr=0.1, seed=0, dtype=torch.float64,
 def ddp_train(world_size: int = 2, steps: int = 20, global_batch: int = 64, lr: float = 0.1, seed: int = 0,
               backend: str = "gloo", dtype: torch.dtype = torch.float64, hidden: int = 32, timeout: float = 60,
               momentum: float = 0.0, same_shard: bool = False, average: bool = True, sync: str = "ddp",
-              fail_rank: Optional[int] = None) -> dict:
+              fail_rank: int | None = None) -> dict:
     """Data-parallel SGD on ``world_size`` CPU processes with DistributedDataParallel.
 
     Every rank builds the model from ``seed``, computes the same global batch order
