@@ -303,6 +303,31 @@ def test_ring_with_wrong_traffic_is_measured():
     _fails("ring_allreduce", ring_allreduce, "the workers sent", mistake="wrong traffic")
 
 
+def test_ring_whose_result_ignores_the_messages_is_named():
+    def ring_allreduce(buffers, send):                         # a buggy ring (all-gather adds), its result thrown away
+        P = len(buffers)
+        mem = [[c.copy() for c in np.array_split(b.ravel(), P)] for b in buffers]
+        for phase in ("rs", "ag"):
+            for k in range(P - 1):
+                for i in range(P):
+                    c = (i - k) % P if phase == "rs" else (i + 1 - k) % P
+                    mem[(i + 1) % P][c] = mem[(i + 1) % P][c] + send(i, (i + 1) % P, mem[i][c])
+        mean = sum(np.asarray(b, float) for b in buffers) / P
+        return [mean.copy() for _ in buffers]
+    _fails("ring_allreduce", ring_allreduce, "the result must be assembled from the messages you receive",
+           mistake="result not from the messages")
+
+
+def test_data_parallel_step_with_an_extra_whole_batch_call_is_named():
+    def data_parallel_step(params, x, y, workers, lr, grad_fn):   # shards first, then the whole batch decides
+        for idx in np.array_split(np.arange(len(x)), workers):
+            grad_fn(params, x[idx], y[idx])
+        _, g = grad_fn(params, x, y)
+        return {k: params[k] - lr * g[k] for k in params}
+    _fails("data_parallel_step", data_parallel_step, "grad_fn was called on more rows than one worker's shard",
+           mistake="grad_fn on more than a shard")
+
+
 def test_data_parallel_step_that_never_calls_grad_fn_is_told():
     def data_parallel_step(params, x, y, workers, lr, grad_fn):
         return {k: v.copy() for k, v in params.items()}

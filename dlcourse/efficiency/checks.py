@@ -1075,6 +1075,19 @@ def rr_no_messages(buffers, send):
     return [mean.copy() for _ in buffers]
 
 
+def rr_read_buffers(buffers, send):
+    ring_allreduce_send(buffers, send)                       # the right messages, their contents thrown away
+    mean = sum(np.asarray(b, dtype=np.float64) for b in buffers) / len(buffers)
+    return [mean.copy() for _ in buffers]
+
+
+class _AlteredNetwork(Network):
+    """A network whose messages arrive altered (data + 1): a result built from them must change too."""
+
+    def send(self, src: int, dst: int, data) -> np.ndarray:
+        return super().send(src, dst, data) + 1.0
+
+
 def rr_one_array(buffers, send):
     results = ring_allreduce_send(buffers, send)
     return [results[0]] * len(buffers)
@@ -1107,6 +1120,10 @@ RING_MISTAKES = (
             "the result is right, but every message carries a WHOLE buffer: that is P / 2 times the ring's "
             "traffic; cut each buffer into P chunks (np.array_split) and send one chunk per step, 2 (P - 1) "
             "chunks per worker in all"),
+    Mistake("result not from the messages", rr_read_buffers,
+            "the result must be assembled from the messages you receive, not read from the other workers' buffers: "
+            "when send() delivers altered data, your result stays the plain mean of the buffers; keep what send() "
+            "returns and build each worker's result from it"),
     Mistake("sizes not divisible by P", rr_reshape,
             "this fails when the buffer's size is not a multiple of P (reshape(P, -1) cannot split 7 numbers in 3): "
             "cut the flattened buffer with np.array_split(b.ravel(), P), whose chunks may differ in size by one"),
@@ -1199,6 +1216,11 @@ def ring_allreduce(fn):
                 raise CheckFailed(f"the workers sent {total} bytes in all, a ring all-reduce sends 2 (P - 1) x the "
                                   f"buffer's {buffers[0].nbytes} bytes = {ring_total}: each chunk makes P - 1 hops in "
                                   f"each phase ({what})", mistake="wrong traffic")
+            altered = call(fn, [b.copy() for b in buffers], _AlteredNetwork(P).send, allow_mutation=True)
+            if isinstance(altered, (list, tuple)) and len(altered) == P and \
+                    _same_lists([np.asarray(r) for r in altered], expected):
+                fail_with(RING_MISTAKES, "result not from the messages",
+                          f"({what}; a second run whose messages arrived as data + 1)")
     P, size = 8, 1_000_000
     return (f"every worker holds the mean, through 2 (P - 1) neighbour-to-neighbour messages each, on 4 rings (P = 2 "
             f"to 5, sizes not divisible by P); each worker sent 2 (P - 1) / P of a buffer: for P = {P} and a "
@@ -1264,6 +1286,12 @@ def dp_overwrite(params, x, y, workers, lr, grad_fn):
     return _dp(params, x, y, workers, lr, grad_fn, overwrite=True)
 
 
+def dp_whole_batch_after(params, x, y, workers, lr, grad_fn):
+    _dp(params, x, y, workers, lr, grad_fn)                              # the shards' gradients, thrown away
+    _, g = grad_fn(params, x, y)                                         # the step: the whole batch's gradient
+    return {k: params[k] - lr * g[k] for k in params}
+
+
 def dp_in_place(params, x, y, workers, lr, grad_fn):
     new = data_parallel_step_ref(params, x, y, workers, lr, grad_fn)
     for k in params:
@@ -1285,6 +1313,9 @@ DP_MISTAKES = (
     Mistake("whole batch on every worker", dp_whole_batch,
             "the result is right, but every worker computed the gradient of the WHOLE batch: that is P times the "
             "work of one process, nothing gained; give worker p only its shard"),
+    Mistake("grad_fn on more than a shard", dp_whole_batch_after,
+            "grad_fn was called on more rows than one worker's shard: no worker sees the whole batch; compute each "
+            "worker's gradient on its own shard only and step with the all-reduced (weighted mean) gradient"),
     Mistake("sum, not average", dp_sum,
             "the worker gradients were summed, not averaged: the step is about P times too large (like lr * P); "
             "the all-reduce averages, so that the step equals one process's step on the whole batch"),
@@ -1358,6 +1389,11 @@ def _dp_step(fn, params, x, y, P, lr, what, step_note=""):
                           f"y_p) on its shard ({what})", mistake="grad_fn not called")
     if P > 1 and all(len(c) == len(x) for c in rec.calls):
         fail_with(DP_MISTAKES, "whole batch on every worker", f"({what})")
+    largest = -(-len(x) // P)
+    if P > 1 and any(len(c) > largest for c in rec.calls) and \
+            _covers_once([c for c in rec.calls if len(c) <= largest], x):      # the shards, plus a larger call
+        fail_with(DP_MISTAKES, "grad_fn on more than a shard",
+                  f"({what}; grad_fn got {[len(c) for c in rec.calls]} rows, a shard has at most {largest})")
     if P > 1 and len(rec.calls) > 1 and all(c.shape == rec.calls[0].shape and np.array_equal(c, rec.calls[0])
                                             for c in rec.calls):
         fail_with(DP_MISTAKES, "every worker the same shard", f"({what})")
