@@ -78,8 +78,9 @@ check.conv2d_cost(conv2d_cost)
 # * `weights` a dict name → array (any shapes); only the keys ending in `"weight"` are pruned, the
 #   biases never;
 # * **one** magnitude threshold over all those weights together: the `round(sparsity * n)` weights of
-#   smallest |w| (n = the number of weights, all layers together) are removed; when magnitudes tie, any
-#   choice that removes exactly that many is accepted;
+#   smallest |w| (n = the number of weights, all layers together) are removed; `round` is Python's, which
+#   rounds an exact half to the even integer (`round(76.5) == 76`), as torch's pruning does; when
+#   magnitudes tie, any choice that removes exactly that many is accepted;
 # * return the **masks**, a dict name → {0, 1} array of the weight's shape, for the pruned names only
 #   (the training loop multiplies the weights by them); leave `weights` unchanged.
 

@@ -120,6 +120,14 @@ def test_conv2d_cost_two_mistakes_at_once_are_named_item_by_item():
            mistake="bias forgotten in params")
 
 
+def test_conv2d_cost_checks_the_output_size_before_the_flops():
+    def conv2d_cost(c_in, c_out, kh, kw, h_img, w_img, stride=1, pad=0):     # + 1 forgotten, and no bias
+        h, w = (h_img + 2 * pad - kh) // stride, (w_img + 2 * pad - kw) // stride
+        return c_out * c_in * kh * kw, 2 * c_out * h * w * c_in * kh * kw, (h, w)
+    _fails("conv2d_cost", conv2d_cost, "(h_out, w_out) is wrong (got (2, 2), expected (3, 3)): the output size misses "
+           "the + 1", mistake="+ 1 forgotten in the output size")
+
+
 def test_conv2d_cost_wrong_form_is_told():
     _fails("conv2d_cost", lambda *a, **k: (1, 2), "conv2d_cost must return three things")
     _fails("conv2d_cost", lambda *a, **k: (1, 2, 3), "the third item must be the output size")
@@ -173,6 +181,21 @@ def test_prune_valid_alternatives_pass():
                                   checks.global_magnitude_prune_masks(weights, sparsity)[k]) for k in weights
                    if k.endswith("weight"))                  # really another tie-breaking
     _passes("global_magnitude_prune", last_tie_first)
+
+
+def test_prune_count_rounded_half_up_is_named_not_an_off_by_one():
+    def global_magnitude_prune(weights, sparsity):
+        names = [k for k in weights if k.endswith("weight")]
+        flat = np.concatenate([np.abs(weights[k]).ravel() for k in names])
+        keep = np.ones(flat.size)
+        keep[np.argsort(flat)[:int(sparsity * flat.size + 0.5)]] = 0
+        out, start = {}, 0
+        for k in names:
+            out[k] = keep[start:start + weights[k].size].reshape(weights[k].shape)
+            start += weights[k].size
+        return out
+    _fails("global_magnitude_prune", global_magnitude_prune, "the number of weights to prune was rounded half UP",
+           mistake="count rounded half up")
 
 
 def test_prune_keys_and_values_problems_are_told():

@@ -103,6 +103,21 @@ def cc_no_c_in(c_in, c_out, kh, kw, h_img, w_img, stride=1, pad=0):
     return c_out * c_in * kh * kw + c_out, 2 * c_out * h * w * kh * kw, (h, w)
 
 
+def cc_no_plus_one(c_in, c_out, kh, kw, h_img, w_img, stride=1, pad=0):
+    h, w = (h_img + 2 * pad - kh) // stride, (w_img + 2 * pad - kw) // stride
+    return c_out * c_in * kh * kw + c_out, 2 * c_out * h * w * c_in * kh * kw, (h, w)
+
+
+def cc_square_kernel(c_in, c_out, kh, kw, h_img, w_img, stride=1, pad=0):
+    h, w = _out(h_img, kh, stride, pad), _out(w_img, kw, stride, pad)
+    return c_out * c_in * kh * kh + c_out, 2 * c_out * h * w * c_in * kh * kh, (h, w)     # kH * kH, not kH * kW
+
+
+def cc_bias_per_c_in(c_in, c_out, kh, kw, h_img, w_img, stride=1, pad=0):
+    h, w = _out(h_img, kh, stride, pad), _out(w_img, kw, stride, pad)
+    return c_out * c_in * kh * kw + c_in, 2 * c_out * h * w * c_in * kh * kw, (h, w)      # a bias per INPUT channel
+
+
 def cc_kernel_swapped(c_in, c_out, kh, kw, h_img, w_img, stride=1, pad=0):
     h, w = _out(h_img, kw, stride, pad), _out(w_img, kh, stride, pad)       # kW slid along the height
     return c_out * c_in * kh * kw + c_out, 2 * c_out * h * w * c_in * kh * kw, (h, w)
@@ -138,6 +153,15 @@ CONV_COST_MISTAKES = (
     Mistake("ceil instead of floor", cc_ceil,
             "the output size is rounded UP: a window that does not fit in the padded image is not computed, so "
             "H_out = (H_img + 2 pad - kH) // stride + 1 rounds down (floor division)"),
+    Mistake("+ 1 forgotten in the output size", cc_no_plus_one,
+            "the output size misses the + 1: the kernel's first position counts too, so H_out = (H_img + 2 pad - "
+            "kH) // stride + 1 (likewise W_out); a 3 x 3 kernel fits a 5 x 5 image 3 times, not 2"),
+    Mistake("square kernel assumed", cc_square_kernel,
+            "the kernel was taken as square, kH * kH: a (kH, kW) kernel has kH * kW weights per input channel, in "
+            "the parameter count and in the FLOPs"),
+    Mistake("one bias per input channel", cc_bias_per_c_in,
+            "the biases were counted per INPUT channel: a Conv2d adds one bias to each OUTPUT channel's map, C_out "
+            "biases"),
     Mistake("C_in missing from the MACs", cc_no_c_in,
             "the FLOPs miss the factor C_in: each output value is a dot product over a whole (C_in, kH, kW) window, "
             "every input channel included"),
@@ -219,7 +243,8 @@ def conv2d_cost(fn):
             tried.got, tried.expected = got, expected
             diagnose(got, expected, CONV_COST_MISTAKES, same=_same_cost, apply=lambda row: row(*args, **kwargs),
                      suffix=f"({what})")
-            for i, (name, g, e) in enumerate(zip(("params", "flops", "(h_out, w_out)"), got, expected)):
+            for i in (2, 0, 1):                                 # the size first: a wrong size makes wrong FLOPs
+                name, g, e = ("params", "flops", "(h_out, w_out)")[i], got[i], expected[i]
                 if g == e:
                     continue
                 for row in CONV_COST_MISTAKES:              # several mistakes at once: name the one behind this item
@@ -239,13 +264,14 @@ def _weight_names(weights):
     return [k for k in weights if k.endswith("weight")]
 
 
-def _prune(weights, sparsity, names, score=np.abs, kept_fraction=False, largest=False, per_layer=False):
+def _prune(weights, sparsity, names, score=np.abs, kept_fraction=False, largest=False, per_layer=False,
+           count=round):
     """Masks that zero round(sparsity * n) of ``names`` by ``score`` (one group, or each layer alone)."""
     groups = [[k] for k in names] if per_layer else [names]
     masks = {}
     for group in groups:
         flat = np.concatenate([score(np.asarray(weights[k])).ravel() for k in group])
-        k = int(round((1 - sparsity if kept_fraction else sparsity) * flat.size))
+        k = int(count((1 - sparsity if kept_fraction else sparsity) * flat.size))
         order = np.argsort(-flat if largest else flat, kind="stable")
         keep = np.ones(flat.size)
         keep[order[:k]] = 0.0
@@ -275,6 +301,18 @@ def gp_signed(weights, sparsity):
 
 def gp_fraction_kept(weights, sparsity):
     return _prune(weights, sparsity, _weight_names(weights), kept_fraction=True)
+
+
+def gp_half_up(weights, sparsity):
+    return _prune(weights, sparsity, _weight_names(weights), count=lambda v: int(v + 0.5))
+
+
+def gp_ceil(weights, sparsity):
+    return _prune(weights, sparsity, _weight_names(weights), count=lambda v: -int(-v // 1))
+
+
+def gp_truncated(weights, sparsity):
+    return _prune(weights, sparsity, _weight_names(weights), count=int)
 
 
 def gp_weights_returned(weights, sparsity):
@@ -324,6 +362,16 @@ PRUNE_MISTAKES = (
             "shapes; the training loop multiplies by them after every step"),
     Mistake("flattened masks", gp_flat_masks,
             "the masks are flat: give each mask its weight's shape (.reshape(w.shape)), so that w * mask works"),
+    Mistake("count rounded half up", gp_half_up,
+            "the number of weights to prune was rounded half UP (int(sparsity * n + 0.5)): use Python's "
+            "round(sparsity * n), which rounds an exact half to the EVEN integer (76.5 -> 76), as torch's pruning "
+            "does"),
+    Mistake("count rounded up", gp_ceil,
+            "the number of weights to prune was rounded UP (math.ceil): prune round(sparsity * n) weights, rounded "
+            "to the nearest integer (an exact half to even), as torch's pruning does"),
+    Mistake("count truncated", gp_truncated,
+            "the number of weights to prune was rounded DOWN (int(sparsity * n) truncates): prune round(sparsity * "
+            "n) weights, rounded to the nearest integer (an exact half to even), as torch's pruning does"),
     Mistake("ties at the threshold all pruned", gp_ties_pruned,
             "too many zeros when several weights tie at the threshold: |w| > threshold prunes EVERY weight equal "
             "to it; prune exactly round(sparsity * n) weights, picked by position in a sort (np.argsort), not by "
