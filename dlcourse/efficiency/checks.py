@@ -509,7 +509,7 @@ def _q_along(v, w):
 
 
 def _quant(w, bits=8, scale_fn=None, zp_round=True, rounding="even", order="standard", clamp=True,
-           per_tensor=False, include_zero=True, qmax_off=0, int_q=True, axis0=True):
+           per_tensor=False, include_zero=True, qmax_off=0, int_q=True, axis0=True, zp_sign=1, cast=None):
     w = np.asarray(w, dtype=np.float64)
     qmin, qmax = 0, 2 ** bits - 1 + qmax_off
     if axis0:
@@ -520,14 +520,18 @@ def _quant(w, bits=8, scale_fn=None, zp_round=True, rounding="even", order="stan
         lo, hi = np.minimum(w.min(axis=0), 0.0), np.maximum(w.max(axis=0), 0.0)
     scale = scale_fn(lo, hi, qmin, qmax) if scale_fn else (hi - lo) / (qmax - qmin)
     scale = np.maximum(scale, en.FLOAT32_EPS)
-    zp = qmin - lo / scale
+    zp = qmin - zp_sign * lo / scale
     if zp_round:
         zp = np.clip(np.round(zp), qmin, qmax).astype(np.int64)
     s, z = (_q_along(scale, w), _q_along(zp, w)) if axis0 else (scale, zp)
-    rnd = np.round if rounding == "even" else (lambda v: np.floor(v + 0.5))
+    rnd = {"even": np.round, "up": lambda v: np.floor(v + 0.5), "floor": np.floor, "trunc": np.trunc}[rounding]
     if order == "clip first":                               # the rounded value clamped, then shifted
         return (np.clip(rnd(w / s), qmin, qmax) + z).astype(np.int64), scale, zp
     q = rnd(w / s + z) if not zp_round else rnd(w / s) + z
+    if cast == "uint8 before clip":                         # wraps around below 0 and above 255, then clipped
+        return np.clip(q.astype(np.int64).astype(np.uint8), qmin, qmax), scale, zp
+    if cast == "int8":                                      # signed: codes above 127 wrap around to negatives
+        return np.clip(q, qmin, qmax).astype(np.int64).astype(np.int8), scale, zp
     if clamp:
         q = np.clip(q, qmin, qmax)
     return (q.astype(np.int64) if int_q else q.astype(np.float64)), scale, zp
@@ -569,6 +573,30 @@ def qp_columns(w, bits=8):
     return _quant(w, bits, axis0=False)
 
 
+def qp_int8(w, bits=8):
+    return _quant(w, bits, cast="int8")
+
+
+def qp_cast_before_clip(w, bits=8):
+    return _quant(w, bits, cast="uint8 before clip")
+
+
+def qp_truncated(w, bits=8):
+    return _quant(w, bits, rounding="trunc")
+
+
+def qp_floor(w, bits=8):
+    return _quant(w, bits, rounding="floor")
+
+
+def qp_zp_sign(w, bits=8):
+    return _quant(w, bits, zp_sign=-1)
+
+
+def qp_bits_ignored(w, bits=8):
+    return _quant(w, 8)
+
+
 def qp_float_q(w, bits=8):
     return _quant(w, bits, int_q=False)
 
@@ -601,6 +629,23 @@ QUANT_MISTAKES = (
     Mistake("min and max over the wrong axis", qp_columns,
             "the min and max were taken over axis 0 (one per INPUT column): per-channel means one scale per OUTPUT "
             "channel, the rows w[c], so reduce over every axis but the first (w.reshape(len(w), -1).min(axis=1))"),
+    Mistake("int8 wrap-around", qp_int8,
+            "the codes were stored as SIGNED int8 (-128..127), so every code above 127 wrapped around to a negative "
+            "number: the codes are unsigned, 0..qmax; store them as np.uint8 (or np.int64)"),
+    Mistake("cast before clamping", qp_cast_before_clip,
+            "the codes were cast to uint8 BEFORE they were clamped: a code below 0 or above 255 wraps around (-1 "
+            "becomes 255, 256 becomes 0); clamp first, np.clip(..., qmin, qmax), then cast"),
+    Mistake("truncated, not rounded", qp_truncated,
+            "w / scale was truncated (.astype(int) cuts toward 0), not rounded: use np.round(w / scale) before adding "
+            "the zero point"),
+    Mistake("floor, not round", qp_floor,
+            "w / scale was rounded DOWN (np.floor), not to the nearest code: use np.round(w / scale) before adding "
+            "the zero point"),
+    Mistake("zero point sign flipped", qp_zp_sign,
+            "the zero point has the wrong sign: the channel's minimum must map to qmin, so zero_point = round(qmin - "
+            "min / scale), a positive code when min < 0"),
+    Mistake("bits ignored", qp_bits_ignored,
+            "the codes use 8 bits whatever `bits` says: qmax = 2^bits - 1 (15 for 4 bits), in the scale and the clamp"),
     Mistake("codes left as floats", qp_float_q,
             "the codes are right but still floats: the quantized tensor holds integers, convert with "
             ".astype(np.uint8) (or another integer type)"),
@@ -701,7 +746,8 @@ def quantize_per_channel(fn):
                 fail_with(QUANT_MISTAKES, "zero point not rounded", f"({what})")
             if q.dtype.kind not in "iu":
                 raise CheckFailed(f"q is {q.dtype}: return integer codes ({what})")
-            name_first_wrong(["q", "scale", "zero_point"], [q, scale, zp], expected, what)
+            name_first_wrong(["scale", "zero_point", "q"], [scale, zp, q], [expected[1], expected[2], expected[0]],
+                             what)                      # q last: a wrong scale or zero point makes q wrong too
     return ("codes, scales and integer zero points equal torch's quantize_per_channel rules on 4 tensors (exact "
             "halves, all-positive and all-negative channels, 4 bits, a conv weight with a channel of zeros)")
 
