@@ -877,7 +877,8 @@ def _log_softmax(z):
 
 
 def _distill(s, t, y, T, alpha, t2=True, t2_grad=True, teacher="logits", kl="forward", temp="both",
-             mean=True, chain=True, swap=False, hard_T=False):
+             mean=True, chain=True, swap=False, hard_T=False, soft_sign=1.0, t_power=2, hard_weight=None,
+             hard_grad_mean=True):
     s, t = np.asarray(s, dtype=np.float64), np.asarray(t, dtype=np.float64)
     n, k = s.shape
     Ts, Tt = (T, T) if temp == "both" else (T, 1.0) if temp == "student" else (1.0, T)
@@ -885,8 +886,8 @@ def _distill(s, t, y, T, alpha, t2=True, t2_grad=True, teacher="logits", kl="for
     log_q = _log_softmax(t_in / Tt)                      # teacher, softened
     log_p = _log_softmax(s / Ts)                         # student, softened
     q, p = np.exp(log_q), np.exp(log_p)
-    if kl == "forward":
-        kl_rows = (q * (log_q - log_p)).sum(axis=1)
+    if kl in ("forward", "cross-entropy"):
+        kl_rows = (q * (log_q - log_p)).sum(axis=1) if kl == "forward" else -(q * log_p).sum(axis=1)
         dz = p - q                                       # d KL(q || p) / d (s / Ts)
     else:
         kl_rows = (p * (log_p - log_q)).sum(axis=1)
@@ -898,11 +899,12 @@ def _distill(s, t, y, T, alpha, t2=True, t2_grad=True, teacher="logits", kl="for
     onehot[np.arange(n), y] = 1.0
     d_hard = (np.exp(log_h) - onehot) / (T if hard_T else 1.0)
     a_soft, a_hard = (1 - alpha, alpha) if swap else (alpha, 1 - alpha)
-    scale_loss = T * T if t2 else 1.0
-    scale_grad = T * T if (t2 and t2_grad) else 1.0
+    a_hard = a_hard if hard_weight is None else hard_weight
+    scale_loss = T ** t_power if t2 else 1.0
+    scale_grad = T ** t_power if (t2 and t2_grad) else 1.0
     div = n if mean else 1.0
     loss = (a_soft * scale_loss * kl_rows.sum() + a_hard * ce_rows.sum()) / div
-    ds = (a_soft * scale_grad * d_soft + a_hard * d_hard) / div
+    ds = (soft_sign * a_soft * scale_grad * d_soft + a_hard * d_hard * (1.0 if hard_grad_mean else n)) / div
     return float(loss), ds
 
 
@@ -942,6 +944,26 @@ def kd_alpha_swapped(s, t, y, T, alpha):
     return _distill(s, t, y, T, alpha, swap=True)
 
 
+def kd_soft_cross_entropy(s, t, y, T, alpha):
+    return _distill(s, t, y, T, alpha, kl="cross-entropy")
+
+
+def kd_soft_sign(s, t, y, T, alpha):
+    return _distill(s, t, y, T, alpha, soft_sign=-1.0)
+
+
+def kd_t_not_t2(s, t, y, T, alpha):
+    return _distill(s, t, y, T, alpha, t_power=1)
+
+
+def kd_no_one_minus_alpha(s, t, y, T, alpha):
+    return _distill(s, t, y, T, alpha, hard_weight=1.0)
+
+
+def kd_hard_grad_summed(s, t, y, T, alpha):
+    return _distill(s, t, y, T, alpha, hard_grad_mean=False)
+
+
 def kd_hard_softened(s, t, y, T, alpha):
     return _distill(s, t, y, T, alpha, hard_T=True)
 
@@ -972,6 +994,21 @@ DISTILL_MISTAKES = (
             "d/ds brings a factor 1/T, alpha * T^2 * (softmax(s/T) - softmax(t/T)) / (T N)"),
     Mistake("alpha weights swapped", kd_alpha_swapped,
             "the weights are swapped: alpha weighs the SOFT (distillation) term, 1 - alpha the hard cross-entropy"),
+    Mistake("soft cross-entropy for KL", kd_soft_cross_entropy,
+            "the gradient is right but the loss is the soft CROSS-entropy, -sum q log p: the KL divergence also "
+            "holds the entropy of q, KL(q || p) = sum q (log q - log p); add sum q log q"),
+    Mistake("soft gradient sign flipped", kd_soft_sign,
+            "the soft term's gradient has the wrong sign: KL(q || p) grows as the student moves away from the "
+            "teacher, so its gradient with respect to s / T is p - q (student minus teacher), not q - p"),
+    Mistake("T instead of T^2", kd_t_not_t2,
+            "the soft term is multiplied by T, not T^2: the factor that keeps its gradient's size as T grows is T^2, "
+            "in the loss and (through it) in the gradient"),
+    Mistake("(1 - alpha) dropped", kd_no_one_minus_alpha,
+            "the hard cross-entropy is not weighted by (1 - alpha): the two terms are mixed, alpha * soft + "
+            "(1 - alpha) * hard, in the loss and in the gradient"),
+    Mistake("hard gradient not averaged", kd_hard_grad_summed,
+            "the hard term's gradient is N times too large: its loss is the MEAN over the batch, so its gradient "
+            "is (softmax(s) - onehot(y)) / N, like the soft term's"),
     Mistake("hard term softened", kd_hard_softened,
             "the hard cross-entropy used the softened student softmax(s / T): the labels are matched at T = 1, "
             "CE(softmax(s), y)"),
@@ -1386,6 +1423,26 @@ def dp_whole_batch_after(params, x, y, workers, lr, grad_fn):
     return {k: params[k] - lr * g[k] for k in params}
 
 
+def dp_ascent(params, x, y, workers, lr, grad_fn):
+    return _dp(params, x, y, workers, lr, grad_fn, lr_scale=-1.0)       # params + lr * g
+
+
+def dp_last_shard(params, x, y, workers, lr, grad_fn):
+    idx = _shards(len(x), workers)[-1]
+    for shard in _shards(len(x), workers)[:-1]:
+        grad_fn(params, x[shard], y[shard])
+    _, g = grad_fn(params, x[idx], y[idx])                               # the step: the last worker's gradient
+    return {k: params[k] - lr * g[k] for k in params}
+
+
+def dp_sequential(params, x, y, workers, lr, grad_fn):
+    new = dict(params)
+    for idx in _shards(len(x), workers):                                 # each worker steps in turn
+        _, g = grad_fn(new, x[idx], y[idx])
+        new = {k: new[k] - lr * (len(idx) / len(x)) * g[k] for k in new}
+    return new
+
+
 def dp_in_place(params, x, y, workers, lr, grad_fn):
     new = data_parallel_step_ref(params, x, y, workers, lr, grad_fn)
     for k in params:
@@ -1410,6 +1467,14 @@ DP_MISTAKES = (
     Mistake("grad_fn on more than a shard", dp_whole_batch_after,
             "grad_fn was called on more rows than one worker's shard: no worker sees the whole batch; compute each "
             "worker's gradient on its own shard only and step with the all-reduced (weighted mean) gradient"),
+    Mistake("workers step in turn", dp_sequential,
+            "grad_fn was given params that had already been updated: each worker stepped in turn (sequential SGD); "
+            "in a synchronous step every worker computes its gradient at the SAME params, then one averaged step"),
+    Mistake("gradient ascent", dp_ascent,
+            "the step goes UP the gradient (params + lr * g): SGD subtracts it, params[k] - lr * avg[k]"),
+    Mistake("last worker's gradient only", dp_last_shard,
+            "the step uses only the LAST worker's gradient: the all-reduce averages every worker's gradient, "
+            "weighted by its shard's share n_p / N, and all replicas step with that average"),
     Mistake("sum, not average", dp_sum,
             "the worker gradients were summed, not averaged: the step is about P times too large (like lr * P); "
             "the all-reduce averages, so that the step equals one process's step on the whole batch"),
@@ -1446,9 +1511,11 @@ class _RecordingGrad:
 
     def __init__(self):
         self.calls: list[np.ndarray] = []
+        self.params: list[dict] = []                        # the params each call was given
 
     def __call__(self, params, x, y):
         self.calls.append(np.array(x, dtype=np.float64, copy=True))
+        self.params.append(_copy_dict(params) if isinstance(params, dict) else params)
         return en.mlp_loss_and_grads(params, x, y)
 
 
@@ -1483,6 +1550,8 @@ def _dp_step(fn, params, x, y, P, lr, what, step_note=""):
                           f"y_p) on its shard ({what})", mistake="grad_fn not called")
     if P > 1 and all(len(c) == len(x) for c in rec.calls):
         fail_with(DP_MISTAKES, "whole batch on every worker", f"({what})")
+    if any(not isinstance(p, dict) or _dict_changed(before, p) is not None for p in rec.params):
+        fail_with(DP_MISTAKES, "workers step in turn", f"({what}{step_note})")
     largest = -(-len(x) // P)
     if P > 1 and any(len(c) > largest for c in rec.calls) and \
             _covers_once([c for c in rec.calls if len(c) <= largest], x):      # the shards, plus a larger call
@@ -1563,6 +1632,8 @@ check.question(
     mistakes=[Mistake("MACs", 16384, "16,384 is the number of multiply-adds (MACs): one multiply-add is 2 FLOPs"),
               Mistake("parameters", 16640, "16,640 = 64 x 256 + 256 is the number of PARAMETERS, not the work"),
               Mistake("bias adds counted", 33024, "the bias adds are not counted: only the multiply-adds, 2 FLOPs each"),
+              Mistake("bias adds as 2 FLOPs", 33280, "the bias adds are not counted (and an add alone would be 1 "
+                                                     "FLOP, not 2): only the multiply-adds, 2 FLOPs each"),
               Mistake("for the batch", 32768 * 256, "that is for a batch of 256: the question asks per example")])
 
 check.question(
@@ -1586,6 +1657,9 @@ check.question(
                                          "2 (P - 1) / P x S"),
               Mistake("whole buffer", 100.0, "a worker never sends the whole buffer at once: 2 (P - 1) chunks of S / P "
                                              "each"),
+              Mistake("in bytes", 150e6, "the answer is asked in MB: 150,000,000 bytes is 150 MB"),
+              Mistake("one chunk", 25.0, "25 MB is one chunk, S / P: each worker sends 2 (P - 1) chunks, 2 (P - 1) / "
+                                         "P x S in all"),
               Mistake("2 S", 200.0, "2 S is the limit for many workers: for P = 4 it is 2 (P - 1) / P x S")])
 
 check.question(
@@ -1608,6 +1682,8 @@ check.question(
                                        "(the softened distributions both approach uniform), 1 / T^2 in all"),
               Mistake("T^2 itself", 16.0, "16 = 4^2 is T^2 at T = 4: the question asks for the ratio between T = 2 "
                                           "and T = 4, (4 / 2)^2"),
+              Mistake("inverted", 0.25, "0.25 is the gradient at T = 4 relative to T = 2: the question asks by "
+                                        "what FACTOR it shrinks, how many times smaller it gets"),
               Mistake("unchanged", 1.0, "without the T^2 factor the gradient does change with T: it shrinks like "
                                         "1 / T^2")])
 
