@@ -1118,7 +1118,7 @@ class Network:
         return f"Network({self.workers} workers, {len(self.messages)} messages, {int(self.bytes_sent.sum())} bytes)"
 
 
-def _ring(buffers, send, rs_sign=-1, all_gather=True, average=True):
+def _ring(buffers, send, rs_sign=-1, all_gather=True, average=True, ag_add=False, ag_shift=1):
     """The ring with a choice of chunk arithmetic (rs_sign) and phases, for the mistake rows."""
     P = len(buffers)
     shape = np.shape(buffers[0])
@@ -1131,9 +1131,10 @@ def _ring(buffers, send, rs_sign=-1, all_gather=True, average=True):
     if all_gather:
         for k in range(P - 1):
             for i in range(P):
-                c = (i + 1 + rs_sign * k) % P
+                c = (i + ag_shift + rs_sign * k) % P
                 dst = (i + 1) % P
-                mem[dst][c] = send(i, dst, mem[i][c])
+                got = send(i, dst, mem[i][c])
+                mem[dst][c] = mem[dst][c] + got if ag_add else got
     out = [np.concatenate(m).reshape(shape) for m in mem]
     return [o / P for o in out] if average else out
 
@@ -1148,6 +1149,14 @@ def rr_reduce_scatter_only(buffers, send):
 
 def rr_chunk_index(buffers, send):
     return _ring(buffers, send, rs_sign=+1)                  # chunk (i + k) where (i - k) is the running sum
+
+
+def rr_all_gather_adds(buffers, send):
+    return _ring(buffers, send, ag_add=True)
+
+
+def rr_all_gather_index(buffers, send):
+    return _ring(buffers, send, ag_shift=0)                  # all-gather forwards chunk (i - k), not (i + 1 - k)
 
 
 def rr_mutates(buffers, send):
@@ -1244,6 +1253,12 @@ RING_MISTAKES = (
             "the chunk indices go the wrong way round the ring: in reduce-scatter step k worker i must forward the "
             "chunk it has just added to, (i - k) mod P, to worker (i + 1) mod P (and in all-gather step k, "
             "the finished chunk (i + 1 - k) mod P)"),
+    Mistake("all-gather adds", rr_all_gather_adds,
+            "the all-gather ADDED what it received to the receiver's chunk: in that phase the chunks travelling "
+            "round are already complete sums; the receiver REPLACES its chunk with them (mem[dst][c] = received)"),
+    Mistake("all-gather chunk index", rr_all_gather_index,
+            "the all-gather forwards the wrong chunk: after reduce-scatter worker i owns the complete chunk (i + 1) "
+            "mod P, so in all-gather step k it sends chunk (i + 1 - k) mod P, the one it has just received"),
     Mistake("not a ring", rr_all_to_all,
             "messages go to workers that are not the sender's right neighbour: in a ring, worker i sends only to "
             "worker (i + 1) mod P"),
