@@ -264,7 +264,9 @@ print(f"2 bits per channel: post-training {qat['ptq']:.1%}; 300 steps of quantiz
 # **Dynamic quantization** stores the Linear weights as int8 and quantizes each batch's
 # activations on the fly (their range is measured per batch — hence "dynamic"), so the matrix product
 # runs on integers. It is post-training, needs no data, and runs on the CPU. Each call pays a fixed
-# cost (measure the range, quantize, multiply, rescale), so it pays off on big batches first. (PyTorch is moving
+# cost (measure the range, quantize, multiply, rescale), so it can only pay off on big batches — and
+# whether it does depends on the CPU's integer units (on the course machine it has measured from
+# 0.75× to 2× at batch 256 from run to run; it was always slower at batch 1). (PyTorch is moving
 # this API, `torch.ao.quantization`, to the separate `torchao` library; `et.dynamic_int8` silences
 # the deprecation warning and its docstring says where to go next.)
 
@@ -591,7 +593,8 @@ fast = et.scale_up(device=device)
 #   unstructured zeros do not speed up dense kernels — structured pruning (fewer neurons) does.
 # * **Quantization**: 8-bit weights cost nothing measurable here and cut the size almost 4×; at 2
 #   bits per-channel scales keep much more than one scale per tensor, and quantization-aware training
-#   recovers the rest; PyTorch's dynamic int8 pays off on big batches (see its timings above).
+#   recovers the rest; PyTorch's dynamic int8 is slower at batch 1 and faster at batch 256 only on
+#   some CPUs (your timings above).
 # * **Distillation** helps when labels are scarce (the teacher's soft answers are extra data); T²
 #   keeps the soft term's gradient independent of the temperature.
 # * **bf16** keeps float32's range (no loss scaling) and is fast only where the hardware multiplies
