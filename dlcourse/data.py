@@ -46,7 +46,7 @@ __all__ = [
     "Surface", "surface", "SURFACES",
     "load_sample_images", "load_sample_image",
     "DownloadError", "IdxFormatError", "default_cache_dir", "download", "sha256_of",
-    "read_idx", "load_mnist", "load_fashion_mnist",
+    "read_idx", "load_mnist", "load_fashion_mnist", "ScaleUpData", "mnist_or_digits",
     "ArchiveFormatError", "CIFAR10_CLASSES", "load_cifar10",
     "TextCorpus", "TEXT_VOCAB", "UNKNOWN_CHAR", "TEXT_CORPORA", "stdlib_files", "load_text_corpus",
 ]
@@ -861,6 +861,31 @@ def load_mnist(split: str = "train", cache_dir: str | os.PathLike | None = None,
     :func:`load_digits`, the 8 x 8 digits that ship with scikit-learn.
     """
     return _load_idx_pair("mnist", MNIST_MIRRORS, MNIST_SHA256, split, cache_dir, timeout)
+
+
+class ScaleUpData(NamedTuple):
+    """Images for a chapter's GPU ``scale_up`` study (x: (N, side, side) or (N, side * side) in [0, 1])."""
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    name: str            # what it is, for the study's report
+    side: int            # 28 for MNIST, 8 for the digits
+
+
+def mnist_or_digits(seed: int = 0) -> ScaleUpData:
+    """MNIST (train and test) when it can be had, else the 8 x 8 digits, saying so in one line.
+
+    The chapters' ``scale_up`` studies run on a GPU where MNIST is worth its download; offline (or
+    when the download fails) they fall back to :func:`load_digits` (split by ``seed``) instead of failing.
+    """
+    try:
+        (x_tr, y_tr), (x_te, y_te) = load_mnist("train"), load_mnist("test")
+        return ScaleUpData(x_tr, y_tr, x_te, y_te, "MNIST (60,000 x 28 x 28)", 28)
+    except Exception as err:  # offline: no download
+        print(f"scale_up: MNIST not available ({type(err).__name__}), using the 8 x 8 digits")
+        d = load_digits(seed)
+        return ScaleUpData(d.x_train, d.y_train, d.x_test, d.y_test, "digits (1,257 x 8 x 8)", 8)
 
 
 def load_fashion_mnist(split: str = "train", cache_dir: str | os.PathLike | None = None,

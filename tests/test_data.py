@@ -702,3 +702,21 @@ def test_stdlib_files_skip_tests_and_generated_files():
     names = [p.name for p in data.stdlib_files()]
     assert names == sorted(names) and "os.py" in names
     assert not any(n.startswith(("test", "_sysconfigdata")) for n in names) and "this.py" not in names
+
+
+def test_mnist_or_digits_falls_back_to_the_digits_with_a_notice(monkeypatch, capsys):
+    from dlcourse import data
+
+    def offline(split, *a, **kw):
+        raise data.DownloadError("no network")
+    monkeypatch.setattr(data, "load_mnist", offline)
+    got = data.mnist_or_digits(seed=0)
+    d = data.load_digits(0)
+    assert (got.side, got.name) == (8, "digits (1,257 x 8 x 8)")
+    assert np.array_equal(got.x_train, d.x_train) and np.array_equal(got.y_test, d.y_test)
+    assert "MNIST not available (DownloadError)" in capsys.readouterr().out
+
+    fake = {s: (np.full((n, 28, 28), 0.5, np.float32), np.arange(n) % 10) for s, n in (("train", 6), ("test", 4))}
+    monkeypatch.setattr(data, "load_mnist", lambda split, *a, **kw: fake[split])
+    got = data.mnist_or_digits()
+    assert (got.side, len(got.x_train), len(got.y_test)) == (28, 6, 4)

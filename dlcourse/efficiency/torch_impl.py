@@ -1043,16 +1043,8 @@ def scale_up(*, epochs: int = 3, batch: int = 512, lr: float = 0.01, width: int 
     device = scale_up_device(device, run_on_cpu, cuda_only=True)
     if device is None:
         return None
-    try:
-        from dlcourse.data import load_mnist
-        (x_tr, y_tr), (x_te, y_te) = load_mnist("train"), load_mnist("test")
-        name, side = "MNIST (60,000 x 28 x 28)", 28
-    except Exception as err:                               # offline: no download
-        print(f"scale_up: MNIST not available ({type(err).__name__}), using the 8 x 8 digits")
-        from dlcourse.data import load_digits
-        d = load_digits(seed)
-        x_tr, y_tr, x_te, y_te = d.x_train, d.y_train, d.x_test, d.y_test
-        name, side = "digits (1,257 x 8 x 8)", 8
+    from dlcourse.data import mnist_or_digits
+    x_tr, y_tr, x_te, y_te, name, side = mnist_or_digits(seed)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 
     def to_device(a):                                      # (N, ...) -> (N, 1, H_img, W_img), normalized

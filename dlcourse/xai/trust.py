@@ -361,17 +361,8 @@ def scale_up(seconds: float = 60.0, *, eps: float = 0.1, steps: int = 10, width:
     device = scale_up_device(device, run_on_cpu)
     if device is None:
         return None
-    try:
-        from dlcourse.data import load_mnist
-        x_tr, y_tr = load_mnist("train")
-        x_te, y_te = load_mnist("test")
-        name, side = "MNIST (60,000 x 28 x 28)", 28
-    except Exception as err:  # offline: no download
-        print(f"scale_up: MNIST not available ({type(err).__name__}), using the 8 x 8 digits")
-        from dlcourse.data import load_digits
-        d = load_digits(seed)
-        x_tr, y_tr, x_te, y_te = d.x_train, d.y_train, d.x_test, d.y_test
-        name, side = "digits (1,257 x 8 x 8)", 8
+    from dlcourse.data import mnist_or_digits
+    x_tr, y_tr, x_te, y_te, name, side = mnist_or_digits(seed)
     images = lambda a: torch.as_tensor(np.asarray(a, np.float32).reshape(len(a), 1, side, side))  # (N, 1, H, W)
     x, y = images(x_tr), torch.as_tensor(np.asarray(y_tr, np.int64))
     x_test, y_test = images(x_te[:n_test]), torch.as_tensor(np.asarray(y_te[:n_test], np.int64))
