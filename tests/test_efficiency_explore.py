@@ -17,10 +17,10 @@ def mlp():
     return model, x.numpy(), y.numpy()
 
 
-def test_numpy_mlp_is_the_torch_mlp(mlp):
+def test_the_explorers_numpy_mlp_is_the_torch_mlp(mlp):
     model, x, y = mlp
     params = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    np.testing.assert_allclose(explore.mlp_logits(params, x), model(torch.from_numpy(x)).detach().numpy(),
+    np.testing.assert_allclose(en.mlp_forward(params, x), model(torch.from_numpy(x)).detach().numpy(),
                                rtol=1e-12, atol=1e-12)
     assert explore.mlp_accuracy(params, x, y) == 1.0
 

@@ -42,20 +42,11 @@ def _layer_names(params: dict) -> list[str]:
     return names
 
 
-def mlp_logits(params: dict, x: np.ndarray) -> np.ndarray:
-    """Logits (N, K) of a Linear-ReLU-...-Linear MLP whose weights are keyed like its state_dict."""
-    h = np.asarray(x, dtype=np.float64)
-    names = _layer_names(params)
-    for i, name in enumerate(names):
-        h = h @ params[name + ".weight"].T + params[name + ".bias"]  # (N, H) = (N, D) @ (D, H)
-        if i < len(names) - 1:
-            h = np.maximum(h, 0.0)
-    return h
-
-
 def mlp_accuracy(params: dict, x: np.ndarray, y: np.ndarray) -> float:
-    """Fraction of the images (N, D) whose largest logit is their label (N,)."""
-    return float(np.mean(mlp_logits(params, x).argmax(axis=1) == np.asarray(y)))
+    """Fraction of the images (N, D) whose largest logit is their label (N,) (logits by
+    :func:`dlcourse.efficiency.numpy_impl.mlp_forward`)."""
+    logits = en.mlp_forward(params, np.asarray(x, dtype=np.float64))
+    return float(np.mean(logits.argmax(axis=1) == np.asarray(y)))
 
 
 def compressed(params: dict, sparsity: float = 0.0, bits: Optional[int] = None, scope: str = "global",
