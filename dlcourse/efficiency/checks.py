@@ -123,6 +123,12 @@ def cc_kernel_swapped(c_in, c_out, kh, kw, h_img, w_img, stride=1, pad=0):
     return c_out * c_in * kh * kw + c_out, 2 * c_out * h * w * c_in * kh * kw, (h, w)
 
 
+def cc_bias_as_weight(c_in, c_out, kh, kw, h_img, w_img, stride=1, pad=0):
+    h, w = _out(h_img, kh, stride, pad), _out(w_img, kw, stride, pad)
+    params = c_out * c_in * kh * kw + c_out
+    return params, 2 * params * h * w, (h, w)                # every parameter, the biases too, as a multiply-add
+
+
 def cc_shape_swapped(c_in, c_out, kh, kw, h_img, w_img, stride=1, pad=0):
     h, w = _out(h_img, kh, stride, pad), _out(w_img, kw, stride, pad)
     return c_out * c_in * kh * kw + c_out, 2 * c_out * h * w * c_in * kh * kw, (w, h)
@@ -138,6 +144,10 @@ CONV_COST_MISTAKES = (
     Mistake("bias adds counted", cc_bias_adds_counted,
             "the FLOPs include one add per output value for the bias: the course counts only the multiply-adds "
             "(2 * MACs), as torch's FlopCounterMode does; leave the bias adds out"),
+    Mistake("FLOPs as 2 x params x positions", cc_bias_as_weight,
+            "the FLOPs count each BIAS as a multiply-add at every output position (2 x params x H_out x W_out): a "
+            "bias is one add, and the course leaves it out; only the weights multiply, 2 * C_out * H_out * W_out * "
+            "C_in * kH * kW"),
     Mistake("input size instead of output size", cc_input_size,
             "the FLOPs use the INPUT's H_img * W_img positions: the kernel is applied once per OUTPUT position, "
             "C_out * H_out * W_out dot products of length C_in * kH * kW"),
@@ -785,6 +795,10 @@ def dq_integer_output(q, scale, zero_point):
     return out
 
 
+def dq_precedence(q, scale, zero_point):
+    return np.asarray(q, dtype=np.float64) * _dq_along(scale, q) - _dq_along(zero_point, q)   # q * scale - zp
+
+
 def dq_float32(q, scale, zero_point):
     return ((np.asarray(q, dtype=np.float64) - _dq_along(zero_point, q)) * _dq_along(scale, q)).astype(np.float32)
 
@@ -799,6 +813,9 @@ DEQUANT_MISTAKES = (
     Mistake("divided by the scale", dq_divided,
             "divided by the scale: quantization divided by it, so dequantization multiplies, x_hat = (q - "
             "zero_point) * scale"),
+    Mistake("zero point subtracted after scaling", dq_precedence,
+            "the zero point was subtracted AFTER multiplying by the scale (q * scale - zero_point): it is a code, "
+            "in the units of q, so it comes off first, x_hat = (q - zero_point) * scale (mind the parentheses)"),
     Mistake("uint8 wrap-around", dq_uint8_wrap,
             "negative differences wrapped around: in uint8 arithmetic q - zero_point cannot go below 0 (3 - 128 "
             "gives 131); widen first, q.astype(np.int64) - zero_point, then multiply by the scale"),
@@ -878,7 +895,7 @@ def _log_softmax(z):
 
 def _distill(s, t, y, T, alpha, t2=True, t2_grad=True, teacher="logits", kl="forward", temp="both",
              mean=True, chain=True, swap=False, hard_T=False, soft_sign=1.0, t_power=2, hard_weight=None,
-             hard_grad_mean=True):
+             hard_grad_mean=True, hard_grad=True):
     s, t = np.asarray(s, dtype=np.float64), np.asarray(t, dtype=np.float64)
     n, k = s.shape
     Ts, Tt = (T, T) if temp == "both" else (T, 1.0) if temp == "student" else (1.0, T)
@@ -904,7 +921,8 @@ def _distill(s, t, y, T, alpha, t2=True, t2_grad=True, teacher="logits", kl="for
     scale_grad = T ** t_power if (t2 and t2_grad) else 1.0
     div = n if mean else 1.0
     loss = (a_soft * scale_loss * kl_rows.sum() + a_hard * ce_rows.sum()) / div
-    ds = (soft_sign * a_soft * scale_grad * d_soft + a_hard * d_hard * (1.0 if hard_grad_mean else n)) / div
+    ds = (soft_sign * a_soft * scale_grad * d_soft
+          + (a_hard * d_hard * (1.0 if hard_grad_mean else n) if hard_grad else 0.0)) / div
     return float(loss), ds
 
 
@@ -964,6 +982,10 @@ def kd_hard_grad_summed(s, t, y, T, alpha):
     return _distill(s, t, y, T, alpha, hard_grad_mean=False)
 
 
+def kd_no_hard_grad(s, t, y, T, alpha):
+    return _distill(s, t, y, T, alpha, hard_grad=False)
+
+
 def kd_hard_softened(s, t, y, T, alpha):
     return _distill(s, t, y, T, alpha, hard_T=True)
 
@@ -1009,6 +1031,9 @@ DISTILL_MISTAKES = (
     Mistake("hard gradient not averaged", kd_hard_grad_summed,
             "the hard term's gradient is N times too large: its loss is the MEAN over the batch, so its gradient "
             "is (softmax(s) - onehot(y)) / N, like the soft term's"),
+    Mistake("hard term missing from the gradient", kd_no_hard_grad,
+            "the loss is right but the gradient holds only the soft term: the hard cross-entropy is in the loss, so "
+            "its gradient, (1 - alpha) * (softmax(s) - onehot(y)) / N, belongs in ds too"),
     Mistake("hard term softened", kd_hard_softened,
             "the hard cross-entropy used the softened student softmax(s / T): the labels are matched at T = 1, "
             "CE(softmax(s), y)"),
@@ -1118,7 +1143,7 @@ class Network:
         return f"Network({self.workers} workers, {len(self.messages)} messages, {int(self.bytes_sent.sum())} bytes)"
 
 
-def _ring(buffers, send, rs_sign=-1, all_gather=True, average=True, ag_add=False, ag_shift=1):
+def _ring(buffers, send, rs_sign=-1, all_gather=True, average=True, ag_add=False, ag_shift=1, hop_div=False):
     """The ring with a choice of chunk arithmetic (rs_sign) and phases, for the mistake rows."""
     P = len(buffers)
     shape = np.shape(buffers[0])
@@ -1127,7 +1152,8 @@ def _ring(buffers, send, rs_sign=-1, all_gather=True, average=True, ag_add=False
         for i in range(P):
             c = (i + rs_sign * k) % P
             dst = (i + 1) % P
-            mem[dst][c] = mem[dst][c] + send(i, dst, mem[i][c])
+            got = send(i, dst, mem[i][c])
+            mem[dst][c] = mem[dst][c] + (got / P if hop_div else got)
     if all_gather:
         for k in range(P - 1):
             for i in range(P):
@@ -1136,7 +1162,7 @@ def _ring(buffers, send, rs_sign=-1, all_gather=True, average=True, ag_add=False
                 got = send(i, dst, mem[i][c])
                 mem[dst][c] = mem[dst][c] + got if ag_add else got
     out = [np.concatenate(m).reshape(shape) for m in mem]
-    return [o / P for o in out] if average else out
+    return [o / P for o in out] if average and not hop_div else out
 
 
 def rr_sum(buffers, send):
@@ -1157,6 +1183,10 @@ def rr_all_gather_adds(buffers, send):
 
 def rr_all_gather_index(buffers, send):
     return _ring(buffers, send, ag_shift=0)                  # all-gather forwards chunk (i - k), not (i + 1 - k)
+
+
+def rr_divide_each_hop(buffers, send):
+    return _ring(buffers, send, hop_div=True)                # received / P added at every reduce-scatter hop
 
 
 def rr_mutates(buffers, send):
@@ -1246,6 +1276,10 @@ RING_MISTAKES = (
     Mistake("sum, not average", rr_sum,
             "every worker holds the SUM of the buffers: data parallelism needs the MEAN of the gradients, divide "
             "by P at the end"),
+    Mistake("divided by P at every hop", rr_divide_each_hop,
+            "the running sums were divided by P at every reduce-scatter hop: a chunk that has travelled k hops is "
+            "then divided k times, so the workers' values are weighted unequally; add the received chunks as they "
+            "are and divide the finished sum by P once, at the end"),
     Mistake("reduce-scatter only", rr_reduce_scatter_only,
             "only the reduce-scatter phase was done: each worker holds just ONE fully reduced chunk (the others "
             "are partial sums); the all-gather phase (P - 1 more steps) passes the finished chunks around the ring"),
@@ -1458,6 +1492,33 @@ def dp_sequential(params, x, y, workers, lr, grad_fn):
     return new
 
 
+def dp_per_shard_size(params, x, y, workers, lr, grad_fn):
+    g = {k: np.zeros_like(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
+    for idx in _shards(len(x), workers):
+        _, gp = grad_fn(params, x[idx], y[idx])
+        for k in g:
+            g[k] = g[k] + gp[k] / len(idx)                       # the shard's MEAN gradient divided by n_p again
+    return {k: params[k] - lr * g[k] for k in params}
+
+
+def dp_y_not_sharded(params, x, y, workers, lr, grad_fn):
+    g = {k: np.zeros_like(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
+    for idx in _shards(len(x), workers):
+        _, gp = grad_fn(params, x[idx], y)                        # every label with a shard of x
+        for k in g:
+            g[k] = g[k] + len(idx) / len(x) * gp[k]
+    return {k: params[k] - lr * g[k] for k in params}
+
+
+def dp_np_split(params, x, y, workers, lr, grad_fn):
+    g = {k: np.zeros_like(np.asarray(v, dtype=np.float64)) for k, v in params.items()}
+    for xs, ys in zip(np.split(x, workers), np.split(y, workers)):   # raises when N is not a multiple of P
+        _, gp = grad_fn(params, xs, ys)
+        for k in g:
+            g[k] = g[k] + len(xs) / len(x) * gp[k]
+    return {k: params[k] - lr * g[k] for k in params}
+
+
 def dp_in_place(params, x, y, workers, lr, grad_fn):
     new = data_parallel_step_ref(params, x, y, workers, lr, grad_fn)
     for k in params:
@@ -1499,6 +1560,15 @@ DP_MISTAKES = (
     Mistake("weighted by counts, not shares", dp_counts,
             "the gradients were weighted by the shard sizes n_p but not divided by N: sum_p n_p g_p is N times the "
             "batch-mean gradient; use the shares n_p / N"),
+    Mistake("y not sharded", dp_y_not_sharded,
+            "grad_fn got a shard of x with ALL the labels y: cut the labels with the same indices as the inputs, "
+            "grad_fn(params, x[idx], y[idx])"),
+    Mistake("np.split for unequal shards", dp_np_split,
+            "np.split insists on equal pieces and fails when N is not a multiple of P: np.array_split(np.arange(N), "
+            "workers) makes shards whose sizes differ by at most one"),
+    Mistake("gradient divided by the shard size", dp_per_shard_size,
+            "each worker's gradient was divided by its shard size n_p: grad_fn already returns the MEAN over the "
+            "shard, so weight it by the shard's share n_p / N, not by 1 / n_p"),
     Mistake("lr divided by P", dp_lr_over_p,
             "the gradients are averaged and the learning rate is divided by P as well: the average already makes "
             "the step equal to the single-process one; keep lr as it is"),
@@ -1529,6 +1599,9 @@ class _RecordingGrad:
         self.params: list[dict] = []                        # the params each call was given
 
     def __call__(self, params, x, y):
+        if len(x) != len(y):
+            raise ValueError(f"grad_fn(params, x, y) got {len(x)} rows of x but {len(y)} labels in y: a worker's "
+                             f"inputs and labels are the same rows of the batch")
         self.calls.append(np.array(x, dtype=np.float64, copy=True))
         self.params.append(_copy_dict(params) if isinstance(params, dict) else params)
         return en.mlp_loss_and_grads(params, x, y)
@@ -1550,7 +1623,13 @@ def _dp_step(fn, params, x, y, P, lr, what, step_note=""):
     before = _copy_dict(params)
     x0, y0 = x.copy(), y.copy()
     rec = _RecordingGrad()
-    raw = call(fn, params, x, y, P, lr, rec, allow_mutation=True)
+    try:
+        raw = call(fn, params, x, y, P, lr, rec, allow_mutation=True)
+    except CheckFailed as fail:
+        raises_like(DP_MISTAKES, getattr(fail, "error", None),
+                    lambda row: row(_copy_dict(before), x0.copy(), y0.copy(), P, lr, _RecordingGrad()),
+                    f"({what}{step_note})")
+        raise
     if _dict_changed(before, params) is not None:
         fail_with(DP_MISTAKES, "params changed in place", f"({what}{step_note})")
     if not (np.array_equal(x, x0) and np.array_equal(y, y0)):
@@ -1675,6 +1754,8 @@ check.question(
               Mistake("in bytes", 150e6, "the answer is asked in MB: 150,000,000 bytes is 150 MB"),
               Mistake("one chunk", 25.0, "25 MB is one chunk, S / P: each worker sends 2 (P - 1) chunks, 2 (P - 1) / "
                                          "P x S in all"),
+              Mistake("divided by P twice", 37.5, "37.5 MB is the answer divided by P once more: a chunk is S / P = "
+                                                  "25 MB, and each worker sends 2 (P - 1) chunks"),
               Mistake("2 S", 200.0, "2 S is the limit for many workers: for P = 4 it is 2 (P - 1) / P x S")])
 
 check.question(
