@@ -134,9 +134,9 @@ def _reference_only_cells(stem: str) -> list[str]:
 
 @pytest.mark.parametrize("how", ["imported", "wrapped"])
 def test_the_course_reference_handed_in_earns_nothing_in_the_grader(tmp_path, how):
-    from checktools import GRADED
+    from checktools import GRADED, every_chapter_or_a_sample
     paths = []
-    for stem in GRADED:
+    for stem in every_chapter_or_a_sample(GRADED):        # every exercise of every chapter: tests/test_course.py
         cells = _reference_only_cells(stem)
         cells = cells[:1] if how == "imported" else cells[1:] or cells[:1]
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
