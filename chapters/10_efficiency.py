@@ -501,9 +501,9 @@ print(f"summing instead of averaging: difference {max(max_diff(summed.params[k],
 # %% [markdown]
 # ### The real thing: DistributedDataParallel on two processes
 #
-# `torch.distributed` starts P processes that find each other at a rendezvous address (here
-# 127.0.0.1 and a free port) and talk through a **backend**: `gloo` on CPUs, `nccl` between NVIDIA
-# GPUs. `DistributedDataParallel` wraps the model, and during `backward()` it all-reduces the
+# `torch.distributed` starts P processes that find each other at a rendezvous (across machines an
+# address and port, `MASTER_ADDR:MASTER_PORT`; here, on one machine, a file in a temporary folder)
+# and talk through a **backend**: `gloo` on CPUs, `nccl` between NVIDIA GPUs. `DistributedDataParallel` wraps the model, and during `backward()` it all-reduces the
 # gradients in buckets while the rest of the backward pass is still running (Li et al., 2020), then
 # every process steps its own optimizer on identical averaged gradients. `ed.ddp_train` spawns two
 # processes, each trains on its half of every global batch of 64, and rank 0 returns its weights;

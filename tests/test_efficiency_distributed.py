@@ -123,6 +123,28 @@ def test_a_run_past_its_timeout_is_terminated_not_waited_for():
     assert not multiprocessing.active_children()  # both ranks terminated and joined
 
 
+def test_a_native_crash_names_the_signal_and_the_stage():
+    """A rank killed by SIGABRT while training (as a C++ terminate in gloo would): the stage is named."""
+    job = dict(kind="allreduce", world_size=2, length=8, seed=0, backend="gloo", timeout=TIMEOUT,
+               abort=(1, "train"))
+    with pytest.raises(D.DistributedTrainingError, match=r"rank 1 died \(SIGABRT.*\) while training"):
+        D._spawn(job)
+
+
+def test_a_crash_after_the_final_barrier_keeps_the_complete_result():
+    """A rank that dies while tearing down, after every rank passed the barrier: warned, not lost."""
+    job = dict(kind="allreduce", world_size=2, length=8, seed=0, backend="gloo", timeout=TIMEOUT,
+               abort=(1, "teardown"))
+    with pytest.warns(RuntimeWarning, match=r"rank 1 died \(SIGABRT.*tearing down.*result is complete"):
+        out = D._spawn(job)
+    assert out["runs"]["ranks_agree"] and out["runs"]["result"].shape == (8,)
+
+
+def test_exit_reasons_are_named():
+    assert D._exit_reason(-9).startswith("SIGKILL") and "out-of-memory" in D._exit_reason(-9)
+    assert D._exit_reason(1) == "exit code 1"
+
+
 def test_bad_arguments_fail_in_the_parent():
     with pytest.raises(ValueError, match="divisible"):
         D.ddp_train(global_batch=63)

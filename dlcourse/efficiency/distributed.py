@@ -51,10 +51,11 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
+import signal
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ from dlcourse.runtime import configure_torch
 configure_torch()
 
 __all__ = ["global_batches", "make_model", "shard_rows", "single_process_train", "grad_accumulation_train",
-           "ddp_train", "ddp_train_many", "allreduce_demo", "launch_commands", "DistributedTrainingError", "free_port"]
+           "ddp_train", "ddp_train_many", "allreduce_demo", "launch_commands", "DistributedTrainingError"]
 
 
 # --------------------------------------------------------------------------- the pieces every process shares
@@ -207,66 +208,113 @@ class DistributedTrainingError(RuntimeError):
     """A distributed run failed or hung; the message names the likely cause."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now (bind to port 0, let the OS choose)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# What each rank is doing, written to a small file so that the parent can say where a rank died.
+_STAGES = {"init": "joining the process group", "train": "training", "barrier": "at the final barrier",
+           "teardown": "tearing down, after training had finished on every rank", "done": "exiting"}
 
 
-def _init(rank: int, world_size: int, port: int, backend: str, timeout: float) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
+def _mark(out_dir: str, rank: int, stage: str, job: dict) -> None:
+    with open(os.path.join(out_dir, f"rank{rank}.stage"), "w") as f:
+        f.write(stage)
+    if job.get("abort") == (rank, stage):  # tests only: a native crash at this stage
+        os.abort()
+
+
+def _stage(out_dir: str, rank: int) -> str | None:
+    try:
+        with open(os.path.join(out_dir, f"rank{rank}.stage")) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _init(rank: int, world_size: int, out_dir: str, backend: str, timeout: float) -> None:
+    """Join the process group through a file in ``out_dir`` (a FileStore).
+
+    On one machine a file is the simplest rendezvous: no port to pick (a port chosen by the
+    parent can be taken by another program before rank 0 binds it) and no store server that
+    must outlive the other ranks' teardown.  Across machines torchrun's TCP rendezvous
+    (MASTER_ADDR, MASTER_PORT) does this job -- see :func:`launch_commands`.
+    """
     if sys.platform.startswith("linux"):  # gloo would otherwise pick the interface of the host name
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group(backend, rank=rank, world_size=world_size,
+    store = dist.FileStore(os.path.join(out_dir, "rendezvous"), world_size)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=timeout))
 
 
-def _worker(rank: int, job: dict, port: int, out_dir: str) -> None:
+def _worker(rank: int, job: dict, out_dir: str) -> None:
     """Entry point of every spawned process (module level, so "spawn" can import it)."""
-    _init(rank, job["world_size"], port, job["backend"], job["timeout"])
+    _mark(out_dir, rank, "init", job)
+    _init(rank, job["world_size"], out_dir, job["backend"], job["timeout"])
     try:
+        _mark(out_dir, rank, "train", job)
         result = dict(runs=_RUNNERS[job["kind"]](rank, job))
         if rank == 0:
             path = os.path.join(out_dir, "result.pt")
             torch.save(result, path + ".tmp")
             os.replace(path + ".tmp", path)  # the parent never reads a half-written file
+        _mark(out_dir, rank, "barrier", job)
         dist.barrier()
+        _mark(out_dir, rank, "teardown", job)  # every rank has passed the barrier: the result is complete
     finally:
         dist.destroy_process_group()
+    _mark(out_dir, rank, "done", job)
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        what = {"SIGKILL": "killed, most often by the out-of-memory killer",
+                "SIGABRT": "an abort in native code (C++ std::terminate, e.g. in the gloo backend)",
+                "SIGSEGV": "a crash in native code"}.get(name, "killed by that signal")
+        return f"{name}: {what}"
+    return f"exit code {code}"
 
 
 def _spawn(job: dict) -> dict:
-    """Run ``job`` on P spawned processes; rank 0's result, or a clear error -- never a hang."""
+    """Run ``job`` on P spawned processes; rank 0's result, or a clear error -- never a hang.
+
+    A rank that dies after every rank has passed the final barrier (while the process group is
+    torn down) does not lose the run: the result is complete, so it is returned with a warning.
+    """
     world_size, timeout = job["world_size"], job["timeout"]
-    port = free_port()
     with tempfile.TemporaryDirectory(prefix="dlcourse_ddp_") as out_dir:
         t0 = time.perf_counter()
-        ctx = mp.start_processes(_worker, args=(job, port, out_dir), nprocs=world_size, join=False,
+        ctx = mp.start_processes(_worker, args=(job, out_dir), nprocs=world_size, join=False,
                                  start_method="spawn")
+        result_path = os.path.join(out_dir, "result.pt")
         try:
             deadline = time.monotonic() + timeout
             while not ctx.join(timeout=0.2):  # raises if a rank failed (and terminates the others)
                 if time.monotonic() > deadline:
-                    alive = [r for r, p in enumerate(ctx.processes) if p.is_alive()]
+                    where = ", ".join(f"rank {r}: {_STAGES.get(_stage(out_dir, r), 'starting Python')}"
+                                      for r, p in enumerate(ctx.processes) if p.is_alive())
                     raise DistributedTrainingError(
-                        f"the {world_size} processes did not finish within timeout={timeout} s (ranks still "
-                        f"running: {alive}). Likely causes: a rank stuck in init_process_group because "
-                        f"127.0.0.1:{port} is in use or loopback TCP is blocked by a firewall; a rank "
-                        "waiting in a collective that another rank never called; or an overloaded machine "
-                        "(raise timeout).")
+                        f"the {world_size} processes did not finish within timeout={timeout} s (still "
+                        f"running -- {where}). Likely causes: a rank waiting in a collective that another "
+                        "rank never called; loopback TCP blocked by a firewall (gloo connects the ranks "
+                        "through 127.0.0.1); or an overloaded machine (raise timeout).")
         except mp.ProcessRaisedException as e:
             raise DistributedTrainingError(
                 f"rank {e.error_index} raised an exception; the other ranks were terminated. "
                 f"Its traceback:\n{e}") from None
         except mp.ProcessExitedException as e:
-            raise DistributedTrainingError(
-                f"rank {e.error_index} died with exit code {e.exit_code}; the other ranks were terminated. "
-                "Exit code 1 before training: the child could not start -- in a script, the code that calls "
-                "this must sit under `if __name__ == '__main__':` (start method 'spawn' re-imports the main "
-                "module); see the child's traceback above. A negative code: killed by that signal (out of "
-                "memory, a crash in native code).") from None
+            stage = _stage(out_dir, e.error_index)
+            finished = os.path.exists(result_path) and stage in ("teardown", "done")
+            if not finished:
+                hint = ("; in a script, the code that calls this must sit under `if __name__ == '__main__':` "
+                        "(start method 'spawn' re-imports the main module) -- see the child's traceback above"
+                        if stage is None else "; see what it printed above")
+                raise DistributedTrainingError(
+                    f"rank {e.error_index} died ({_exit_reason(e.exit_code)}) while "
+                    f"{_STAGES.get(stage, 'starting Python')}; the other ranks were terminated{hint}.") from None
+            warnings.warn(f"rank {e.error_index} died ({_exit_reason(e.exit_code)}) while "
+                          f"{_STAGES[stage]}; the run's result is complete and is returned.",
+                          RuntimeWarning, stacklevel=3)
         finally:
             for p in ctx.processes:  # after an error or a timeout: no orphan stays behind
                 if p.is_alive():
@@ -275,7 +323,7 @@ def _spawn(job: dict) -> dict:
                 p.join(5)
                 if p.is_alive():
                     p.kill()
-        result = torch.load(os.path.join(out_dir, "result.pt"), weights_only=False)
+        result = torch.load(result_path, weights_only=False)
     result["wall_seconds"] = time.perf_counter() - t0
     return result
 
