@@ -124,11 +124,14 @@ def test_a_run_past_its_timeout_is_terminated_not_waited_for():
 
 
 def test_a_native_crash_names_the_signal_and_the_stage():
-    """A rank killed by SIGABRT while training (as a C++ terminate in gloo would): the stage is named."""
+    """A rank killed by SIGABRT while training (as a C++ terminate in gloo would): the group restarts
+    once (as torchrun --max-restarts would), then the error names the signal and the stage."""
     job = dict(kind="allreduce", world_size=2, length=8, seed=0, backend="gloo", timeout=TIMEOUT,
                abort=(1, "train"))
-    with pytest.raises(D.DistributedTrainingError, match=r"rank 1 died \(SIGABRT.*\) while training"):
-        D._spawn(job)
+    with pytest.warns(RuntimeWarning, match="restarting the 2 processes"), \
+            pytest.raises(D.DistributedTrainingError,
+                          match=r"rank 1 died \(SIGABRT.*\) while training.*\(after 1 restart\)"):
+        D._spawn(job)  # aborts on every attempt: one restart, then the error
 
 
 def test_a_crash_after_the_final_barrier_keeps_the_complete_result():

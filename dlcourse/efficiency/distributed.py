@@ -275,12 +275,31 @@ def _exit_reason(code: int) -> str:
     return f"exit code {code}"
 
 
-def _spawn(job: dict) -> dict:
+class _RankKilled(DistributedTrainingError):
+    """A rank died by a signal (not a Python exception) before the result was complete."""
+
+
+def _spawn(job: dict, restarts: int = 1) -> dict:
     """Run ``job`` on P spawned processes; rank 0's result, or a clear error -- never a hang.
 
     A rank that dies after every rank has passed the final barrier (while the process group is
     torn down) does not lose the run: the result is complete, so it is returned with a warning.
+    A rank killed by a signal earlier (a native crash, not a bug in the Python code, which
+    raises) restarts the whole group up to ``restarts`` times with a warning, as ``torchrun
+    --max-restarts`` does; every run starts from the same seeds, so a restart gives the same
+    result.  A Python exception or a timeout is never retried.
     """
+    for attempt in range(restarts + 1):
+        try:
+            return _spawn_once(job)
+        except _RankKilled as e:
+            if attempt == restarts:
+                raise DistributedTrainingError(
+                    f"{e} (after {restarts} restart{'s' * (restarts != 1)})") from None
+            warnings.warn(f"{e}; restarting the {job['world_size']} processes", RuntimeWarning, stacklevel=3)
+
+
+def _spawn_once(job: dict) -> dict:
     world_size, timeout = job["world_size"], job["timeout"]
     with tempfile.TemporaryDirectory(prefix="dlcourse_ddp_") as out_dir:
         t0 = time.perf_counter()
@@ -309,12 +328,12 @@ def _spawn(job: dict) -> dict:
                 hint = ("; in a script, the code that calls this must sit under `if __name__ == '__main__':` "
                         "(start method 'spawn' re-imports the main module) -- see the child's traceback above"
                         if stage is None else "; see what it printed above")
-                raise DistributedTrainingError(
+                raise (_RankKilled if e.exit_code < 0 else DistributedTrainingError)(
                     f"rank {e.error_index} died ({_exit_reason(e.exit_code)}) while "
                     f"{_STAGES.get(stage, 'starting Python')}; the other ranks were terminated{hint}.") from None
             warnings.warn(f"rank {e.error_index} died ({_exit_reason(e.exit_code)}) while "
                           f"{_STAGES[stage]}; the run's result is complete and is returned.",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)
         finally:
             for p in ctx.processes:  # after an error or a timeout: no orphan stays behind
                 if p.is_alive():
