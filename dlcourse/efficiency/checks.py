@@ -1728,7 +1728,14 @@ check.question(
               Mistake("bias adds counted", 33024, "the bias adds are not counted: only the multiply-adds, 2 FLOPs each"),
               Mistake("bias adds as 2 FLOPs", 33280, "the bias adds are not counted (and an add alone would be 1 "
                                                      "FLOP, not 2): only the multiply-adds, 2 FLOPs each"),
-              Mistake("for the batch", 32768 * 256, "that is for a batch of 256: the question asks per example")])
+              Mistake("for the batch", 32768 * 256, "that is for a batch of 256: the question asks per example"),
+              Mistake("4 FLOPs per multiply-add", 65536, "65,536 counts 4 FLOPs per multiply-add: it is 2, one "
+                                                         "multiply and one add, for each of the 64 x 256 weights"),
+              Mistake("forward and backward", 98304, "98,304 = 3 x 32,768 is a training step (the backward pass "
+                                                     "costs about twice the forward): the question asks for one "
+                                                     "forward pass"),
+              Mistake("in thousands", 32.768, "the answer is asked in FLOPs, not thousands of FLOPs: 32.768 kFLOPs "
+                                              "is 32,768")])
 
 check.question(
     "q_int8_ratio", answer=4.0, rtol=1e-6,
@@ -1738,7 +1745,11 @@ check.question(
     mistakes=[Mistake("bits", 8.0, "int8 has 8 bits, float32 32 bits: the ratio of their sizes is 32 / 8"),
               Mistake("inverted", 0.25, "0.25 is int8's size relative to float32: the question asks how many times "
                                         "SMALLER the int8 model is"),
-              Mistake("float16", 2.0, "2x is float32 -> float16 (or bfloat16): int8 is a quarter of float32")])
+              Mistake("float16", 2.0, "2x is float32 -> float16 (or bfloat16): int8 is a quarter of float32"),
+              Mistake("percent saved", 75.0, "75 % is the share of the storage SAVED; the question asks for the factor: "
+                                             "4 bytes per float32 weight against 1 per int8 code"),
+              Mistake("bytes saved per weight", 3.0, "3 is the bytes saved per weight (4 - 1): the question asks for "
+                                                     "the ratio of the sizes, 4 / 1")])
 
 check.question(
     "q_ring_bytes", answer=150.0, rtol=1e-3,
@@ -1756,7 +1767,11 @@ check.question(
                                          "P x S in all"),
               Mistake("divided by P twice", 37.5, "37.5 MB is the answer divided by P once more: a chunk is S / P = "
                                                   "25 MB, and each worker sends 2 (P - 1) chunks"),
-              Mistake("2 S", 200.0, "2 S is the limit for many workers: for P = 4 it is 2 (P - 1) / P x S")])
+              Mistake("2 S", 200.0, "2 S is the limit for many workers: for P = 4 it is 2 (P - 1) / P x S"),
+              Mistake("MiB", 150e6 / 2 ** 20, "that is the right byte count converted to MiB (2^20 bytes): the "
+                                               "question's 100 MB gradient is in MB (10^6 bytes), so the answer is "
+                                               "in MB too"),
+              Mistake("megabits", 1200.0, "1,200 is megabits (x 8): the question asks for megaBYTES")])
 
 check.question(
     "q_bf16_scaling", answer="b", choices=("a", "b", "c"),
@@ -1781,7 +1796,12 @@ check.question(
               Mistake("inverted", 0.25, "0.25 is the gradient at T = 4 relative to T = 2: the question asks by "
                                         "what FACTOR it shrinks, how many times smaller it gets"),
               Mistake("unchanged", 1.0, "without the T^2 factor the gradient does change with T: it shrinks like "
-                                        "1 / T^2")])
+                                        "1 / T^2"),
+              Mistake("1/T only, inverted", 0.5, "0.5 is 1/T's ratio, and inverted: the gradient shrinks like 1 / T^2 "
+                                                 "(the chain rule's 1/T and p - q's own 1/T), and the question asks "
+                                                 "how many times smaller it gets"),
+              Mistake("T^2 inverted", 0.0625, "1/16 is 1 / T^2 at T = 4 alone: the question asks for the ratio between "
+                                              "T = 2 and T = 4, how many times smaller, (4 / 2)^2")])
 
 
 # =========================================================================== exercise forms (the graded answers)
