@@ -234,6 +234,22 @@ def test_quantize_float_zero_point_with_whole_values_and_scalar_scale_are_told()
            mistake="per-tensor, not per-channel")
 
 
+@pytest.mark.parametrize("eps", [1e-12, 1e-10, 1e-7])
+def test_quantize_with_any_small_epsilon_on_every_scale_is_named(eps):
+    """The table's row adds 1e-8; the check names the mistake for any small constant on every scale."""
+    def quantize_per_channel(w, bits=8):
+        qmax = 2 ** bits - 1
+        rows = w.reshape(len(w), -1)
+        lo, hi = np.minimum(rows.min(1), 0), np.maximum(rows.max(1), 0)
+        scale = (hi - lo) / qmax + eps                        # "to avoid dividing by zero"
+        zp = np.clip(np.round(-lo / scale), 0, qmax).astype(np.int64)
+        shape = (-1,) + (1,) * (w.ndim - 1)
+        q = np.clip(np.round(w / scale.reshape(shape)) + zp.reshape(shape), 0, qmax)
+        return q.astype(np.uint8), scale, zp
+    _fails("quantize_per_channel", quantize_per_channel, "a small constant was added to every scale",
+           mistake="epsilon added to every scale")
+
+
 def test_quantize_valid_alternatives_pass():
     def loop_torch_order(w, bits=8):                          # a loop over channels, torch's rounding order
         qmax = 2 ** bits - 1

@@ -519,7 +519,8 @@ def _q_along(v, w):
 
 
 def _quant(w, bits=8, scale_fn=None, zp_round=True, rounding="even", order="standard", clamp=True,
-           per_tensor=False, include_zero=True, qmax_off=0, int_q=True, axis0=True, zp_sign=1, cast=None):
+           per_tensor=False, include_zero=True, qmax_off=0, int_q=True, axis0=True, zp_sign=1, cast=None,
+           zp_rnd=np.round, zp_mid=False):
     w = np.asarray(w, dtype=np.float64)
     qmin, qmax = 0, 2 ** bits - 1 + qmax_off
     if axis0:
@@ -531,8 +532,10 @@ def _quant(w, bits=8, scale_fn=None, zp_round=True, rounding="even", order="stan
     scale = scale_fn(lo, hi, qmin, qmax) if scale_fn else (hi - lo) / (qmax - qmin)
     scale = np.maximum(scale, en.FLOAT32_EPS)
     zp = qmin - zp_sign * lo / scale
-    if zp_round:
-        zp = np.clip(np.round(zp), qmin, qmax).astype(np.int64)
+    if zp_mid:                                              # symmetric: the middle code stands for 0
+        zp = np.full(len(scale), (qmin + qmax + 1) // 2, dtype=np.int64)
+    elif zp_round:
+        zp = np.clip(zp_rnd(zp), qmin, qmax).astype(np.int64)
     s, z = (_q_along(scale, w), _q_along(zp, w)) if axis0 else (scale, zp)
     rnd = {"even": np.round, "up": lambda v: np.floor(v + 0.5), "floor": np.floor, "trunc": np.trunc}[rounding]
     if order == "clip first":                               # the rounded value clamped, then shifted
@@ -611,6 +614,18 @@ def qp_float_q(w, bits=8):
     return _quant(w, bits, int_q=False)
 
 
+def qp_zp_floor(w, bits=8):
+    return _quant(w, bits, zp_rnd=np.floor)
+
+
+def qp_symmetric(w, bits=8):
+    return _quant(w, bits, scale_fn=lambda lo, hi, qmin, qmax: 2 * np.maximum(-lo, hi) / (qmax - qmin), zp_mid=True)
+
+
+def qp_scale_eps(w, bits=8):
+    return _quant(w, bits, scale_fn=lambda lo, hi, qmin, qmax: (hi - lo) / (qmax - qmin) + 1e-8)
+
+
 QUANT_MISTAKES = (
     Mistake("scale from max alone", qp_max_only,
             "the scale comes from the maximum alone (max / qmax), which wastes the codes on the negative side and "
@@ -659,6 +674,17 @@ QUANT_MISTAKES = (
     Mistake("codes left as floats", qp_float_q,
             "the codes are right but still floats: the quantized tensor holds integers, convert with "
             ".astype(np.uint8) (or another integer type)"),
+    Mistake("zero point floored", qp_zp_floor,
+            "the zero point was floored (or truncated): it is the code NEAREST to the real 0, round(qmin - min / "
+            "scale), so that 0 is represented with the least error"),
+    Mistake("symmetric, not affine", qp_symmetric,
+            "that is SYMMETRIC quantization (a scale from the largest |w| and the middle code as zero point): a "
+            "valid scheme, but it spends half the codes on a side a lopsided channel hardly uses; the exercise asks "
+            "for AFFINE quantization, scale = (max - min) / (qmax - qmin) and zero point = round(qmin - min / scale)"),
+    Mistake("epsilon added to every scale", qp_scale_eps,
+            "a small constant was added to every scale: that shifts all of them, and some zero points and codes "
+            "then round the other way; guard only the zero range, np.maximum(scale, np.finfo(np.float32).eps), "
+            "which leaves every other scale exact"),
 )
 
 
@@ -756,6 +782,10 @@ def quantize_per_channel(fn):
                 fail_with(QUANT_MISTAKES, "zero point not rounded", f"({what})")
             if q.dtype.kind not in "iu":
                 raise CheckFailed(f"q is {q.dtype}: return integer codes ({what})")
+            excess = scale - expected[1]
+            if np.all(excess > 0) and np.ptp(excess) <= 1e-3 * excess.min() and excess.max() < 1e-4 * expected[1].max():
+                fail_with(QUANT_MISTAKES, "epsilon added to every scale",
+                          f"(every scale is {excess.min():.1e} too large; {what})")
             name_first_wrong(["scale", "zero_point", "q"], [scale, zp, q], [expected[1], expected[2], expected[0]],
                              what)                      # q last: a wrong scale or zero point makes q wrong too
     return ("codes, scales and integer zero points equal torch's quantize_per_channel rules on 4 tensors (exact "
@@ -799,6 +829,10 @@ def dq_precedence(q, scale, zero_point):
     return np.asarray(q, dtype=np.float64) * _dq_along(scale, q) - _dq_along(zero_point, q)   # q * scale - zp
 
 
+def dq_rounded(q, scale, zero_point):
+    return np.round((np.asarray(q, dtype=np.float64) - _dq_along(zero_point, q)) * _dq_along(scale, q))
+
+
 def dq_float32(q, scale, zero_point):
     return ((np.asarray(q, dtype=np.float64) - _dq_along(zero_point, q)) * _dq_along(scale, q)).astype(np.float32)
 
@@ -828,6 +862,9 @@ DEQUANT_MISTAKES = (
             "np.empty_like(q) take q's integer dtype); compute a new float64 array instead"),
     Mistake("float32", dq_float32,
             "the result is float32: return float64 (the scales are float64; no .astype(np.float32))"),
+    Mistake("result rounded", dq_rounded,
+            "the result was rounded to whole numbers: dequantization returns real values, (q - zero_point) * "
+            "scale, unrounded; only quantization rounds"),
 )
 
 
