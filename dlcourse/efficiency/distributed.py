@@ -323,17 +323,15 @@ def _spawn_once(job: dict) -> dict:
                 f"Its traceback:\n{e}") from None
         except mp.ProcessExitedException as e:
             stage = _stage(out_dir, e.error_index)
-            finished = os.path.exists(result_path) and stage in ("teardown", "done")
-            if not finished:
+            died = (f"rank {e.error_index} died ({_exit_reason(e.exit_code)}) while "
+                    f"{_STAGES.get(stage, 'starting Python')}")
+            if not (os.path.exists(result_path) and stage in ("teardown", "done")):
                 hint = ("; in a script, the code that calls this must sit under `if __name__ == '__main__':` "
                         "(start method 'spawn' re-imports the main module) -- see the child's traceback above"
                         if stage is None else "; see what it printed above")
                 raise (_RankKilled if e.exit_code < 0 else DistributedTrainingError)(
-                    f"rank {e.error_index} died ({_exit_reason(e.exit_code)}) while "
-                    f"{_STAGES.get(stage, 'starting Python')}; the other ranks were terminated{hint}.") from None
-            warnings.warn(f"rank {e.error_index} died ({_exit_reason(e.exit_code)}) while "
-                          f"{_STAGES[stage]}; the run's result is complete and is returned.",
-                          RuntimeWarning, stacklevel=4)
+                    f"{died}; the other ranks were terminated{hint}.") from None
+            warnings.warn(f"{died}; the run's result is complete and is returned.", RuntimeWarning, stacklevel=4)
         finally:
             for p in ctx.processes:  # after an error or a timeout: no orphan stays behind
                 if p.is_alive():
